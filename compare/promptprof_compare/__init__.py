@@ -1,0 +1,1 @@
+"""Prompt profile comparison for CI: run suites, compare runs, report regressions."""

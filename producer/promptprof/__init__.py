@@ -1,0 +1,1 @@
+"""promptprof: profile the prompts a service sends to LLMs."""

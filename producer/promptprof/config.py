@@ -1,0 +1,215 @@
+"""Configuration: pydantic settings from ``PROMPTPROF_*`` environment variables and a YAML file.
+
+Environment variables win over the YAML file, which wins over the defaults. Nested fields use a
+double underscore: ``PROMPTPROF_KAFKA__BOOTSTRAP_SERVERS``. The YAML file is named by
+``PROMPTPROF_CONFIG`` (or passed to :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "PROMPTPROF_"
+CONFIG_FILE_ENV = "PROMPTPROF_CONFIG"
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_INFLUX_PORT = 18086
+
+_yaml_path: ContextVar[Path | None] = ContextVar("promptprof_yaml_path", default=None)
+
+
+class ConfigError(ValueError):
+    """An invalid setting: the message names each bad field, its variable and the fix."""
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka. Security options are passed through to aiokafka."""
+
+    bootstrap_servers: str = Field(
+        default=f"127.0.0.1:{DEFAULT_KAFKA_PORT}",
+        min_length=1,
+        description="comma-separated host:port list, e.g. 127.0.0.1:19092",
+    )
+    client_id: str = Field(default="promptprof", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    request_timeout_ms: int = Field(default=10_000, gt=0, description="a positive number of ms")
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            password = self.sasl_password
+            options["sasl_plain_password"] = password.get_secret_value() if password else None
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return options
+
+
+class TopicSettings(BaseModel):
+    """Topic names and the partition count used when promptprof creates them."""
+
+    calls: str = "llm.calls"
+    dead_letter: str = "llm.calls.dlq"
+    windows: str = "llm.windows"
+    alerts: str = "llm.alerts"
+    partitions: int = Field(default=4, ge=1, le=1024, description="between 1 and 1024")
+
+
+class ProducerSettings(BaseModel):
+    """The embedded producer: buffering, batching, sampling and privacy."""
+
+    enabled: bool = True
+    service_name: str = Field(default="unknown-service", min_length=1, max_length=128)
+    environment: str = Field(default="dev", max_length=64)
+    buffer_size: int = Field(
+        default=100_000, ge=100, le=10_000_000, description="events held in memory, 100..10M"
+    )
+    batch_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="events per Kafka record, 1..10000"
+    )
+    linger_ms: int = Field(default=50, ge=1, le=60_000, description="ms between sends, 1..60000")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "lz4"
+    sample_rate: float = Field(default=1.0, gt=0, le=1, description="a fraction in (0, 1]")
+    capture_text: bool = Field(
+        default=False, description="send prompt and response text (after the redaction hook)"
+    )
+    retry_backoff_initial_ms: int = Field(default=100, gt=0)
+    retry_backoff_max_ms: int = Field(default=10_000, gt=0)
+    close_timeout_s: float = Field(default=5.0, ge=0, description="seconds to flush at exit")
+    metrics_log_interval_s: float = Field(
+        default=60.0, ge=0, description="seconds between self-metric log lines; 0 disables"
+    )
+
+
+class StackSettings(BaseModel):
+    """The local development stack: Tansu and InfluxDB on loopback."""
+
+    kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1, le=65535)
+    influx_port: int = Field(default=DEFAULT_INFLUX_PORT, ge=1, le=65535)
+    influx_rpc_port: int = Field(default=18088, ge=1, le=65535)
+    state_dir: Path = Path(".promptprof/stack")
+
+
+class InfluxSettings(BaseModel):
+    """Where window aggregates are written."""
+
+    url: str = f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}"
+    api: Literal["v1", "v2"] = Field(default="v1", description="'v1' (/write) or 'v2' (/api/v2)")
+    database: str = Field(default="promptprof", min_length=1, description="v1 database")
+    token: SecretStr | None = None
+    org: str = "promptprof"
+    bucket: str = "promptprof"
+    username: str | None = None
+    password: SecretStr | None = None
+    verify_ssl: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of promptprof's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+    )
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    producer: ProducerSettings = ProducerSettings()
+    influx: InfluxSettings = InfluxSettings()
+    stack: StackSettings = StackSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _yaml_path.get() or os.environ.get(CONFIG_FILE_ENV)
+        if path:
+            _read_yaml(Path(path))  # a clear error for an unreadable file or a non-mapping
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(
+    path: str | Path | None = None, cls: type[S] = Settings, **overrides: Any  # type: ignore[assignment]
+) -> S:
+    """Load settings from env and YAML, raising :class:`ConfigError` that names each bad field."""
+    token = _yaml_path.set(Path(path) if path else None)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, cls)) from None
+    finally:
+        _yaml_path.reset(token)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _describe(exc: ValidationError, cls: type[BaseSettings]) -> str:
+    lines = ["invalid promptprof configuration:"]
+    for error in exc.errors():
+        path = [str(p) for p in error["loc"]]
+        env = ENV_PREFIX + "__".join(p.upper() for p in path)
+        hint = _field_hint(cls, path)
+        fix = f"; expected {hint}" if hint else ""
+        lines.append(f"  {'.'.join(path)} (env {env}): {error['msg']}{fix}")
+    return "\n".join(lines)
+
+
+def _field_hint(cls: type[BaseModel], path: list[str]) -> str | None:
+    model: Any = cls
+    info = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        info = fields[part]
+        model = info.annotation
+    return info.description if info is not None else None

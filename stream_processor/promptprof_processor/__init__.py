@@ -1,0 +1,1 @@
+"""The promptprof stream processor: call events to windowed aggregates in InfluxDB."""
