@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,6 +107,19 @@ class ProducerSettings(BaseModel):
     metrics_log_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between self-metric log lines; 0 disables"
     )
+
+    @field_validator("compression")
+    @classmethod
+    def _codec_installed(cls, value: str) -> str:
+        if value != "none":
+            from aiokafka import codec
+
+            if not getattr(codec, f"has_{value}")():
+                raise ValueError(
+                    f"compression {value!r} needs its codec library: pip install cramjam, "
+                    "or set compression to 'gzip' or 'none'"
+                )
+        return value
 
 
 class StackSettings(BaseModel):

@@ -1,0 +1,355 @@
+"""The profiler a service calls: ``@profile``, ``track``, and the process-wide profiler.
+
+The hot path is a clock read before and after the call and one bounded, non-blocking append to
+the buffer; everything else happens on the sender thread. Nothing here raises into the host: a
+failure inside promptprof is counted and logged, never propagated. The host's own exceptions
+pass through untouched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+import structlog
+
+from promptprof.buffer import EventBuffer
+from promptprof.config import Settings, load_settings
+from promptprof.record import Call, Evaluator, EventBuilder, PromptSpec, Redactor, reset_event_ids
+from promptprof.sender import Sender
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger("promptprof")
+
+_perf_ns = time.perf_counter_ns
+
+
+class Profiler:
+    """Buffers measured calls and ships them to Kafka from a background sender."""
+
+    def __init__(self, settings: Settings | None = None, *, redact: Redactor | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.redact = redact
+        producer = self.settings.producer
+        self.enabled = producer.enabled
+        self.sample_rate = producer.sample_rate
+        self.buffer = EventBuffer(producer.buffer_size)
+        self._sender: Sender | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.internal_errors = 0
+        _live_profilers.add(self)
+
+    def enqueue(self, item: Any) -> None:
+        """Hand a recorded item to the sender; never blocks, never raises."""
+        try:
+            if self._sender is None:
+                self._start()
+            self.buffer.put(item)
+        except Exception:
+            self.internal_errors += 1
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._sender is not None or self._closed:
+                return
+            producer = self.settings.producer
+            builder = EventBuilder(
+                producer.service_name, producer.environment, producer.capture_text, self.redact
+            )
+            sender = Sender(self.buffer, builder, self.settings)
+            sender.start()
+            self._sender = sender
+
+    def stats(self) -> dict[str, Any]:
+        """Self-metrics: recorded, queued, sent, dropped (by reason), retries, errors, depth."""
+        sender = self._sender.stats if self._sender else None
+        sent = asdict(sender) if sender else {}
+        dropped_full = self.buffer.dropped_full
+        dropped_other = (sender.dropped_invalid + sender.dropped_close) if sender else 0
+        return {
+            "recorded": self.buffer.accepted + dropped_full,
+            "queued": self.buffer.accepted,
+            "buffer_depth": len(self.buffer),
+            "buffer_capacity": self.buffer.capacity,
+            "dropped": dropped_full + dropped_other,
+            "dropped_buffer_full": dropped_full,
+            "internal_errors": self.internal_errors,
+            "sender_alive": bool(self._sender and self._sender.alive),
+            **sent,
+        }
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far was sent or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sender = self._sender
+            if sender is None or (not self.buffer and sender.stats.pending_events == 0):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush what is buffered for at most ``timeout`` seconds and stop the sender.
+
+        What is still unsent afterwards is counted as ``dropped_close``. Returns True when
+        nothing was lost.
+        """
+        with self._lock:
+            self._closed = True
+            sender = self._sender
+        if sender is None:
+            return True
+        wait = self.settings.producer.close_timeout_s if timeout is None else timeout
+        return sender.stop(wait)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's queue and thread, start afresh on first use."""
+        self.buffer = EventBuffer(self.settings.producer.buffer_size)
+        self._sender = None
+        self._lock = threading.Lock()
+
+    # -- measuring --------------------------------------------------------------------------
+
+    def track(
+        self, prompt_id: str, version: str, *, model: str = "unknown", provider: str = "unknown",
+        operation: str = "chat", labels: Mapping[str, str] | None = None,
+    ) -> Tracked:
+        """A context manager (sync or async) measuring one call by hand."""
+        spec = make_spec(prompt_id, version, model, provider, operation, labels)
+        return Tracked(self, spec)
+
+    def start_call(self, spec: PromptSpec) -> Call | None:
+        """Begin measuring a call of ``spec``; ``None`` when disabled or sampled out."""
+        if not self.enabled or (self.sample_rate < 1.0 and random.random() >= self.sample_rate):
+            return None
+        return Call(self, spec, self.sample_rate)
+
+
+class Tracked:
+    """The context manager returned by :func:`track`; yields a :class:`Call` (or a no-op)."""
+
+    __slots__ = ("_call", "_profiler", "_spec")
+
+    def __init__(self, profiler: Profiler, spec: PromptSpec) -> None:
+        self._profiler, self._spec = profiler, spec
+        self._call: Call | None = None
+
+    def __enter__(self) -> Call:
+        call = self._profiler.start_call(self._spec)
+        self._call = call
+        return call if call is not None else Call(_NULL_PROFILER, self._spec, 1.0)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        call = self._call
+        if call is not None:
+            if exc_type is not None and call.error_type is None:
+                call.error_type = exc_type.__name__
+            call.finish()
+
+    async def __aenter__(self) -> Call:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class _NullProfiler:
+    """Swallows what a sampled-out or disabled call records."""
+
+    def enqueue(self, item: Any) -> None:
+        """Discard ``item``."""
+
+
+_NULL_PROFILER = _NullProfiler()
+
+
+def make_spec(
+    prompt_id: str, version: str, model: str = "unknown", provider: str = "unknown",
+    operation: str = "chat", labels: Mapping[str, str] | None = None,
+    evaluator: Evaluator | None = None, quality_metric: str = "custom",
+) -> PromptSpec:
+    """Build a :class:`PromptSpec`, validating it once at decoration time."""
+    if not prompt_id or not version:
+        raise ValueError("prompt_id and version must be non-empty strings")
+    bounded = {str(k)[:64]: str(v)[:256] for k, v in list((labels or {}).items())[:16]}
+    return PromptSpec(
+        prompt_id, version, model, provider, operation, bounded, evaluator, quality_metric
+    )
+
+
+# -- the process-wide profiler ------------------------------------------------------------
+
+_live_profilers: weakref.WeakSet[Profiler] = weakref.WeakSet()
+_default: list[Profiler | None] = [None]
+_default_lock = threading.Lock()
+
+
+def configure(
+    settings: Settings | None = None, *, redact: Redactor | None = None, **overrides: Any
+) -> Profiler:
+    """Set up the process-wide profiler (closing a previous one) and return it.
+
+    ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``.
+    Raises :class:`promptprof.config.ConfigError` naming any invalid field.
+    """
+    new = Profiler(settings or load_settings(**overrides), redact=redact)
+    with _default_lock:
+        old, _default[0] = _default[0], new
+    if old is not None:
+        old.close()
+    return new
+
+
+def get_profiler() -> Profiler:
+    """The process-wide profiler, configured from the environment on first use."""
+    profiler = _default[0]
+    if profiler is not None:
+        return profiler
+    with _default_lock:
+        profiler = _default[0]
+        if profiler is None:
+            profiler = _default[0] = _profiler_from_env()
+        return profiler
+
+
+def _profiler_from_env() -> Profiler:
+    try:
+        return Profiler(load_settings())
+    except Exception as exc:  # an invalid environment must not break the host's calls
+        log.error("promptprof.config_invalid", error=str(exc), action="profiling disabled")
+        disabled = Settings()
+        disabled.producer.enabled = False
+        return Profiler(disabled)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the process-wide profiler."""
+    profiler = _default[0]
+    return profiler.close(timeout) if profiler is not None else True
+
+
+def track(
+    prompt_id: str, version: str, *, model: str = "unknown", provider: str = "unknown",
+    operation: str = "chat", labels: Mapping[str, str] | None = None,
+) -> Tracked:
+    """Measure one call by hand: ``with track("faq", "v3") as call: ...``."""
+    return get_profiler().track(
+        prompt_id, version, model=model, provider=provider, operation=operation, labels=labels
+    )
+
+
+@overload
+def profile(
+    func: Callable[P, R], /,
+) -> Callable[P, R]: ...
+
+
+@overload
+def profile(
+    *, prompt_id: str | None = None, version: str = "1", model: str = "unknown",
+    provider: str = "unknown", operation: str = "chat", labels: Mapping[str, str] | None = None,
+    evaluator: Evaluator | None = None, quality_metric: str = "custom",
+    profiler: Profiler | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def profile(
+    func: Callable[P, R] | None = None, /, *, prompt_id: str | None = None, version: str = "1",
+    model: str = "unknown", provider: str = "unknown", operation: str = "chat",
+    labels: Mapping[str, str] | None = None, evaluator: Evaluator | None = None,
+    quality_metric: str = "custom", profiler: Profiler | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Measure every call of a sync or async function as one LLM call of a prompt.
+
+    ``evaluator`` receives the return value on the sender thread and returns a quality score
+    in [0, 1] (or ``(score, metric_name)``). ``prompt_id`` defaults to the function's name.
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        spec = make_spec(
+            prompt_id or fn.__qualname__, version, model, provider, operation, labels,
+            evaluator, quality_metric,
+        )
+        if inspect.iscoroutinefunction(fn):
+            return cast(Callable[P, R], _wrap_async(cast(Any, fn), spec, profiler))
+        return _wrap_sync(fn, spec, profiler)
+
+    return decorate(func) if func is not None else decorate
+
+
+def _wrap_sync(fn: Callable[P, R], spec: PromptSpec, fixed: Profiler | None) -> Callable[P, R]:
+    keep_result = spec.evaluator is not None
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        prof = fixed or _default[0] or get_profiler()
+        rate = prof.sample_rate
+        if not prof.enabled or (rate < 1.0 and random.random() >= rate):
+            return fn(*args, **kwargs)
+        start = _perf_ns()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            prof.enqueue((spec, start, _perf_ns(), type(exc).__name__, None, rate))
+            raise
+        prof.enqueue((spec, start, _perf_ns(), None, result if keep_result else None, rate))
+        return result
+
+    return wrapper
+
+
+def _wrap_async(
+    fn: Callable[P, Awaitable[R]], spec: PromptSpec, fixed: Profiler | None
+) -> Callable[P, Awaitable[R]]:
+    keep_result = spec.evaluator is not None
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        prof = fixed or _default[0] or get_profiler()
+        rate = prof.sample_rate
+        if not prof.enabled or (rate < 1.0 and random.random() >= rate):
+            return await fn(*args, **kwargs)
+        start = _perf_ns()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            prof.enqueue((spec, start, _perf_ns(), type(exc).__name__, None, rate))
+            raise
+        prof.enqueue((spec, start, _perf_ns(), None, result if keep_result else None, rate))
+        return result
+
+    return wrapper
+
+
+def _close_all_at_exit() -> None:
+    for profiler in list(_live_profilers):
+        profiler.close()
+
+
+def _reinit_after_fork() -> None:
+    reset_event_ids()
+    for profiler in list(_live_profilers):
+        profiler._after_fork()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -1,0 +1,298 @@
+"""What the hot path records, and how the sender turns it into call events.
+
+The hot path stores the cheapest thing that holds the facts (a :class:`Call` or a small tuple);
+ids, wall-clock times, costs, token estimates, evaluators and the redaction hook all run later on
+the sender thread, in :class:`EventBuilder`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from promptprof.event import MAX_LABEL_VALUE_LEN, MAX_LABELS, SCHEMA_VERSION
+from promptprof.pricing import call_cost
+from promptprof.tokens import estimate_tokens
+
+log = structlog.get_logger("promptprof")
+
+Evaluator = Callable[[Any], float | tuple[float, str]]
+Redactor = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    """The fixed identity of a profiled prompt: what one ``@profile`` or ``track`` names."""
+
+    prompt_id: str
+    version: str
+    model: str = "unknown"
+    provider: str = "unknown"
+    operation: str = "chat"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    evaluator: Evaluator | None = None
+    quality_metric: str = "custom"
+
+
+class Call:
+    """One call being measured: filled in by the caller or a client wrapper, then enqueued.
+
+    Setters may be called until the call ends; ``score`` may be called afterwards too.
+    """
+
+    __slots__ = (
+        "_event_id",
+        "_profiler",
+        "cached_tokens",
+        "end_ns",
+        "error_type",
+        "first_token_ns",
+        "input_tokens",
+        "labels",
+        "output_tokens",
+        "prompt_text",
+        "quality",
+        "quality_metric",
+        "response_model",
+        "response_text",
+        "result",
+        "sample_rate",
+        "spec",
+        "start_ns",
+        "tokens_estimated",
+    )
+
+    def __init__(self, profiler: Any, spec: PromptSpec, sample_rate: float) -> None:
+        self._profiler = profiler
+        self._event_id: str | None = None
+        self.spec = spec
+        self.sample_rate = sample_rate
+        self.start_ns = time.perf_counter_ns()
+        self.end_ns: int | None = None
+        self.first_token_ns: int | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cached_tokens: int | None = None
+        self.tokens_estimated = False
+        self.response_model: str | None = None
+        self.error_type: str | None = None
+        self.quality: float | None = None
+        self.quality_metric: str | None = None
+        self.labels: dict[str, str] | None = None
+        self.prompt_text: str | None = None
+        self.response_text: str | None = None
+        self.result: Any = None
+
+    @property
+    def event_id(self) -> str:
+        """The id the call's event will carry (to attach a score later)."""
+        if self._event_id is None:
+            self._event_id = new_event_id()
+        return self._event_id
+
+    def first_token(self) -> None:
+        """Mark the arrival of the first streamed token (only the first mark counts)."""
+        if self.first_token_ns is None:
+            self.first_token_ns = time.perf_counter_ns()
+
+    def set_usage(
+        self, input_tokens: int | None = None, output_tokens: int | None = None,
+        cached_tokens: int | None = None, *, estimated: bool = False,
+    ) -> None:
+        """Record token usage (as returned by the API, or ``estimated``)."""
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cached_tokens = cached_tokens
+        self.tokens_estimated = estimated
+
+    def set_model(self, response_model: str | None) -> None:
+        """Record the model that actually answered."""
+        self.response_model = response_model
+
+    def set_error(self, error: BaseException | str) -> None:
+        """Mark the call failed with an error type (an exception or its type name)."""
+        self.error_type = error if isinstance(error, str) else type(error).__name__
+
+    def set_text(self, prompt: str | None = None, response: str | None = None) -> None:
+        """Offer the prompt and response text (sent only with ``capture_text``, redacted)."""
+        self.prompt_text = prompt
+        self.response_text = response
+
+    def label(self, key: str, value: str) -> None:
+        """Attach a user label (at most 16; extra labels are ignored)."""
+        if self.labels is None:
+            self.labels = dict(self.spec.labels)
+        if len(self.labels) < MAX_LABELS or key in self.labels:
+            self.labels[key] = value
+
+    def score(self, value: float, metric: str = "custom") -> None:
+        """Attach a quality score in [0, 1]; after the call ended it is sent as its own event."""
+        if self.end_ns is None:
+            self.quality, self.quality_metric = value, metric
+        else:
+            self._profiler.enqueue(("quality", self, value, metric))
+
+    def finish(self) -> None:
+        """End the call and hand it to the profiler (idempotent)."""
+        if self.end_ns is None:
+            self.end_ns = time.perf_counter_ns()
+            self._profiler.enqueue(self)
+
+
+_PROCESS_PREFIX = [os.urandom(6).hex()]
+_COUNTER = [itertools.count()]
+
+
+def new_event_id() -> str:
+    """A unique event id: a random per-process prefix and a counter."""
+    return f"{_PROCESS_PREFIX[0]}{next(_COUNTER[0]):x}"
+
+
+def reset_event_ids() -> None:
+    """Give a forked child its own id prefix."""
+    _PROCESS_PREFIX[0] = os.urandom(6).hex()
+    _COUNTER[0] = itertools.count()
+
+
+class EventBuilder:
+    """Turns recorded calls into call-event dicts on the sender thread."""
+
+    def __init__(
+        self, service: str, environment: str, capture_text: bool, redact: Redactor | None
+    ) -> None:
+        self.service = service
+        self.environment = environment
+        self.capture_text = capture_text
+        self.redact = redact
+        self.clock_offset_ns = 0
+        self.sync_clock()
+
+    def sync_clock(self) -> None:
+        """Re-read the offset from the monotonic clock to the wall clock."""
+        self.clock_offset_ns = time.time_ns() - time.perf_counter_ns()
+
+    def build(self, item: Any) -> dict[str, Any]:
+        """The event dict of one queued item (a Call, a decorator tuple, or a quality tuple)."""
+        if isinstance(item, Call):
+            return self._from_call(item)
+        if item[0] == "quality":
+            return self._quality(item[1], item[2], item[3])
+        spec, start_ns, end_ns, error_type, result, sample_rate = item
+        event = self._base(spec, new_event_id(), start_ns, end_ns, sample_rate)
+        if error_type is not None:
+            event["promptprof.status"] = "error"
+            event["error.type"] = error_type
+        elif spec.evaluator is not None:
+            self._evaluate(event, spec, result)
+        return event
+
+    def _base(
+        self, spec: PromptSpec, event_id: str, start_ns: int, end_ns: int, sample_rate: float
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "start_time_unix_nano": start_ns + self.clock_offset_ns,
+            "service.name": self.service,
+            "deployment.environment.name": self.environment,
+            "promptprof.prompt.id": spec.prompt_id,
+            "promptprof.prompt.version": spec.version,
+            "gen_ai.provider.name": spec.provider,
+            "gen_ai.operation.name": spec.operation,
+            "gen_ai.request.model": spec.model,
+            "promptprof.latency_ms": (end_ns - start_ns) / 1e6,
+            "promptprof.status": "ok",
+            "promptprof.labels": spec.labels,
+            "promptprof.sample_rate": sample_rate,
+        }
+
+    def _from_call(self, call: Call) -> dict[str, Any]:
+        spec = call.spec
+        event = self._base(
+            spec, call.event_id, call.start_ns, call.end_ns or call.start_ns, call.sample_rate
+        )
+        if call.first_token_ns is not None:
+            event["gen_ai.server.time_to_first_token"] = (call.first_token_ns - call.start_ns) / 1e6
+        if call.response_model:
+            event["gen_ai.response.model"] = call.response_model
+        if call.labels:
+            event["promptprof.labels"] = _bounded_labels(call.labels)
+        if call.error_type is not None:
+            event["promptprof.status"] = "error"
+            event["error.type"] = call.error_type[:128]
+        self._usage(event, call)
+        if call.quality is not None:
+            event["promptprof.quality.score"] = call.quality
+            event["promptprof.quality.metric"] = call.quality_metric
+        elif spec.evaluator is not None and call.error_type is None:
+            self._evaluate(event, spec, call.result)
+        if self.capture_text:
+            self._text(event, call)
+        return event
+
+    def _usage(self, event: dict[str, Any], call: Call) -> None:
+        model = call.response_model or call.spec.model
+        inp, out = call.input_tokens, call.output_tokens
+        estimated = call.tokens_estimated
+        if inp is None and call.prompt_text:
+            inp, estimated = estimate_tokens(call.prompt_text, model), True
+        if out is None and call.response_text:
+            out, estimated = estimate_tokens(call.response_text, model), True
+        if inp is None and out is None:
+            return
+        event["gen_ai.usage.input_tokens"] = inp
+        event["gen_ai.usage.output_tokens"] = out
+        if call.cached_tokens is not None:
+            event["gen_ai.usage.cache_read.input_tokens"] = call.cached_tokens
+        event["promptprof.tokens.estimated"] = estimated
+        event["promptprof.cost.usd"] = call_cost(
+            call.spec.provider, model, inp, out, call.cached_tokens
+        )
+
+    def _text(self, event: dict[str, Any], call: Call) -> None:
+        for key, text in (
+            ("gen_ai.input.messages", call.prompt_text),
+            ("gen_ai.output.messages", call.response_text),
+        ):
+            if text is not None:
+                event[key] = self.redact(text) if self.redact else text
+
+    def _evaluate(self, event: dict[str, Any], spec: PromptSpec, result: Any) -> None:
+        assert spec.evaluator is not None
+        try:
+            outcome = spec.evaluator(result)
+        except Exception as exc:  # an evaluator's bug must not lose the call
+            log.warning("promptprof.evaluator_failed", prompt_id=spec.prompt_id, error=repr(exc))
+            return
+        score, metric = outcome if isinstance(outcome, tuple) else (outcome, spec.quality_metric)
+        if 0.0 <= score <= 1.0:
+            event["promptprof.quality.score"] = float(score)
+            event["promptprof.quality.metric"] = metric
+
+    def _quality(self, call: Call, value: float, metric: str) -> dict[str, Any]:
+        return {
+            "kind": "quality",
+            "schema_version": SCHEMA_VERSION,
+            "event_id": call.event_id,
+            "start_time_unix_nano": call.start_ns + self.clock_offset_ns,
+            "service.name": self.service,
+            "promptprof.prompt.id": call.spec.prompt_id,
+            "promptprof.prompt.version": call.spec.version,
+            "gen_ai.request.model": call.spec.model,
+            "promptprof.quality.score": value,
+            "promptprof.quality.metric": metric,
+            "promptprof.sample_rate": call.sample_rate,
+        }
+
+
+def _bounded_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    return {
+        str(k)[:64]: str(v)[:MAX_LABEL_VALUE_LEN]
+        for k, v in itertools.islice(labels.items(), MAX_LABELS)
+    }
