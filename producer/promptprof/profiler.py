@@ -95,7 +95,10 @@ class Profiler:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             sender = self._sender
-            if sender is None or (not self.buffer and sender.stats.pending_events == 0):
+            if sender is None:
+                return True
+            done = sender.stats
+            if self.buffer.accepted <= done.sent_events + done.dropped_invalid + done.dropped_close:
                 return True
             time.sleep(0.01)
         return False

@@ -1,0 +1,61 @@
+"""The ``promptprof`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from promptprof.config import ConfigError, Settings, load_settings
+from promptprof.logs import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptprof", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML settings file (or PROMPTPROF_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack = commands.add_parser("stack", help="start, stop or check the local Kafka and InfluxDB")
+    stack.add_argument("action", choices=["up", "down", "status"])
+
+    demo = commands.add_parser("demo", help="simulated LLM traffic through the whole pipeline")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds of traffic")
+    demo.add_argument("--rate", type=float, default=200.0, help="calls per second")
+
+    schema = commands.add_parser("schema", help="write the call-event JSON Schema")
+    schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``promptprof`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        settings: Settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(settings.log_format, settings.log_level)
+    return _dispatch(args, settings)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stack":
+        from promptprof.stack import stack_command
+
+        return stack_command(args.action, settings)
+    if args.command == "demo":
+        from promptprof.demo.run import run_demo
+
+        return asyncio.run(run_demo(settings, args.duration, args.rate))
+    if args.command == "schema":
+        from promptprof.schema import write_schema
+
+        return write_schema(args.out)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The demo: simulated LLM traffic through the real producer, shown live in the terminal."""
