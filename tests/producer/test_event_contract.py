@@ -8,13 +8,12 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
-
 from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
 from promptprof.event import CallEvent, QualityEvent, series_key
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder
 from promptprof.schema import SCHEMA_FILE, render_schema
+from pydantic import ValidationError
 
 
 class _Sink:
@@ -26,7 +25,7 @@ class _Sink:
 
 
 def _builder(capture_text: bool = False) -> EventBuilder:
-    return EventBuilder("checkout", "test", capture_text, redact=lambda s: s.replace("secret", "***"))
+    return EventBuilder("checkout", "test", capture_text, lambda s: s.replace("secret", "***"))
 
 
 def test_schema_file_is_current() -> None:
