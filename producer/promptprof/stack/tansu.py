@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import importlib.util
+import logging
 import os
 import stat
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -60,20 +64,47 @@ def _packaged_binary() -> Path:
     return Path(str(resource))
 
 
+class _ProbeLogFilter(logging.Filter):
+    """Drops aiokafka's "Unable connect" errors about an address that a probe expects down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probing: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) < 2 or not str(record.msg).startswith("Unable connect"):
+            return True
+        return self.probing[f"{args[0]}:{args[1]}"] == 0
+
+    @contextmanager
+    def probing_of(self, address: str) -> Iterator[None]:
+        self.probing[address] += 1
+        try:
+            yield
+        finally:
+            self.probing[address] -= 1
+
+
+_probe_filter = _ProbeLogFilter()
+logging.getLogger("aiokafka").addFilter(_probe_filter)
+
+
 async def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """Tell whether a Kafka metadata request to ``bootstrap`` succeeds within ``timeout_s``."""
     timeout_ms = max(int(timeout_s * 1000), 100)
-    client = AIOKafkaClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, retry_backoff_ms=50
-    )
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout_s)
-        metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
-        return bool(metadata.brokers())
-    except (TimeoutError, KafkaError, OSError):
-        return False
-    finally:
-        await client.close()
+    with _probe_filter.probing_of(bootstrap):
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, retry_backoff_ms=50
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+            return bool(metadata.brokers())
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        finally:
+            await client.close()
 
 
 class TansuBroker(ServiceProcess):
