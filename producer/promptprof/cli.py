@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=30.0, help="seconds of traffic")
     demo.add_argument("--rate", type=float, default=200.0, help="calls per second")
 
+    commands.add_parser("worker", help="run a stream-processor worker (Faust) with its sink")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -50,11 +52,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from promptprof.demo.run import run_demo
 
         return asyncio.run(run_demo(settings, args.duration, args.rate))
+    if args.command == "worker":
+        return _worker(args.config)
     if args.command == "schema":
         from promptprof.schema import write_schema
 
         return write_schema(args.out)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _worker(config: Path | None) -> int:
+    from promptprof_processor.app import WorkerProcessSettings, run_worker
+
+    try:
+        settings = load_settings(config, WorkerProcessSettings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return run_worker(settings)
 
 
 if __name__ == "__main__":

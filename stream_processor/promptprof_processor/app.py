@@ -1,0 +1,138 @@
+"""The Faust worker: call envelopes in, closed windows out, state checkpointed in a table.
+
+One agent consumes the calls topic. Each record (a batch envelope, or a single event) is decoded,
+validated and aggregated whole by :class:`PartitionWindows`; windows that the watermark closes
+are published to the windows topic, bad records and events to the dead-letter topic with their
+reason. Every ``checkpoint_interval_s`` the partition's open-window state is written to a Faust
+table (its changelog is what a restarted worker recovers from) and only then are the records
+aggregated since the last checkpoint acknowledged, so a committed offset never runs ahead of
+the state: no call is lost, and a crash re-counts at most one checkpoint interval of calls.
+
+The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import structlog
+from pydantic import BaseModel, Field
+
+from promptprof_processor.aggregate import WindowAggregate
+from promptprof_processor.partitions import DeadLetter, PartitionWindows
+from promptprof_processor.settings import ProcessorSettings
+from promptprof_processor.sink import WindowSink
+
+log = structlog.get_logger("promptprof.worker")
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker."""
+
+    app_id: str = Field(default="promptprof-worker", min_length=1)
+    checkpoint_interval_s: float = Field(default=2.0, gt=0, description="seconds, > 0")
+    idle_timeout_s: float = Field(default=5.0, gt=0, description="seconds, > 0")
+    sink_enabled: bool = True
+    web_port: int | None = Field(default=None, description="Faust web port; None disables it")
+    data_dir: str = ".promptprof/worker"
+
+
+class WorkerProcessSettings(ProcessorSettings):
+    """Everything a worker process reads: the processor's settings plus the ``worker`` section."""
+
+    worker: WorkerSettings = WorkerSettings()
+
+
+def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
+    """A Faust app with the aggregation agent, the idle timer and the sink task."""
+    Path(worker.data_dir).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        worker.app_id,
+        broker=";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_servers.split(",")),
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topics.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=worker.checkpoint_interval_s,
+        web_enabled=worker.web_port is not None,
+        web_port=worker.web_port or 6066,
+        datadir=worker.data_dir,
+        autodiscover=False,
+    )
+    calls = app.topic(settings.topics.calls, value_type=bytes, partitions=settings.topics.partitions)
+    windows_topic = app.topic(settings.topics.windows, value_type=bytes)
+    dead_topic = app.topic(settings.topics.dead_letter, value_type=bytes)
+    table = app.Table(
+        "window-state", default=None, partitions=settings.topics.partitions,
+        key_type=bytes, value_type=bytes,
+    )
+    state = PartitionWindows(settings.windows, idle_timeout_s=worker.idle_timeout_s)
+
+    async def publish(closed: list[WindowAggregate], dead: list[DeadLetter]) -> None:
+        for window in closed:
+            await windows_topic.send(key=_window_key(window), value=window.to_bytes())
+        for letter in dead:
+            headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
+            await dead_topic.send(value=letter.value, headers=headers)
+
+    @app.agent(calls)
+    async def aggregate(stream: faust.StreamT[bytes]) -> None:
+        unacked: dict[int, list[Any]] = {}
+        last_checkpoint: dict[int, float] = {}
+        async for event in stream.noack().events():
+            partition = event.message.partition
+            if not state.owns(partition):
+                state.restore(partition, table.get(_state_key(partition)))
+            outcome = state.handle(partition, event.value)
+            await publish(outcome.closed, outcome.dead)
+            unacked.setdefault(partition, []).append(event)
+            now = time.monotonic()
+            if now - last_checkpoint.get(partition, 0.0) >= worker.checkpoint_interval_s:
+                table[_state_key(partition)] = state.checkpoint(partition)
+                for pending in unacked.pop(partition):
+                    pending.ack()
+                last_checkpoint[partition] = now
+
+    @app.timer(interval=1.0)
+    async def close_idle_windows() -> None:
+        for windows in state.close_idle().values():
+            await publish(windows, [])
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == settings.topics.calls:
+                state.forget(tp.partition)
+
+    if worker.sink_enabled:
+        sink = WindowSink(settings)
+
+        @app.task
+        async def run_sink() -> None:
+            await sink.run(asyncio.Event())
+
+    return app
+
+
+def _state_key(partition: int) -> bytes:
+    return b"p%d" % partition
+
+
+def _window_key(window: WindowAggregate) -> bytes:
+    tags = window.series
+    return "\x1f".join(
+        (tags.service, tags.prompt_id, tags.prompt_version, tags.model, str(window.width_s))
+    ).encode()
+
+
+def run_worker(settings: WorkerProcessSettings) -> int:
+    """Run a worker until SIGTERM or SIGINT."""
+    app = build_app(settings, settings.worker)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    return 0
