@@ -65,7 +65,8 @@ def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
         datadir=worker.data_dir,
         autodiscover=False,
     )
-    calls = app.topic(settings.topics.calls, value_type=bytes, partitions=settings.topics.partitions)
+    topics = settings.topics
+    calls = app.topic(topics.calls, value_type=bytes, partitions=topics.partitions)
     windows_topic = app.topic(settings.topics.windows, value_type=bytes)
     dead_topic = app.topic(settings.topics.dead_letter, value_type=bytes)
     table = app.Table(

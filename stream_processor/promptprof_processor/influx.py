@@ -13,6 +13,7 @@ from typing import Protocol
 
 import httpx
 import structlog
+
 from promptprof.config import InfluxSettings
 
 log = structlog.get_logger("promptprof.sink")

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from promptprof.envelope import EnvelopeError, decode_record
+import structlog
 
+from promptprof.envelope import EnvelopeError, decode_record
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.settings import WindowSettings
 from promptprof_processor.validation import validate_events
 from promptprof_processor.windows import StateError, WindowAggregator
+
+log = structlog.get_logger("promptprof.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +69,15 @@ class PartitionWindows:
 
     def restore(self, partition: int, state: bytes | None) -> None:
         """Load a partition's checkpointed state (or start empty)."""
-        aggregator = WindowAggregator(self.settings)
+        self._partitions[partition] = _Partition(self._aggregator_from(state))
+
+    def _aggregator_from(self, state: bytes | None) -> WindowAggregator:
         if state:
             try:
-                aggregator = WindowAggregator.from_bytes(state, self.settings)
-            except (StateError, ValueError, KeyError):
-                pass  # settings changed: windows in flight are re-counted from the stream
-        self._partitions[partition] = _Partition(aggregator)
+                return WindowAggregator.from_bytes(state, self.settings)
+            except (StateError, ValueError, KeyError) as exc:
+                log.warning("promptprof.checkpoint_discarded", reason=str(exc))
+        return WindowAggregator(self.settings)
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's in-memory state (its checkpoint stays in the table)."""

@@ -6,6 +6,7 @@ import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from promptprof.buffer import EventBuffer
 
 

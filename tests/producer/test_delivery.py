@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from promptprof.config import load_settings
 from promptprof.envelope import decode_record
 from promptprof.event import CallEvent

@@ -8,12 +8,13 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
 from promptprof.event import CallEvent, QualityEvent, series_key
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder
 from promptprof.schema import SCHEMA_FILE, render_schema
-from pydantic import ValidationError
 
 
 class _Sink:

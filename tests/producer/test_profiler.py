@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from promptprof.config import load_settings
 from promptprof.profiler import Profiler, profile
 from promptprof.record import Call, EventBuilder
