@@ -1,0 +1,1 @@
+"""Test helpers shipped with promptprof (fake LLM providers for tests and demos)."""
