@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
 from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
 from promptprof.stack import (
     INFLUXD_INSTALL_HINT,

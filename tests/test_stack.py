@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
 from promptprof.stack import (
     InfluxDB,
