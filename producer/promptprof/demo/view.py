@@ -37,6 +37,27 @@ def producer_table(stats: dict[str, Any]) -> Table:
     return table
 
 
+def windows_table(rows: list[dict[str, Any]]) -> Table:
+    """The newest closed 10 s window per prompt, version and model, read back from InfluxDB."""
+    table = Table(title="latest 10 s windows (read back from InfluxDB)", expand=False)
+    for column in ("prompt", "version", "model"):
+        table.add_column(column)
+    for column in ("calls", "p50 ms", "p95 ms", "p99 ms", "error %", "in tok", "out tok", "cost $"):
+        table.add_column(column, justify="right")
+    for row in sorted(rows, key=lambda r: (r["prompt_id"], r["prompt_version"], r["model"])):
+        table.add_row(
+            row["prompt_id"], row["prompt_version"], row["model"], _num(row["calls"], "{:.0f}"),
+            _num(row["p50"]), _num(row["p95"]), _num(row["p99"]),
+            _num(row["error_rate"] and 100 * row["error_rate"], "{:.1f}"),
+            _num(row["in_tokens"]), _num(row["out_tokens"]), _num(row["cost"], "{:.4f}"),
+        )
+    return table
+
+
+def _num(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def render(traffic: TrafficStats, producer: dict[str, Any], *extra: Any) -> Group:
     """The whole screen."""
     return Group(traffic_table(traffic), producer_table(producer), *extra)

@@ -1,0 +1,36 @@
+"""The demo's stream-processor worker, run as a child process of ``promptprof demo``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+DEMO_LATENESS_S = 5
+
+
+def start_worker(state_dir: Path, config: Path | None) -> subprocess.Popen[bytes]:
+    """Start ``promptprof worker`` with a short allowed lateness, logging to a file."""
+    env = dict(os.environ)
+    env.setdefault("PROMPTPROF_WINDOWS__ALLOWED_LATENESS_S", str(DEMO_LATENESS_S))
+    env.setdefault("PROMPTPROF_WORKER__IDLE_TIMEOUT_S", "2")
+    env.setdefault("PROMPTPROF_WORKER__DATA_DIR", str(state_dir / "worker"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "promptprof.cli"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    log = (state_dir / "demo-worker.log").open("ab")
+    return subprocess.Popen([*argv, "worker"], env=env, stdout=log, stderr=log)
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it does not stop in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
