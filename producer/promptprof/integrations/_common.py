@@ -311,8 +311,9 @@ class Instrument:
             if spec is None:
                 spec = self._cache(self._by_model, model_name, self._build(model_name, {}))
             return spec
-        layer = _merge(context or {}, _checked(override)) if override is not None else context
-        assert layer is not None
+        layer = context or PromptOverride()
+        if override is not None:
+            layer = _merge(layer, _checked(override))
         key = (
             layer.get("prompt_id"), layer.get("version"),
             tuple(layer.get("labels", {}).items()), model_name,
