@@ -60,6 +60,7 @@ class FakeReply:
     output_tokens: int = 9
     cached_tokens: int = 0
     usage: bool = True  # False: answer without any usage fields
+    delay_s: float = 0.0  # pause before answering (to trigger client timeouts)
     chunk_delay_s: float = 0.002  # pause before each streamed event
     stream_error_after: int | None = None  # streams: send an error event after N text chunks
     error_message: str = "simulated failure"
@@ -199,7 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = state.next_reply()
         reply = replace(reply, model=reply.model or str(body.get("model") or "fake-model"))
-        route(self, reply, body)
+        time.sleep(reply.delay_s)
+        try:
+            route(self, reply, body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a timeout)
+            self.close_connection = True
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -216,15 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         self.close_connection = True
-        try:
-            for name, data in events:
-                time.sleep(reply.chunk_delay_s)
-                head = f"event: {name}\n" if name else ""
-                payload = data.get("_raw") or json.dumps(data)
-                self.wfile.write(f"{head}data: {payload}\n\n".encode())
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # the client closed the stream early
-            pass
+        for name, data in events:
+            time.sleep(reply.chunk_delay_s)
+            head = f"event: {name}\n" if name else ""
+            payload = data.get("_raw") or json.dumps(data)
+            self.wfile.write(f"{head}data: {payload}\n\n".encode())
+            self.wfile.flush()
 
     # -- OpenAI ---------------------------------------------------------------------------
 
