@@ -1,0 +1,197 @@
+"""DDSketch helpers: the one sketch configuration, bulk insertion and a compact codec.
+
+Every sketch is a :class:`ddsketch.LogCollapsingLowestDenseDDSketch` with 1% relative accuracy
+and at most 2048 bins (about 17 decades of values; only beyond that do the lowest bins collapse).
+Sketches hold non-negative values only (latencies, token counts, quality scores).
+
+:func:`add_values` inserts a whole column of values at once: it computes the bin keys of the
+sketch's logarithmic mapping in one pass, grows the store once, and adds each distinct key's
+count to its bin, which costs a fraction of calling ``DDSketch.add`` per value. It reads and
+writes the sketch's internals (``_store``, ``_count``, ...); tests pin it to ``DDSketch.add``.
+
+The codec (:func:`encode_sketch`, :func:`decode_sketch`) produces a JSON-native dict, so sketches
+travel inside orjson documents (checkpoints, closed windows). Unlike ddsketch's protobuf helper,
+which drops them, it keeps the exact count, sum, min and max::
+
+    {"a": 0.01, "n": count, "s": sum, "min": min, "max": max, "z": zero_count,
+     "pn": positive_store_count, "k": lowest_key, "c": collapsed, "b": [bin counts from k up]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from math import ceil, log2
+from operator import mul
+from typing import Any
+
+from ddsketch import LogCollapsingLowestDenseDDSketch
+from ddsketch.store import CollapsingLowestDenseStore
+
+RELATIVE_ACCURACY = 0.01
+BIN_LIMIT = 2048
+
+Sketch = LogCollapsingLowestDenseDDSketch
+SketchData = dict[str, Any]
+
+
+def new_sketch() -> Sketch:
+    """An empty sketch with promptprof's accuracy and bin limit."""
+    return LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, BIN_LIMIT)
+
+
+def _store(sketch: Sketch) -> CollapsingLowestDenseStore:
+    store: CollapsingLowestDenseStore = sketch._store
+    return store
+
+
+def add_values(sketch: Sketch, values: Sequence[float], weights: Sequence[float] | None) -> None:
+    """Add non-negative values, each with its weight (all 1 when ``weights`` is None).
+
+    The result is that of ``sketch.add(v, w)`` for each pair, up to float rounding of the
+    running sum and values within a rounding error of a bin boundary.
+    """
+    if not values:
+        return
+    lowest, highest = min(values), max(values)
+    if lowest < 0:
+        raise ValueError("sketch values must be non-negative")
+    if lowest <= sketch._mapping.min_possible:
+        values, weights = _add_zeros(sketch, values, weights)
+        if not values:
+            return
+        lowest = min(values)
+    multiplier = sketch._mapping._multiplier
+    keys = [ceil(log2(v) * multiplier) for v in values]
+    if weights is None:
+        counts: Mapping[int, float] = Counter(keys)
+        total = float(len(values))
+    else:
+        counts = _weighted_counts(keys, weights)
+        total = math.fsum(weights)
+    low, high = ceil(log2(lowest) * multiplier), ceil(log2(highest) * multiplier)
+    _add_counts(_store(sketch), counts, low, high, total)
+    _add_summary(sketch, values, weights, lowest, highest)
+
+
+def _add_counts(
+    store: CollapsingLowestDenseStore,
+    counts: Mapping[int, float],
+    low: int,
+    high: int,
+    total: float,
+) -> None:
+    """Add bin counts for keys within low..high, growing the store once for the whole range."""
+    store.add(low, 0.0)
+    store.add(high, 0.0)
+    if low < store.min_key:  # the store collapsed its lowest bins: let it route each key
+        for key, count in counts.items():
+            store.add(key, float(count))
+        return
+    bins, offset = store.bins, store.offset
+    for key, count in counts.items():
+        bins[key - offset] += count
+    store.count += total
+
+
+def _weighted_counts(keys: list[int], weights: Sequence[float]) -> dict[int, float]:
+    counts: dict[int, float] = {}
+    get = counts.get
+    for key, weight in zip(keys, weights, strict=True):
+        counts[key] = get(key, 0.0) + weight
+    return counts
+
+
+def _add_summary(
+    sketch: Sketch,
+    values: Sequence[float],
+    weights: Sequence[float] | None,
+    lowest: float,
+    highest: float,
+) -> None:
+    if weights is None:
+        sketch._count += float(len(values))
+        sketch._sum += math.fsum(values)
+    else:
+        sketch._count += math.fsum(weights)
+        sketch._sum += math.fsum(map(mul, values, weights))
+    sketch._min = min(sketch._min, lowest)
+    sketch._max = max(sketch._max, highest)
+
+
+def _add_zeros(
+    sketch: Sketch, values: Sequence[float], weights: Sequence[float] | None
+) -> tuple[list[float], list[float] | None]:
+    """Count the values too small to bin as zeros, as ``DDSketch.add`` does; return the rest."""
+    tiny = sketch._mapping.min_possible
+    pairs = list(zip(values, weights or [1.0] * len(values), strict=True))
+    zeros = [v for v, _ in pairs if v <= tiny]
+    zero_weights = [w for v, w in pairs if v <= tiny]
+    sketch._zero_count += math.fsum(zero_weights)
+    _add_summary(sketch, zeros, zero_weights, min(zeros), max(zeros))
+    rest = [(v, w) for v, w in pairs if v > tiny]
+    return [v for v, _ in rest], None if weights is None else [w for _, w in rest]
+
+
+def merge_into(target: Sketch, source: Sketch) -> None:
+    """Add ``source``'s values to ``target``; ``target`` is marked collapsed if either was."""
+    target.merge(source)
+    _store(target).is_collapsed |= _store(source).is_collapsed
+
+
+def quantile(sketch: Sketch, q: float) -> float | None:
+    """The value at quantile ``q`` (0..1), within 1% relative error; None when empty.
+
+    Clamped to the exact minimum and maximum, so that no percentile exceeds the maximum.
+    """
+    value: float | None = sketch.get_quantile_value(q)
+    if value is None:
+        return None
+    return float(min(max(value, sketch._min), sketch._max))
+
+
+def encode_sketch(sketch: Sketch) -> SketchData:
+    """A JSON-native encoding of the sketch that :func:`decode_sketch` restores exactly."""
+    if sketch._negative_store.count:
+        raise ValueError("sketches with negative values are not supported")
+    store = _store(sketch)
+    if store.count:
+        bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
+        lowest = int(store.min_key)
+    else:
+        bins, lowest = [], 0
+    return {
+        "a": RELATIVE_ACCURACY,
+        "n": sketch._count,
+        "s": sketch._sum,
+        "min": sketch._min if sketch._count else None,
+        "max": sketch._max if sketch._count else None,
+        "z": sketch._zero_count,
+        "pn": store.count,
+        "k": lowest,
+        "c": store.is_collapsed,
+        "b": bins,
+    }
+
+
+def decode_sketch(data: SketchData) -> Sketch:
+    """Restore a sketch from :func:`encode_sketch` output."""
+    if data["a"] != RELATIVE_ACCURACY:
+        raise ValueError(f"sketch relative accuracy {data['a']} differs from {RELATIVE_ACCURACY}")
+    sketch = new_sketch()
+    bins = [float(b) for b in data["b"]]
+    if bins:
+        store = _store(sketch)
+        store.bins = bins
+        store.offset = store.min_key = data["k"]
+        store.max_key = data["k"] + len(bins) - 1
+        store.count = data["pn"]
+        store.is_collapsed = data["c"]
+    sketch._zero_count = data["z"]
+    sketch._count = data["n"]
+    sketch._sum = data["s"]
+    if data["min"] is not None:
+        sketch._min = data["min"]
+        sketch._max = data["max"]
+    return sketch

@@ -1,0 +1,53 @@
+"""Event factories for the stream-processor tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptprof.event import CallEvent, QualityEvent
+from promptprof_processor.settings import NS_PER_S
+
+# A time aligned to every test window width (10 s, 60 s, 3600 s).
+T0_S = 1_699_999_200
+T0 = T0_S * NS_PER_S
+
+_counter = iter(range(10**12))
+
+
+def ns(seconds: float) -> int:
+    """Nanoseconds since T0."""
+    return T0 + round(seconds * NS_PER_S)
+
+
+def call(at_s: float = 0.0, latency_ms: float = 100.0, **fields: Any) -> CallEvent:
+    """A call event ``at_s`` seconds after T0."""
+    values: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": f"e{next(_counter)}",
+        "start_time_unix_nano": ns(at_s),
+        "service": "svc",
+        "prompt_id": "summarise",
+        "prompt_version": "v1",
+        "request_model": "gpt-4o-mini",
+        "latency_ms": latency_ms,
+    }
+    values.update(fields)
+    return CallEvent(**values)
+
+
+def quality(at_s: float, score: float, **fields: Any) -> QualityEvent:
+    """A quality event scoring a call that started ``at_s`` seconds after T0."""
+    values: dict[str, Any] = {
+        "kind": "quality",
+        "schema_version": 1,
+        "event_id": f"q{next(_counter)}",
+        "start_time_unix_nano": ns(at_s),
+        "service": "svc",
+        "prompt_id": "summarise",
+        "prompt_version": "v1",
+        "request_model": "gpt-4o-mini",
+        "quality_score": score,
+        "quality_metric": "judge",
+    }
+    values.update(fields)
+    return QualityEvent(**values)
