@@ -1,0 +1,364 @@
+"""Per-window, per-series figures: the mutable :class:`Accumulator` and the closed
+:class:`WindowAggregate`, plus :func:`rollup` to merge closed windows into a longer one.
+
+Sampling: an event recorded at ``sample_rate`` r stands for 1/r calls. ``events`` counts the
+events received; every other count, sum and percentile is the weighted estimate of real calls
+(they coincide when nothing is sampled).
+
+A closed window keeps its DDSketches (``sketches``, encoded by
+:func:`promptprof_processor.sketches.encode_sketch`) and the exact sums and counts behind every
+mean and rate, so :func:`rollup` of windows gives the same figures as aggregating their events
+in one window: percentiles bin for bin, sums up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import compress, pairwise, repeat
+from operator import attrgetter
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from promptprof.event import CallEvent, QualityEvent
+from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.sketches import (
+    Sketch,
+    SketchData,
+    add_values,
+    decode_sketch,
+    encode_sketch,
+    merge_into,
+    new_sketch,
+    quantile,
+)
+
+UNKNOWN_ERROR = "unknown"
+OTHER_ERRORS = "__other__"
+MAX_ERROR_TYPES = 32
+SKETCH_NAMES = ("latency_ms", "ttft_ms", "input_tokens", "output_tokens", "quality")
+
+_sample_rate = attrgetter("sample_rate")
+_columns = {
+    "latency_ms": attrgetter("latency_ms"),
+    "ttft_ms": attrgetter("ttft_ms"),
+    "input_tokens": attrgetter("input_tokens"),
+    "output_tokens": attrgetter("output_tokens"),
+    "quality": attrgetter("quality_score"),
+}
+_cost = attrgetter("cost_usd")
+_status = attrgetter("status")
+_is_error = "error".__eq__
+
+
+class SeriesTags(BaseModel):
+    """A series' identity as written to InfluxDB; ``labels`` holds non-empty values only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    prompt_id: str
+    prompt_version: str
+    model: str
+    labels: dict[str, str] = {}
+
+
+class Percentiles(BaseModel):
+    """Latency-style percentiles (1% relative accuracy) and the exact maximum."""
+
+    model_config = ConfigDict(frozen=True)
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+
+class TokenStats(BaseModel):
+    """Token figures over the calls whose token count is known."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sum: float
+    mean: float
+    p95: float
+    calls: float
+
+
+class WindowAggregate(BaseModel):
+    """The figures of one series over one closed event-time window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_start_ns: int
+    window_end_ns: int
+    width_s: int
+    series: SeriesTags
+    events: int
+    calls: float
+    errors: float
+    error_rate: float | None
+    errors_by_type: dict[str, float]
+    latency_ms: Percentiles | None
+    ttft_ms: Percentiles | None
+    ttft_calls: float
+    input_tokens: TokenStats | None
+    output_tokens: TokenStats | None
+    cost_usd_sum: float
+    cost_per_call_usd: float | None
+    cost_known_calls: float
+    cost_unknown_calls: float
+    quality_mean: float | None
+    quality_p10: float | None
+    quality_scored: float
+    late_events: int
+    sketches: dict[str, SketchData]
+
+    def to_bytes(self) -> bytes:
+        """orjson bytes that :meth:`from_bytes` restores exactly."""
+        return orjson.dumps(self.model_dump())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WindowAggregate:
+        """Restore a window from :meth:`to_bytes` output."""
+        return cls.model_validate(orjson.loads(data))
+
+
+class Accumulator:
+    """The running figures of one series in one window; mergeable and checkpointable."""
+
+    __slots__ = (
+        "calls",
+        "cost_known_calls",
+        "cost_unknown_calls",
+        "cost_usd",
+        "errors",
+        "errors_by_type",
+        "events",
+        "late_by_width",
+        "sketches",
+    )
+
+    def __init__(self) -> None:
+        """An empty accumulator."""
+        self.events = 0
+        self.calls = 0.0
+        self.errors = 0.0
+        self.errors_by_type: dict[str, float] = {}
+        self.cost_usd = 0.0
+        self.cost_known_calls = 0.0
+        self.cost_unknown_calls = 0.0
+        self.late_by_width: dict[int, int] = {}
+        self.sketches: dict[str, Sketch] = {}
+
+    def add_calls(self, events: Sequence[CallEvent]) -> None:
+        """Aggregate a group of call events of this series and window."""
+        rates = list(map(_sample_rate, events))
+        weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
+        self.events += len(events)
+        self.calls += len(events) if weights is None else math.fsum(weights)
+        for name, column in _columns.items():
+            self._add_column(name, list(map(column, events)), weights)
+        self._add_costs(list(map(_cost, events)), weights)
+        statuses = list(map(_status, events))
+        if "error" in statuses:
+            self._add_errors(events, weights, list(map(_is_error, statuses)))
+
+    def add_quality(self, events: Sequence[QualityEvent]) -> None:
+        """Aggregate a group of quality events scoring calls of this series and window."""
+        rates = list(map(_sample_rate, events))
+        weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
+        self._add_column("quality", [e.quality_score for e in events], weights)
+
+    def _add_column(self, name: str, column: list[Any], weights: list[float] | None) -> None:
+        values, weights = _known(column, weights)
+        if values:
+            sketch = self.sketches.get(name)
+            if sketch is None:
+                sketch = self.sketches[name] = new_sketch()
+            add_values(sketch, values, weights)
+
+    def _add_costs(self, costs: list[float | None], weights: list[float] | None) -> None:
+        known, known_weights = _known(costs, weights)
+        if known_weights is None:
+            self.cost_usd += math.fsum(known)
+            self.cost_known_calls += len(known)
+            self.cost_unknown_calls += len(costs) - len(known)
+        else:
+            self.cost_usd += math.fsum(c * w for c, w in zip(known, known_weights, strict=True))
+            self.cost_known_calls += math.fsum(known_weights)
+            self.cost_unknown_calls += math.fsum(weights or ()) - math.fsum(known_weights)
+
+    def _add_errors(
+        self, events: Sequence[CallEvent], weights: list[float] | None, failed: list[bool]
+    ) -> None:
+        errors = compress(events, failed)
+        for event, weight in zip(errors, compress(weights or repeat(1.0), failed), strict=True):
+            self._add_error(event.error_type or UNKNOWN_ERROR, weight)
+
+    def _add_error(self, error_type: str, weight: float) -> None:
+        by_type = self.errors_by_type
+        if error_type not in by_type and len(by_type) >= MAX_ERROR_TYPES:
+            error_type = OTHER_ERRORS
+        by_type[error_type] = by_type.get(error_type, 0.0) + weight
+        self.errors += weight
+
+    def add_late(self, width_s: int, events: int) -> None:
+        """Count events that arrived after their window of ``width_s`` had closed."""
+        self.late_by_width[width_s] = self.late_by_width.get(width_s, 0) + events
+
+    def merge(self, other: Accumulator) -> None:
+        """Add another accumulator's figures to this one."""
+        self.events += other.events
+        self.calls += other.calls
+        for error_type, count in other.errors_by_type.items():
+            self._add_error(error_type, count)
+        self.cost_usd += other.cost_usd
+        self.cost_known_calls += other.cost_known_calls
+        self.cost_unknown_calls += other.cost_unknown_calls
+        for width, late in other.late_by_width.items():
+            self.add_late(width, late)
+        for name, sketch in other.sketches.items():
+            mine = self.sketches.get(name)
+            if mine is None:
+                mine = self.sketches[name] = new_sketch()
+            merge_into(mine, sketch)
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-native snapshot for :meth:`from_state`."""
+        return {
+            "events": self.events,
+            "calls": self.calls,
+            "errors": self.errors,
+            "errors_by_type": self.errors_by_type,
+            "cost_usd": self.cost_usd,
+            "cost_known_calls": self.cost_known_calls,
+            "cost_unknown_calls": self.cost_unknown_calls,
+            "late_by_width": [[w, n] for w, n in self.late_by_width.items()],
+            "sketches": {name: encode_sketch(s) for name, s in self.sketches.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Accumulator:
+        """Restore an accumulator from :meth:`to_state` output."""
+        acc = cls()
+        acc.events = state["events"]
+        acc.calls = state["calls"]
+        acc.errors = state["errors"]
+        acc.errors_by_type = dict(state["errors_by_type"])
+        acc.cost_usd = state["cost_usd"]
+        acc.cost_known_calls = state["cost_known_calls"]
+        acc.cost_unknown_calls = state["cost_unknown_calls"]
+        acc.late_by_width = dict(state["late_by_width"])
+        acc.sketches = {name: decode_sketch(d) for name, d in state["sketches"].items()}
+        return acc
+
+    @classmethod
+    def from_window(cls, window: WindowAggregate) -> Accumulator:
+        """The accumulator behind a closed window (its late count is not carried)."""
+        acc = cls()
+        acc.events = window.events
+        acc.calls = window.calls
+        acc.errors = window.errors
+        acc.errors_by_type = dict(window.errors_by_type)
+        acc.cost_usd = window.cost_usd_sum
+        acc.cost_known_calls = window.cost_known_calls
+        acc.cost_unknown_calls = window.cost_unknown_calls
+        acc.sketches = {name: decode_sketch(d) for name, d in window.sketches.items()}
+        return acc
+
+    def finish(
+        self, series: SeriesTags, start_ns: int, end_ns: int, late_events: int
+    ) -> WindowAggregate:
+        """The closed-window figures of this accumulator."""
+        get = self.sketches.get
+        ttft = get("ttft_ms")
+        quality_mean, quality_p10, quality_scored = _quality_figures(get("quality"))
+        return WindowAggregate(
+            window_start_ns=start_ns,
+            window_end_ns=end_ns,
+            width_s=(end_ns - start_ns) // NS_PER_S,
+            series=series,
+            events=self.events,
+            calls=self.calls,
+            errors=self.errors,
+            error_rate=self.errors / self.calls if self.calls else None,
+            errors_by_type=dict(self.errors_by_type),
+            latency_ms=_percentiles(get("latency_ms")),
+            ttft_ms=_percentiles(ttft),
+            ttft_calls=0.0 if ttft is None else ttft.count,
+            input_tokens=_token_stats(get("input_tokens")),
+            output_tokens=_token_stats(get("output_tokens")),
+            cost_usd_sum=self.cost_usd,
+            cost_per_call_usd=(
+                self.cost_usd / self.cost_known_calls if self.cost_known_calls else None
+            ),
+            cost_known_calls=self.cost_known_calls,
+            cost_unknown_calls=self.cost_unknown_calls,
+            quality_mean=quality_mean,
+            quality_p10=quality_p10,
+            quality_scored=quality_scored,
+            late_events=late_events,
+            sketches={name: encode_sketch(s) for name, s in self.sketches.items()},
+        )
+
+
+def _known(column: list[Any], weights: list[float] | None) -> tuple[list[Any], list[float] | None]:
+    """The non-None values of a column, with their weights."""
+    if None not in column:
+        return column, weights
+    if weights is None:
+        return [v for v in column if v is not None], None
+    pairs = [(v, w) for v, w in zip(column, weights, strict=True) if v is not None]
+    return [v for v, _ in pairs], [w for _, w in pairs]
+
+
+def _percentiles(sketch: Sketch | None) -> Percentiles | None:
+    if sketch is None:
+        return None
+    p50, p90, p95, p99 = (quantile(sketch, q) or 0.0 for q in (0.50, 0.90, 0.95, 0.99))
+    return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99, max=sketch._max)
+
+
+def _quality_figures(sketch: Sketch | None) -> tuple[float | None, float | None, float]:
+    """Mean, p10 and count of the quality scores."""
+    if sketch is None:
+        return None, None, 0.0
+    return sketch.avg, quantile(sketch, 0.10), sketch.count
+
+
+def _token_stats(sketch: Sketch | None) -> TokenStats | None:
+    if sketch is None:
+        return None
+    return TokenStats(
+        sum=sketch.sum, mean=sketch.avg, p95=quantile(sketch, 0.95) or 0.0, calls=sketch.count
+    )
+
+
+def rollup(
+    windows: Sequence[WindowAggregate], start_ns: int | None = None, end_ns: int | None = None
+) -> WindowAggregate:
+    """Merge closed windows of one series into one window spanning them, without raw events.
+
+    ``start_ns``/``end_ns`` give the rolled-up window's bounds (default: the earliest start and
+    latest end among ``windows``); the windows must lie within them and must not overlap.
+    """
+    if not windows:
+        raise ValueError("rollup needs at least one window")
+    ordered = sorted(windows, key=attrgetter("window_start_ns"))
+    series = ordered[0].series
+    if any(w.series != series for w in ordered):
+        raise ValueError("rollup needs windows of one series")
+    if any(b.window_start_ns < a.window_end_ns for a, b in pairwise(ordered)):
+        raise ValueError("rollup needs non-overlapping windows")
+    start = ordered[0].window_start_ns if start_ns is None else start_ns
+    end = max(w.window_end_ns for w in ordered) if end_ns is None else end_ns
+    if start > ordered[0].window_start_ns or end < ordered[-1].window_end_ns:
+        raise ValueError("rollup windows must lie within start_ns..end_ns")
+    acc = Accumulator()
+    for window in ordered:
+        acc.merge(Accumulator.from_window(window))
+    return acc.finish(series, start, end, sum(w.late_events for w in ordered))

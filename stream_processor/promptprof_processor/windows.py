@@ -1,0 +1,270 @@
+"""Event-time tumbling windows closed by a watermark, with checkpointable state.
+
+Windows of every configured width are aligned to the Unix epoch. Internally events are
+aggregated once, into *base* windows whose width is the greatest common divisor of the configured
+widths; a window of width w is the merge of its base windows when it closes. So each event costs
+one update however many widths are configured.
+
+Watermark and lateness. By default the watermark is the maximum event time seen minus the allowed
+lateness; the caller may pass its own to :meth:`WindowAggregator.advance` (the minimum over
+partitions, or one capped by the wall clock so that a producer with a clock far in the future
+cannot close every window early). A window ``[start, end)`` closes, and is returned once, when
+the watermark reaches ``end``. An event whose window of some width has already closed is *late*
+for that width: it still counts in the widths whose window is open, and it is counted in the
+``late_events`` of the series' currently open window of the late width (the window containing
+the closed-until time). An event late for every width is dropped from the figures and counted
+in :attr:`AggregatorStats.dropped_events`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from operator import attrgetter, itemgetter
+from typing import Any, TypeVar
+
+import orjson
+
+from promptprof.event import CallEvent, QualityEvent
+from promptprof_processor.aggregate import Accumulator, SeriesTags, WindowAggregate
+from promptprof_processor.series import Prompt, Series, SeriesRegistry
+from promptprof_processor.settings import NS_PER_S, WindowSettings
+
+STATE_FORMAT = 1
+
+Event = CallEvent | QualityEvent
+E = TypeVar("E", CallEvent, QualityEvent)
+# (service, prompt id, version, model), label values (a string for one dimension), base start
+GroupKey = tuple[tuple[str, str, str, str], Any, int]
+
+_identity = attrgetter("service", "prompt_id", "prompt_version", "request_model")
+_start_time = attrgetter("start_time_unix_nano")
+_labels = attrgetter("labels")
+
+
+class StateError(ValueError):
+    """Checkpointed state that cannot be restored under the given settings."""
+
+
+@dataclass
+class AggregatorStats:
+    """Running counts of what the aggregator received."""
+
+    events: int = 0
+    late_events: int = 0
+    dropped_events: int = 0
+
+
+class WindowAggregator:
+    """Aggregates validated events into per-series tumbling windows of every configured width."""
+
+    def __init__(self, settings: WindowSettings) -> None:
+        """An aggregator with no state, configured by the ``windows`` settings section."""
+        self.settings = settings
+        self.stats = AggregatorStats()
+        self._widths = [(w, w * NS_PER_S) for w in settings.widths_s]
+        self._base_ns = math.gcd(*settings.widths_s) * NS_PER_S
+        self._dims = tuple(settings.label_dimensions)
+        self._label_defaults = dict.fromkeys(self._dims, "")
+        self._label_getter: Callable[[dict[str, str]], Any] = (
+            itemgetter(*self._dims) if self._dims else _no_dimensions
+        )
+        self._no_labels = self._label_getter(self._label_defaults)
+        self._registry = SeriesRegistry(self._dims, settings.max_series_per_prompt)
+        self._bases: dict[int, dict[Series, Accumulator]] = {}
+        self._closed_until_ns = 0
+        self._max_event_ns = 0
+
+    @property
+    def watermark_ns(self) -> int:
+        """The default watermark: the latest event time seen minus the allowed lateness."""
+        return self._max_event_ns - self.settings.allowed_lateness_ns
+
+    @property
+    def closed_until_ns(self) -> int:
+        """Every window ending at or before this time has been closed."""
+        return self._closed_until_ns
+
+    @property
+    def overflow_events(self) -> dict[Prompt, int]:
+        """Events routed to an overflow series, by (service, prompt id), since the start."""
+        return dict(self._registry.overflow_events)
+
+    def add(self, events: Sequence[Event]) -> None:
+        """Aggregate a batch of validated events (any order, any series)."""
+        if not events:
+            return
+        calls = [e for e in events if type(e) is CallEvent]
+        quality = [e for e in events if type(e) is QualityEvent] if len(calls) < len(events) else []
+        self.stats.events += len(events)
+        self._max_event_ns = max(self._max_event_ns, max(map(_start_time, events)))
+        if calls:
+            labels = self._label_keys(calls) if self._dims else [()] * len(calls)
+            for key, group in self._group(calls, labels).items():
+                self._add_group(key, group, Accumulator.add_calls)
+        if quality:
+            no_labels = [self._no_labels] * len(quality)
+            for key, scores in self._group(quality, no_labels).items():
+                self._add_group(key, scores, Accumulator.add_quality)
+
+    def _label_keys(self, events: list[CallEvent]) -> list[Any]:
+        """Each event's label values: a string for one dimension, else a tuple."""
+        get = self._label_getter
+        try:
+            return list(map(get, map(_labels, events)))
+        except KeyError:  # some event lacks a label: fill in empty values
+            return [get({**self._label_defaults, **e.labels}) for e in events]
+
+    def _group(self, events: list[E], labels: list[Any]) -> dict[GroupKey, list[E]]:
+        """Events by (identity, label values, base window start)."""
+        base = self._base_ns
+        ids = list(map(_identity, events))
+        times = list(map(_start_time, events))
+        earliest, latest = min(times), max(times)
+        first = (ids[0], labels[0], earliest - earliest % base)
+        count = len(events)
+        if (
+            latest - latest % base == first[2]
+            and ids.count(ids[0]) == count
+            and labels.count(labels[0]) == count
+        ):  # the usual envelope: one series, one base window
+            return {first: events}
+        keys = zip(ids, labels, [t - t % base for t in times], strict=True)
+        groups: defaultdict[GroupKey, list[E]] = defaultdict(list)
+        for key, event in zip(keys, events, strict=True):
+            groups[key].append(event)
+        return groups
+
+    def _add_group(
+        self, key: GroupKey, group: list[E], add: Callable[[Accumulator, list[E]], None]
+    ) -> None:
+        identity, labels, base = key
+        labels = labels if type(labels) is tuple else (labels,)
+        series = self._registry.resolve(Series(*identity, labels), base, len(group))
+        late = [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
+        if late:
+            self._count_late(series, late, len(group))
+            if len(late) == len(self._widths):
+                self.stats.dropped_events += len(group)
+                return
+        add(self._accumulator(base, series), group)
+
+    def _accumulator(self, base: int, series: Series) -> Accumulator:
+        accumulators = self._bases.setdefault(base, {})
+        acc = accumulators.get(series)
+        if acc is None:
+            acc = accumulators[series] = Accumulator()
+        return acc
+
+    def _count_late(self, series: Series, widths: list[int], events: int) -> None:
+        self.stats.late_events += events
+        now = self._closed_until_ns
+        acc = self._accumulator(now - now % self._base_ns, series)
+        for width in widths:
+            acc.add_late(width, events)
+
+    def advance(self, watermark_ns: int | None = None) -> list[WindowAggregate]:
+        """Close every window ending at or before the watermark; return their aggregates.
+
+        ``watermark_ns`` defaults to :attr:`watermark_ns`. A watermark at or below
+        :attr:`closed_until_ns` closes nothing. Output is ordered by width, start, series.
+        """
+        watermark = self.watermark_ns if watermark_ns is None else watermark_ns
+        if watermark <= self._closed_until_ns:
+            return []
+        closed: list[WindowAggregate] = []
+        for width, width_ns in self._widths:
+            starts = {b - b % width_ns for b in self._bases}
+            for start in sorted(starts):
+                if self._closed_until_ns < start + width_ns <= watermark:
+                    closed.extend(self._close(width, start, start + width_ns))
+        self._closed_until_ns = watermark
+        for base in [b for b in self._bases if self._last_end(b) <= watermark]:
+            del self._bases[base]
+        self._registry.expire(watermark - self._widths[-1][1])
+        return closed
+
+    def _last_end(self, base: int) -> int:
+        return max(base - base % width_ns + width_ns for _, width_ns in self._widths)
+
+    def _close(self, width: int, start: int, end: int) -> list[WindowAggregate]:
+        by_series: dict[Series, list[Accumulator]] = {}
+        for base, accumulators in self._bases.items():
+            if start <= base < end:
+                for series, acc in accumulators.items():
+                    by_series.setdefault(series, []).append(acc)
+        closed = []
+        for series in sorted(by_series):
+            parts = by_series[series]
+            late = sum(acc.late_by_width.get(width, 0) for acc in parts)
+            acc = parts[0] if len(parts) == 1 else _merged(parts)
+            if acc.events or acc.sketches or late:
+                closed.append(acc.finish(self._tags(series), start, end, late))
+        return closed
+
+    def _tags(self, series: Series) -> SeriesTags:
+        return SeriesTags(
+            service=series.service,
+            prompt_id=series.prompt_id,
+            prompt_version=series.prompt_version,
+            model=series.model,
+            labels=series.label_tags(self._dims),
+        )
+
+    def to_bytes(self) -> bytes:
+        """The open windows and counters as orjson bytes, for :meth:`from_bytes`."""
+        return orjson.dumps(
+            {
+                "format": STATE_FORMAT,
+                "widths_s": self.settings.widths_s,
+                "label_dimensions": self.settings.label_dimensions,
+                "closed_until_ns": self._closed_until_ns,
+                "max_event_ns": self._max_event_ns,
+                "bases": [
+                    [base, [[*s[:4], list(s.labels), acc.to_state()] for s, acc in accs.items()]]
+                    for base, accs in self._bases.items()
+                ],
+                "registry": self._registry.to_state(),
+                "stats": asdict(self.stats),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, settings: WindowSettings) -> WindowAggregator:
+        """Restore an aggregator checkpointed by :meth:`to_bytes`.
+
+        Raises :class:`StateError` when the state has another format, or was written with other
+        window widths or label dimensions (its windows and series would not fit).
+        """
+        state: dict[str, Any] = orjson.loads(data)
+        if state.get("format") != STATE_FORMAT:
+            raise StateError(f"unknown aggregator state format {state.get('format')!r}")
+        if (state["widths_s"], state["label_dimensions"]) != (
+            settings.widths_s,
+            settings.label_dimensions,
+        ):
+            raise StateError("state was written with other window widths or label dimensions")
+        agg = cls(settings)
+        agg._closed_until_ns = state["closed_until_ns"]
+        agg._max_event_ns = state["max_event_ns"]
+        for base, entries in state["bases"]:
+            agg._bases[base] = {
+                Series(s, p, v, m, tuple(labels)): Accumulator.from_state(acc)
+                for s, p, v, m, labels, acc in entries
+            }
+        agg._registry.restore(state["registry"])
+        agg.stats = AggregatorStats(**state["stats"])
+        return agg
+
+
+def _no_dimensions(labels: dict[str, str]) -> tuple[()]:
+    return ()
+
+
+def _merged(parts: list[Accumulator]) -> Accumulator:
+    acc = Accumulator()
+    for part in parts:
+        acc.merge(part)
+    return acc
