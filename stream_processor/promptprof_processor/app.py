@@ -82,10 +82,26 @@ def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
             headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
             await dead_topic.send(value=letter.value, headers=headers)
 
+    unacked: dict[int, list[Any]] = {}
+    last_checkpoint: dict[int, float] = {}
+
+    def checkpoint_due(partition: int) -> None:
+        # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
+        # current event) so that the idle timer can checkpoint too: Faust waits for every
+        # unacked event before a rebalance or shutdown completes, and without new records the
+        # agent alone would never ack the last ones.
+        now = time.monotonic()
+        if now - last_checkpoint.get(partition, 0.0) < worker.checkpoint_interval_s:
+            return
+        key, value = _state_key(partition), state.checkpoint(partition)
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
+        for pending in unacked.pop(partition, []):
+            pending.ack()
+        last_checkpoint[partition] = now
+
     @app.agent(calls)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
-        unacked: dict[int, list[Any]] = {}
-        last_checkpoint: dict[int, float] = {}
         async for event in stream.noack().events():
             partition = event.message.partition
             if not state.owns(partition):
@@ -93,17 +109,14 @@ def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
             outcome = state.handle(partition, event.value)
             await publish(outcome.closed, outcome.dead)
             unacked.setdefault(partition, []).append(event)
-            now = time.monotonic()
-            if now - last_checkpoint.get(partition, 0.0) >= worker.checkpoint_interval_s:
-                table[_state_key(partition)] = state.checkpoint(partition)
-                for pending in unacked.pop(partition):
-                    pending.ack()
-                last_checkpoint[partition] = now
+            checkpoint_due(partition)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
         for windows in state.close_idle().values():
             await publish(windows, [])
+        for partition in [p for p, events in unacked.items() if events and state.owns(p)]:
+            checkpoint_due(partition)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
