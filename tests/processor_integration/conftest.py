@@ -1,0 +1,474 @@
+"""Fixtures for the stream processor against the real broker and the real InfluxDB.
+
+A :class:`Pipeline` is one isolated deployment on the session servers: fresh topics (4
+partitions), a fresh Faust app id (its consumer group), a fresh InfluxDB database and short
+windows. ``pipeline.start_worker()`` runs ``promptprof worker`` as a real subprocess configured
+only through ``PROMPTPROF_*`` environment variables; every worker is stopped (SIGTERM, then
+SIGKILL) when the test ends, pass or fail, and dies with the test process if that is killed.
+
+Calls go in through the real producer (:class:`promptprof.profiler.Profiler`): :class:`Traffic`
+enqueues calls whose start time is "now" and whose latency is chosen, paced in real time like a
+service's traffic, and remembers what it sent (series, event time, latency, error type) so that
+tests can compute the exact figures of every window.
+
+Faust's group timings are shortened through Faust's own environment variables
+(``BROKER_SESSION_TIMEOUT`` etc., see :data:`FAUST_ENV`): Tansu holds a group join for about half
+the rebalance timeout (30 s with Faust's default of 60 s), and a member that died without
+leaving is expelled only after the session timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from promptprof.config import KafkaSettings, TopicSettings, load_settings
+from promptprof.profiler import Profiler, make_spec
+from promptprof.record import PromptSpec
+from promptprof.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
+
+WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
+PARTITIONS = 4
+SERVICE = "itest"
+MODEL = "m-test"
+# Faust reads these itself (no prefix). Tansu completes a join after about half the rebalance
+# timeout; a member killed without leaving is expelled after the session timeout.
+FAUST_ENV = {
+    "BROKER_SESSION_TIMEOUT": "6",
+    "BROKER_REBALANCE_TIMEOUT": "6",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+}
+# Keep event times this far from whole seconds (every window boundary is one), so that the
+# test's copy of the producer's clock offset puts each call in the same window as the worker.
+BOUNDARY_GUARD_NS = 5_000_000
+NS = 1_000_000_000
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class WorkerProcess:
+    """One ``promptprof worker`` subprocess; output goes to ``log_path``."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        """Spawn the worker (from the main thread: it dies with its parent)."""
+        assert self.popen is None or self.popen.poll() is not None, "already running"
+        with self.log_path.open("ab") as out:
+            out.write(f"--- {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(
+                WORKER_COMMAND, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the current process, if one was started."""
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        """Whether the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> float:
+        """SIGTERM and wait; return the seconds it took. Raises if it had to be killed."""
+        if not self.alive():
+            return 0.0
+        assert self.popen is not None
+        started = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"worker {self.name} ignored SIGTERM for {timeout_s} s (killed):\n"
+                + self.log_tail()
+            ) from None
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would, and reap it."""
+        if self.alive():
+            assert self.popen is not None
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the worker's output."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return f"--- {self.log_path}:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One call handed to the producer."""
+
+    prompt_id: str
+    time_ns: int
+    latency_ms: float
+    error_type: str | None
+
+
+class Traffic:
+    """Calls through a real :class:`Profiler`, with start time now and a chosen latency."""
+
+    def __init__(self, profiler: Profiler) -> None:
+        self.profiler = profiler
+        self.sent: list[Sent] = []
+        self._lock = threading.Lock()
+        self._specs: dict[str, PromptSpec] = {}
+        # the producer's EventBuilder computes the same offset when its sender starts
+        self._offset_ns = time.time_ns() - time.perf_counter_ns()
+
+    def _spec(self, prompt_id: str) -> PromptSpec:
+        spec = self._specs.get(prompt_id)
+        if spec is None:
+            spec = self._specs[prompt_id] = make_spec(prompt_id, "v1", model=MODEL)
+        return spec
+
+    def burst(self, calls: Sequence[tuple[str, float, str | None]]) -> None:
+        """Enqueue ``(prompt_id, latency_ms, error_type)`` calls now, away from a boundary."""
+        while not BOUNDARY_GUARD_NS < time.time_ns() % NS < NS - 2 * BOUNDARY_GUARD_NS:
+            time.sleep(0.002)
+        records = []
+        for prompt_id, latency_ms, error_type in calls:
+            start = time.perf_counter_ns()
+            end = start + round(latency_ms * 1_000_000)
+            self.profiler.enqueue((self._spec(prompt_id), start, end, error_type, None, 1.0))
+            latency = (end - start) / 1e6
+            records.append(Sent(prompt_id, start + self._offset_ns, latency, error_type))
+        with self._lock:
+            self.sent.extend(records)
+
+    def run(
+        self,
+        duration_s: float,
+        rate_per_s: float,
+        make_call: Callable[[int], tuple[str, float, str | None]],
+        stop: threading.Event | None = None,
+        tick_s: float = 0.05,
+    ) -> int:
+        """Send ``rate_per_s`` calls a second for ``duration_s`` (or until ``stop``)."""
+        per_tick = max(1, round(rate_per_s * tick_s))
+        count = 0
+        started = time.monotonic()
+        tick = 0
+        while time.monotonic() - started < duration_s and not (stop and stop.is_set()):
+            self.burst([make_call(count + i) for i in range(per_tick)])
+            count += per_tick
+            tick += 1
+            pause = started + tick * tick_s - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        return count
+
+    def run_in_thread(
+        self, duration_s: float, rate_per_s: float,
+        make_call: Callable[[int], tuple[str, float, str | None]],
+    ) -> tuple[threading.Thread, threading.Event]:
+        """:meth:`run` on a background thread; returns the thread and a stop event."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.run, args=(duration_s, rate_per_s, make_call, stop), daemon=True
+        )
+        thread.start()
+        return thread, stop
+
+    def flush(self) -> None:
+        """Wait until the producer sent everything (fails the test otherwise)."""
+        assert self.profiler.flush(30), f"producer did not flush: {self.profiler.stats()}"
+
+    def count_by_prompt(self) -> dict[str, int]:
+        """Calls sent per prompt id."""
+        counts: dict[str, int] = defaultdict(int)
+        for call in self.sent:
+            counts[call.prompt_id] += 1
+        return dict(counts)
+
+    def windows(self, width_s: int) -> dict[tuple[str, int], list[Sent]]:
+        """The calls sent, by (prompt id, window start in ns) for windows of ``width_s``."""
+        width = width_s * NS
+        out: dict[tuple[str, int], list[Sent]] = defaultdict(list)
+        for call in self.sent:
+            out[(call.prompt_id, call.time_ns - call.time_ns % width)].append(call)
+        return dict(out)
+
+
+def wait_until(
+    check: Callable[[], Any], timeout_s: float, what: str,
+    explain: Callable[[], str] = lambda: "", interval_s: float = 0.25,
+) -> Any:
+    """Poll ``check`` until it returns a truthy value (returned) or fail after ``timeout_s``.
+
+    Exceptions from ``check`` (a server that is down) count as "not yet".
+    """
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (OSError, StackError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what}; last: {last!r}\n{explain()}"
+            )
+        time.sleep(interval_s)
+
+
+@dataclass
+class Pipeline:
+    """One isolated deployment of the processor on the test servers."""
+
+    broker: TansuBroker
+    influx: InfluxDB
+    database: str
+    topics: TopicSettings
+    app_id: str
+    tmp: Path
+    widths_s: list[int]
+    allowed_lateness_s: float = 1.0
+    checkpoint_interval_s: float = 1.0
+    idle_timeout_s: float = 1.0
+    workers: list[WorkerProcess] = field(default_factory=list)
+    profilers: list[Profiler] = field(default_factory=list)
+
+    def worker_env(self, data_dir: Path) -> dict[str, str]:
+        """The environment of a worker: ours without PROMPTPROF_*, plus its settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROF_")}
+        env.update(FAUST_ENV)
+        env.update({
+            "PROMPTPROF_LOG_LEVEL": "info",
+            "PROMPTPROF_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "PROMPTPROF_INFLUX__URL": self.influx.url,
+            "PROMPTPROF_INFLUX__API": "v1",
+            "PROMPTPROF_INFLUX__DATABASE": self.database,
+            "PROMPTPROF_TOPICS__CALLS": self.topics.calls,
+            "PROMPTPROF_TOPICS__WINDOWS": self.topics.windows,
+            "PROMPTPROF_TOPICS__DEAD_LETTER": self.topics.dead_letter,
+            "PROMPTPROF_TOPICS__ALERTS": self.topics.alerts,
+            "PROMPTPROF_TOPICS__PARTITIONS": str(self.topics.partitions),
+            "PROMPTPROF_WINDOWS__WIDTHS_S": str(self.widths_s),
+            "PROMPTPROF_WINDOWS__ALLOWED_LATENESS_S": str(self.allowed_lateness_s),
+            "PROMPTPROF_WORKER__APP_ID": self.app_id,
+            "PROMPTPROF_WORKER__CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
+            "PROMPTPROF_WORKER__IDLE_TIMEOUT_S": str(self.idle_timeout_s),
+            "PROMPTPROF_WORKER__DATA_DIR": str(data_dir),
+        })
+        return env
+
+    def start_worker(self, name: str = "worker-0") -> WorkerProcess:
+        """Start a worker of this pipeline's app id, with a data dir and log of its own."""
+        data_dir = self.tmp / name / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        worker = WorkerProcess(name, self.worker_env(data_dir), self.tmp / f"{name}.log")
+        self.workers.append(worker)
+        return worker.start()
+
+    def profiler(self, **producer: Any) -> Profiler:
+        """A real producer for the calls topic (closed when the test ends)."""
+        settings = load_settings(
+            kafka={"bootstrap_servers": self.broker.bootstrap},
+            topics=self.topics.model_dump(),
+            producer={
+                "service_name": SERVICE, "linger_ms": 20, "metrics_log_interval_s": 0,
+                **producer,
+            },
+        )
+        profiler = Profiler(settings)
+        self.profilers.append(profiler)
+        return profiler
+
+    def traffic(self, **producer: Any) -> Traffic:
+        """A :class:`Traffic` on a new producer."""
+        return Traffic(self.profiler(**producer))
+
+    # -- InfluxDB ------------------------------------------------------------------------
+
+    def rows(self, query: str) -> list[dict[str, Any]]:
+        """Rows of an InfluxQL query on this pipeline's database."""
+        return self.influx.rows(query, self.database)
+
+    def calls_by_prompt(self, width_s: int) -> dict[str, float]:
+        """``sum(calls)`` of ``llm_window`` per prompt id, for one width."""
+        rows = self.rows(
+            f"SELECT sum(calls) FROM llm_window WHERE width='{width_s}s' GROUP BY prompt_id"
+        )
+        return {r["prompt_id"]: r["sum"] for r in rows}
+
+    def points(self, width_s: int) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every ``llm_window`` point of a width, by (prompt id, window start ns)."""
+        rows = self.rows(f"SELECT * FROM llm_window WHERE width='{width_s}s'")
+        return {(r["prompt_id"], r["time"]): r for r in rows}
+
+    def wait_for_windows(
+        self, traffic: Traffic, width_s: int, timeout_s: float = 60.0
+    ) -> dict[tuple[str, int], dict[str, Any]]:
+        """Wait until every window the traffic touched is in InfluxDB with at least the calls
+        sent; return the points."""
+        expected = traffic.windows(width_s)
+
+        def complete() -> dict[tuple[str, int], dict[str, Any]] | None:
+            points = self.points(width_s)
+            for key, calls in expected.items():
+                if key not in points or points[key]["calls"] < len(calls):
+                    return None
+            return points
+
+        def explain() -> str:
+            try:
+                points = self.points(width_s)
+            except (OSError, StackError) as exc:
+                return f"influxdb: {exc!r}\n" + self.logs()
+            missing = {
+                k: len(v) for k, v in expected.items()
+                if k not in points or points[k]["calls"] < len(v)
+            }
+            shown = dict(list(missing.items())[:8])
+            return (
+                f"{len(missing)} of {len(expected)} windows missing or short, e.g. {shown}; "
+                f"influx sums {self.calls_by_prompt(width_s)}\n" + self.logs()
+            )
+
+        what = f"{len(expected)} windows of {width_s}s"
+        result: dict[tuple[str, int], dict[str, Any]] = wait_until(
+            complete, timeout_s, what, explain
+        )
+        return result
+
+    def logs(self) -> str:
+        """The tails of every worker's output."""
+        return "\n".join(w.log_tail() for w in self.workers)
+
+    # -- Kafka ---------------------------------------------------------------------------
+
+    def read_topic(
+        self, topic: str, expected: int, timeout_s: float = 30.0
+    ) -> list[tuple[bytes | None, dict[str, bytes]]]:
+        """Read ``topic`` from the start until ``expected`` records or the deadline; return
+        (value, headers) pairs."""
+        return run_sync(_read_topic(self.broker.bootstrap, topic, expected, timeout_s))
+
+    def close(self) -> None:
+        """Stop every worker (SIGTERM, SIGKILL if ignored) and close the producers."""
+        errors = []
+        for worker in self.workers:
+            try:
+                worker.stop(timeout_s=15)
+            except AssertionError as exc:
+                errors.append(str(exc))
+            finally:
+                worker.kill()
+        for profiler in self.profilers:
+            profiler.close(timeout=2)
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+
+async def _read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float
+) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None, fetch_max_bytes=16 * 1_048_576,
+        max_partition_fetch_bytes=16 * 1_048_576,
+    )
+    await consumer.start()
+    found: list[tuple[bytes | None, dict[str, bytes]]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                found.extend((r.value, dict(r.headers)) for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.fixture
+def pipeline_factory(
+    kafka_broker: TansuBroker, influxdb: InfluxDB, unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> Iterator[Callable[..., Pipeline]]:
+    """``pipeline_factory(widths_s=[2], influx=None, **timings)`` -> a :class:`Pipeline` with
+    fresh topics (4 partitions), app id and database; its workers are stopped at the end."""
+    made: list[Pipeline] = []
+
+    def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
+             **timings: float) -> Pipeline:
+        server = influx or influxdb
+        topics = TopicSettings(
+            calls=unique_name("calls"), dead_letter=unique_name("dlq"),
+            windows=unique_name("windows"), alerts=unique_name("alerts"),
+            partitions=PARTITIONS,
+        )
+        kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap)
+        names = [topics.calls, topics.dead_letter, topics.windows, topics.alerts]
+        run_sync(create_topics(kafka, names, PARTITIONS))
+        database = unique_name("db").replace("-", "_")
+        server.create_database(database)
+        pipeline = Pipeline(
+            broker=kafka_broker, influx=server, database=database, topics=topics,
+            app_id=unique_name("app"), tmp=tmp_path / f"pipeline-{len(made)}",
+            widths_s=list(widths_s), **timings,
+        )
+        pipeline.tmp.mkdir(parents=True)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    errors = []
+    for pipeline in made:
+        try:
+            pipeline.close()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    """A seeded random generator."""
+    return random.Random(20261125)
+
+
+def exact_quantile(values: Sequence[float], q: float) -> float:
+    """The value at rank ``q * (n - 1)`` (DDSketch's rank convention)."""
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
