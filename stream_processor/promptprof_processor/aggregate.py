@@ -9,6 +9,10 @@ A closed window keeps its DDSketches (``sketches``, encoded by
 :func:`promptprof_processor.sketches.encode_sketch`) and the exact sums and counts behind every
 mean and rate, so :func:`rollup` of windows gives the same figures as aggregating their events
 in one window: percentiles bin for bin, sums up to float rounding.
+
+Percentiles follow DDSketch's rank convention (the value at rank floor(q * (n - 1)), 1% relative
+accuracy), clamped to the exact minimum and maximum. Error types beyond 32 distinct ones in a
+window are counted under ``"__other__"``; an error without a type under ``"unknown"``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from promptprof_processor.sketches import (
 UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"
 MAX_ERROR_TYPES = 32
-SKETCH_NAMES = ("latency_ms", "ttft_ms", "input_tokens", "output_tokens", "quality")
 
 _sample_rate = attrgetter("sample_rate")
 _columns = {
@@ -89,7 +92,11 @@ class TokenStats(BaseModel):
 
 
 class WindowAggregate(BaseModel):
-    """The figures of one series over one closed event-time window."""
+    """The figures of one series over one closed event-time window.
+
+    ``sketches`` holds the encoded sketches behind the figures, by name: ``latency_ms``,
+    ``ttft_ms``, ``input_tokens``, ``output_tokens``, ``quality`` (each only when it has values).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -233,7 +240,7 @@ class Accumulator:
             "events": self.events,
             "calls": self.calls,
             "errors": self.errors,
-            "errors_by_type": self.errors_by_type,
+            "errors_by_type": dict(self.errors_by_type),
             "cost_usd": self.cost_usd,
             "cost_known_calls": self.cost_known_calls,
             "cost_unknown_calls": self.cost_unknown_calls,

@@ -22,7 +22,8 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from operator import attrgetter, itemgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq, itemgetter
 from typing import Any, TypeVar
 
 import orjson
@@ -36,6 +37,8 @@ STATE_FORMAT = 1
 
 Event = CallEvent | QualityEvent
 E = TypeVar("E", CallEvent, QualityEvent)
+K = TypeVar("K")
+FEW_KEYS = 8
 # (service, prompt id, version, model), label values (a string for one dimension), base start
 GroupKey = tuple[tuple[str, str, str, str], Any, int]
 
@@ -93,7 +96,7 @@ class WindowAggregator:
         return dict(self._registry.overflow_events)
 
     def add(self, events: Sequence[Event]) -> None:
-        """Aggregate a batch of validated events (any order, any series)."""
+        """Aggregate a batch of validated events (any order, any series, any mix of kinds)."""
         if not events:
             return
         calls = [e for e in events if type(e) is CallEvent]
@@ -123,19 +126,11 @@ class WindowAggregator:
         ids = list(map(_identity, events))
         times = list(map(_start_time, events))
         earliest, latest = min(times), max(times)
-        first = (ids[0], labels[0], earliest - earliest % base)
-        count = len(events)
-        if (
-            latest - latest % base == first[2]
-            and ids.count(ids[0]) == count
-            and labels.count(labels[0]) == count
-        ):  # the usual envelope: one series, one base window
-            return {first: events}
-        keys = zip(ids, labels, [t - t % base for t in times], strict=True)
-        groups: defaultdict[GroupKey, list[E]] = defaultdict(list)
-        for key, event in zip(keys, events, strict=True):
-            groups[key].append(event)
-        return groups
+        start = earliest - earliest % base
+        if latest - latest % base == start and ids.count(ids[0]) == len(ids):
+            # the usual envelope: one identity, one base window, perhaps a few label values
+            return {(ids[0], label, start): part for label, part in _split(events, labels).items()}
+        return _split(events, list(zip(ids, labels, [t - t % base for t in times], strict=True)))
 
     def _add_group(
         self, key: GroupKey, group: list[E], add: Callable[[Accumulator, list[E]], None]
@@ -183,7 +178,7 @@ class WindowAggregator:
         self._closed_until_ns = watermark
         for base in [b for b in self._bases if self._last_end(b) <= watermark]:
             del self._bases[base]
-        self._registry.expire(watermark - self._widths[-1][1])
+        self._registry.expire(watermark - max(width_ns for _, width_ns in self._widths))
         return closed
 
     def _last_end(self, base: int) -> int:
@@ -257,6 +252,19 @@ class WindowAggregator:
         agg._registry.restore(state["registry"])
         agg.stats = AggregatorStats(**state["stats"])
         return agg
+
+
+def _split(items: list[E], keys: list[K]) -> dict[K, list[E]]:
+    """Items by key (``keys[i]`` is the key of ``items[i]``), in first-seen order of the keys."""
+    distinct = dict.fromkeys(keys)
+    if len(distinct) == 1:
+        return {keys[0]: items}
+    if len(distinct) <= FEW_KEYS:  # one C-level pass per key beats a Python loop per item
+        return {key: list(compress(items, map(eq, keys, repeat(key)))) for key in distinct}
+    groups: defaultdict[K, list[E]] = defaultdict(list)
+    for key, item in zip(keys, items, strict=True):
+        groups[key].append(item)
+    return groups
 
 
 def _no_dimensions(labels: dict[str, str]) -> tuple[()]:
