@@ -64,7 +64,7 @@ def format_change(metric: MetricComparison) -> str:
     if metric.interval_kind == "absolute":
         return _format_change(metric, metric.change)
     if metric.relative_change is None:
-        return "new" if metric.candidate else "+0.0%"
+        return "from 0"
     return _format_change(metric, metric.relative_change)
 
 
@@ -149,7 +149,8 @@ def _prompt_facts(prompt: PromptComparison) -> str:
     versions = f"{', '.join(prompt.base_versions)} → {', '.join(prompt.candidate_versions)}"
     models = f"{', '.join(prompt.base_models)} → {', '.join(prompt.candidate_models)}"
     calls = f"{prompt.base_calls} → {prompt.candidate_calls}"
-    return f"version {versions}; model {models}; calls {calls}"
+    scorer = f"; quality scored by {prompt.quality_metric}" if prompt.quality_metric else ""
+    return f"version {versions}; model {models}; calls {calls}{scorer}"
 
 
 def monthly_cost_line(prompt: PromptComparison) -> str | None:

@@ -232,7 +232,9 @@ class MetricComparison(BaseModel):
     base: float
     candidate: float
     change: float = Field(description="candidate - base, in the metric's unit.")
-    relative_change: float | None = Field(description="candidate / base - 1; null if base is 0.")
+    relative_change: float | None = Field(
+        description="candidate / base - 1; null if only base is 0."
+    )
     interval_kind: IntervalKind = Field(
         description="Whether the interval is of the relative change."
     )
@@ -270,6 +272,7 @@ class PromptComparison(BaseModel):
     candidate_models: list[str]
     base_calls: int
     candidate_calls: int
+    quality_metric: str | None = Field(description="The quality scorer both runs used, if any.")
     metrics: list[MetricComparison]
     monthly_cost: MonthlyCost | None
     notes: list[str]
@@ -543,6 +546,8 @@ def adjust_p_values(
 
 
 def _relative_change(base: float, candidate: float) -> float | None:
+    if candidate == base:
+        return 0.0
     relative = candidate / base - 1.0 if base != 0 else math.inf
     return relative if math.isfinite(relative) else None
 
@@ -648,6 +653,11 @@ def _overall(verdicts: Sequence[Verdict]) -> Verdict:
     return "improvement" if "improvement" in verdicts else "no_change"
 
 
+def _shared_quality_metric(base: _Calls, candidate: _Calls) -> str | None:
+    names = base.quality_metrics | candidate.quality_metrics
+    return next(iter(names)) if len(names) == 1 else None
+
+
 def _distinct(values: Sequence[str]) -> list[str]:
     return sorted(set(values))
 
@@ -676,6 +686,7 @@ def _compare_prompt(
         candidate_models=_distinct([record.model for record in candidate_records]),
         base_calls=len(base_records),
         candidate_calls=len(candidate_records),
+        quality_metric=_shared_quality_metric(base_calls, candidate_calls),
         metrics=metrics,
         monthly_cost=_monthly_cost(prompt_id, base_calls, candidate_calls, runs, settings),
         notes=notes,

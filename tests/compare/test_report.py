@@ -44,7 +44,7 @@ def test_markdown_starts_with_the_verdict_and_has_a_table(comparison: Comparison
     assert "latency p50" in first
     assert "| metric | base | candidate | change | interval | p (corrected) | verdict |" in markdown
     assert "| latency p50 |" in markdown
-    assert "version v1 → v2" in markdown
+    assert "version v1 → v2" in markdown and "quality scored by judge" in markdown
     assert "Monthly cost at 1,000,000 calls:" in markdown
     assert "git `abc123`" in markdown
     assert "Holm" in markdown

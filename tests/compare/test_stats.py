@@ -245,6 +245,13 @@ def test_zero_base_gives_no_relative_change() -> None:
     )
 
 
+def test_equal_zeros_are_no_relative_change() -> None:
+    run = _run([_call(f"i{n}", 0.0, output_tokens=0) for n in range(5)])
+    metrics = {metric.metric: metric for metric in compare_runs(run, run).prompts[0].metrics}
+    assert metrics["latency_p50"].relative_change == 0.0
+    assert metrics["output_tokens"].relative_change == 0.0
+
+
 def test_too_few_calls_skip_the_two_sample_metrics() -> None:
     base = _run([_call("i", 100.0)])
     prompt = compare_runs(base, base).prompts[0]
