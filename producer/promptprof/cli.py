@@ -26,6 +26,14 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run a stream-processor worker (Faust) with its sink")
 
+    compare = commands.add_parser("compare", help="compare two bench runs; exit 1 on regression")
+    compare.add_argument("base", type=Path, help="the baseline run file")
+    compare.add_argument("candidate", type=Path, help="the candidate run file")
+    compare.add_argument("--thresholds", type=Path, help="YAML thresholds file")
+    compare.add_argument("--markdown", type=Path, help="write the Markdown report here")
+    compare.add_argument("--html", type=Path, help="write the HTML report here")
+    compare.add_argument("--json", type=Path, help="write the JSON report here")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -54,6 +62,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_demo(settings, args.duration, args.rate, args.config))
     if args.command == "worker":
         return _worker(args.config)
+    if args.command == "compare":
+        from promptprof_compare.cli import compare_command
+
+        return compare_command(
+            args.base, args.candidate, args.thresholds, args.markdown, args.html, args.json
+        )
     if args.command == "schema":
         from promptprof.schema import write_schema
 
