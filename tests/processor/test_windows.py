@@ -171,17 +171,21 @@ def test_the_cap_frees_places_once_windows_close() -> None:
 
 # --- properties -------------------------------------------------------------------------------
 
-batches_st = st.lists(
-    st.lists(st.integers(0, 3000).map(lambda d: d / 10), min_size=1, max_size=20),
-    min_size=1,
-    max_size=12,
-)
+# batches of event times in tenths of a second
+batches_st = st.lists(st.lists(st.integers(0, 3000), min_size=1, max_size=20), max_size=12)
 config_st = st.fixed_dictionaries(
     {
         "widths_s": st.sampled_from([[10], [10, 60], [10, 15], [60]]),
         "allowed_lateness_s": st.sampled_from([0, 5, 30]),
     }
 )
+
+
+def calls(batches: list[list[int]]) -> list[list[CallEvent]]:
+    return [
+        [call(t / 10, latency_ms=1 + t, status="error" if t % 7 < 1 else "ok") for t in batch]
+        for batch in batches
+    ]
 
 
 def run(agg: WindowAggregator, batches: list[list[CallEvent]]) -> list[WindowAggregate]:
@@ -195,46 +199,61 @@ def run(agg: WindowAggregator, batches: list[list[CallEvent]]) -> list[WindowAgg
     return closed
 
 
+class Model:
+    """What the aggregator should emit, in tenths of a second."""
+
+    def __init__(self, widths_s: list[int], allowed_lateness_s: int) -> None:
+        self.widths = [w * 10 for w in widths_s]
+        self.lateness = allowed_lateness_s * 10
+        self.windows: Counter[tuple[int, float]] = Counter()
+        self.late: Counter[int] = Counter()
+        self.closed_until = self.latest = 0
+
+    def add(self, batch: list[int]) -> None:
+        for t in batch:
+            for width in self.widths:
+                start = t - t % width
+                if start + width <= self.closed_until:
+                    self.late[width // 10] += 1
+                else:
+                    self.windows[width // 10, start / 10] += 1
+        self.latest = max([self.latest, *batch])
+        self.closed_until = max(self.closed_until, self.latest - self.lateness)
+
+    def closed(self) -> Counter[tuple[int, float]]:
+        """Events of the windows closed so far."""
+        until = self.closed_until / 10
+        return Counter({k: n for k, n in self.windows.items() if k[1] + k[0] <= until})
+
+
+def events_by_window(closed: list[WindowAggregate]) -> Counter[tuple[int, float]]:
+    return +Counter({span: w.events for span, w in zip(spans(closed), closed, strict=True)})
+
+
 @given(batches_st, config_st)
 @settings(max_examples=80, deadline=None)
-def test_windows_match_a_reference_model(
-    batches: list[list[float]], config: dict[str, Any]
-) -> None:
-    agg = aggregator(**config)
-    lateness = config["allowed_lateness_s"]
-    expected_windows: Counter[tuple[int, float]] = Counter()
-    expected_late: Counter[int] = Counter()
-    closed_until, latest = 0.0, 0.0
-    for batch in batches:
-        for t in batch:
-            for width in config["widths_s"]:
-                start = t - t % width
-                if start + width <= closed_until:
-                    expected_late[width] += 1
-                else:
-                    expected_windows[width, start] += 1
-        latest = max([latest, *batch])
-        closed_until = max(closed_until, latest - lateness)
-    closed = run(agg, [[call(t) for t in batch] for batch in batches])
+def test_windows_match_a_reference_model(batches: list[list[int]], config: dict[str, Any]) -> None:
+    agg, model = aggregator(**config), Model(**config)
+    closed: list[WindowAggregate] = []
+    for batch, events in zip(batches, calls(batches), strict=True):
+        model.add(batch)
+        closed += run(agg, [events])
+        assert events_by_window(closed) == model.closed()  # closed as soon as due, not later
     closed += agg.advance(FAR_FUTURE)
-    got_windows = Counter({span: w.events for span, w in zip(spans(closed), closed, strict=True)})
-    assert +got_windows == +expected_windows
+    assert events_by_window(closed) == +model.windows
     assert len(set(spans(closed))) == len(closed)  # each window closed once
-    got_late: Counter[int] = Counter()
+    late: Counter[int] = Counter()
     for window in closed:
-        got_late[window.width_s] += window.late_events
-    assert +got_late == +expected_late
+        late[window.width_s] += window.late_events
+    assert +late == +model.late
 
 
 @given(batches_st, config_st, st.integers(0, 12))
 @settings(max_examples=60, deadline=None)
 def test_a_restored_checkpoint_gives_identical_outputs(
-    batches: list[list[float]], config: dict[str, Any], split: int
+    batches: list[list[int]], config: dict[str, Any], split: int
 ) -> None:
-    events = [
-        [call(t, latency_ms=1 + t, status="error" if t % 7 < 1 else "ok") for t in batch]
-        for batch in batches
-    ]
+    events = calls(batches)
     first = aggregator(**config)
     run(first, events[:split])
     state = first.to_bytes()
