@@ -115,8 +115,15 @@ def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
     async def close_idle_windows() -> None:
         for windows in state.close_idle().values():
             await publish(windows, [])
-        for partition in [p for p, events in unacked.items() if events and state.owns(p)]:
-            checkpoint_due(partition)
+
+    @app.task
+    async def checkpoint_quiet_partitions() -> None:
+        # A plain loop, not an app.timer: Faust stops its timers as soon as shutdown starts,
+        # and only then waits for the unacked events.
+        while True:
+            await asyncio.sleep(min(1.0, worker.checkpoint_interval_s))
+            for partition in [p for p, events in unacked.items() if events and state.owns(p)]:
+                checkpoint_due(partition)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
