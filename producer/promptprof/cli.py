@@ -76,10 +76,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(config: Path | None) -> int:
-    from promptprof_processor.app import WorkerProcessSettings, run_worker
+    from promptprof_processor.app import run_worker
+    from promptprof_processor.settings import ProcessorSettings
 
     try:
-        settings = load_settings(config, WorkerProcessSettings)
+        settings = load_settings(config, ProcessorSettings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -11,10 +11,9 @@ path would cost microseconds per call); the processor validates every event with
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
 MAX_LABELS = 16
@@ -23,6 +22,9 @@ MAX_LABEL_VALUE_LEN = 256
 
 Status = Literal["ok", "error"]
 NonNegInt = Annotated[int, Field(ge=0)]
+LabelKey = Annotated[str, StringConstraints(max_length=MAX_LABEL_KEY_LEN)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_LEN)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 
 
 class CallEvent(BaseModel):
@@ -46,10 +48,13 @@ class CallEvent(BaseModel):
     operation: str = Field(alias="gen_ai.operation.name", max_length=64, default="chat")
     request_model: str = Field(alias="gen_ai.request.model", max_length=128, default="unknown")
     response_model: str | None = Field(alias="gen_ai.response.model", max_length=128, default=None)
-    latency_ms: float = Field(alias="promptprof.latency_ms", ge=0, description="Wall time.")
+    latency_ms: float = Field(
+        alias="promptprof.latency_ms", ge=0, allow_inf_nan=False, description="Wall time in ms."
+    )
     ttft_ms: float | None = Field(
         alias="gen_ai.server.time_to_first_token",
         ge=0,
+        allow_inf_nan=False,
         default=None,
         description="Time to first token in ms (streaming calls only).",
     )
@@ -66,14 +71,19 @@ class CallEvent(BaseModel):
     cost_usd: float | None = Field(
         alias="promptprof.cost.usd",
         ge=0,
+        allow_inf_nan=False,
         default=None,
         description="Cost from the genai-prices table; null when the model is unknown.",
     )
     status: Status = Field(alias="promptprof.status", default="ok")
     error_type: str | None = Field(alias="error.type", max_length=128, default=None)
-    quality_score: float | None = Field(alias="promptprof.quality.score", default=None)
-    quality_metric: str | None = Field(alias="promptprof.quality.metric", default=None)
-    labels: dict[str, str] = Field(alias="promptprof.labels", default_factory=dict)
+    quality_score: float | None = Field(
+        alias="promptprof.quality.score", ge=0, le=1, allow_inf_nan=False, default=None
+    )
+    quality_metric: str | None = Field(
+        alias="promptprof.quality.metric", max_length=64, default=None
+    )
+    labels: Labels = Field(alias="promptprof.labels", default_factory=dict)
     sample_rate: float = Field(
         alias="promptprof.sample_rate",
         gt=0,
@@ -83,30 +93,6 @@ class CallEvent(BaseModel):
     )
     prompt_text: str | None = Field(alias="gen_ai.input.messages", default=None)
     response_text: str | None = Field(alias="gen_ai.output.messages", default=None)
-
-    @field_validator("latency_ms", "ttft_ms", "cost_usd", "quality_score")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("quality_score")
-    @classmethod
-    def _unit_interval(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError("quality score must be within [0, 1]")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _bounded_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        if len(labels) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} labels")
-        for key, value in labels.items():
-            if len(key) > MAX_LABEL_KEY_LEN or len(value) > MAX_LABEL_VALUE_LEN:
-                raise ValueError("label key or value too long")
-        return labels
 
     @property
     def weight(self) -> float:
@@ -127,8 +113,11 @@ class QualityEvent(BaseModel):
     prompt_id: str = Field(alias="promptprof.prompt.id", min_length=1, max_length=256)
     prompt_version: str = Field(alias="promptprof.prompt.version", min_length=1, max_length=128)
     request_model: str = Field(alias="gen_ai.request.model", max_length=128, default="unknown")
-    quality_score: float = Field(alias="promptprof.quality.score", ge=0, le=1)
+    quality_score: float = Field(
+        alias="promptprof.quality.score", ge=0, le=1, allow_inf_nan=False
+    )
     quality_metric: str = Field(alias="promptprof.quality.metric", max_length=64)
+    labels: Labels = Field(alias="promptprof.labels", default_factory=dict)
     sample_rate: float = Field(alias="promptprof.sample_rate", gt=0, le=1, default=1.0)
 
 

@@ -287,6 +287,7 @@ class EventBuilder:
             "gen_ai.request.model": call.spec.model,
             "promptprof.quality.score": value,
             "promptprof.quality.metric": metric,
+            "promptprof.labels": _bounded_labels(call.labels) if call.labels else call.spec.labels,
             "promptprof.sample_rate": call.sample_rate,
         }
 

@@ -14,13 +14,13 @@ The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a backgro
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
 
 import faust
 import structlog
-from pydantic import BaseModel, Field
 
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
@@ -30,25 +30,9 @@ from promptprof_processor.sink import WindowSink
 log = structlog.get_logger("promptprof.worker")
 
 
-class WorkerSettings(BaseModel):
-    """The Faust worker."""
-
-    app_id: str = Field(default="promptprof-worker", min_length=1)
-    checkpoint_interval_s: float = Field(default=2.0, gt=0, description="seconds, > 0")
-    idle_timeout_s: float = Field(default=5.0, gt=0, description="seconds, > 0")
-    sink_enabled: bool = True
-    web_port: int | None = Field(default=None, description="Faust web port; None disables it")
-    data_dir: str = ".promptprof/worker"
-
-
-class WorkerProcessSettings(ProcessorSettings):
-    """Everything a worker process reads: the processor's settings plus the ``worker`` section."""
-
-    worker: WorkerSettings = WorkerSettings()
-
-
-def build_app(settings: ProcessorSettings, worker: WorkerSettings) -> faust.App:
+def build_app(settings: ProcessorSettings) -> faust.App:
     """A Faust app with the aggregation agent, the idle timer and the sink task."""
+    worker = settings.worker
     Path(worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         worker.app_id,
@@ -152,8 +136,11 @@ def _window_key(window: WindowAggregate) -> bytes:
     ).encode()
 
 
-def run_worker(settings: WorkerProcessSettings) -> int:
+def run_worker(settings: ProcessorSettings) -> int:
     """Run a worker until SIGTERM or SIGINT."""
-    app = build_app(settings, settings.worker)
+    # Decoded envelopes make many short-lived objects; the default thresholds collect so often
+    # that the collector took a quarter of the worker's time (6.6 vs 8-10 µs per event).
+    gc.set_threshold(50_000, 20, 100)
+    app = build_app(settings)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
     return 0

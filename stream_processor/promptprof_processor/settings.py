@@ -72,7 +72,19 @@ class WindowSettings(BaseModel):
         return round(self.allowed_lateness_s * NS_PER_S)
 
 
+class WorkerSettings(BaseModel):
+    """The Faust worker."""
+
+    app_id: str = Field(default="promptprof-worker", min_length=1)
+    checkpoint_interval_s: float = Field(default=2.0, gt=0, description="seconds, > 0")
+    idle_timeout_s: float = Field(default=5.0, gt=0, description="seconds, > 0")
+    sink_enabled: bool = True
+    web_port: int | None = Field(default=None, description="Faust web port; None disables it")
+    data_dir: str = ".promptprof/worker"
+
+
 class ProcessorSettings(Settings):
     """All settings of the stream processor."""
 
     windows: WindowSettings = WindowSettings()
+    worker: WorkerSettings = WorkerSettings()

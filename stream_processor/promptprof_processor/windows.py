@@ -74,7 +74,6 @@ class WindowAggregator:
         self._label_getter: Callable[[dict[str, str]], Any] = (
             itemgetter(*self._dims) if self._dims else _no_dimensions
         )
-        self._no_labels = self._label_getter(self._label_defaults)
         self._registry = SeriesRegistry(self._dims, settings.max_series_per_prompt)
         self._bases: dict[int, dict[Series, Accumulator]] = {}
         self._closed_until_ns = 0
@@ -104,16 +103,16 @@ class WindowAggregator:
         self.stats.events += len(events)
         self._max_event_ns = max(self._max_event_ns, max(map(_start_time, events)))
         if calls:
-            labels = self._label_keys(calls) if self._dims else [()] * len(calls)
-            for key, group in self._group(calls, labels).items():
+            for key, group in self._group(calls, self._label_keys(calls)).items():
                 self._add_group(key, group, Accumulator.add_calls)
         if quality:
-            no_labels = [self._no_labels] * len(quality)
-            for key, scores in self._group(quality, no_labels).items():
+            for key, scores in self._group(quality, self._label_keys(quality)).items():
                 self._add_group(key, scores, Accumulator.add_quality)
 
-    def _label_keys(self, events: list[CallEvent]) -> list[Any]:
+    def _label_keys(self, events: Sequence[Event]) -> list[Any]:
         """Each event's label values: a string for one dimension, else a tuple."""
+        if not self._dims:
+            return [()] * len(events)
         get = self._label_getter
         try:
             return list(map(get, map(_labels, events)))
