@@ -1,0 +1,177 @@
+"""Malformed input, interleaved with good events, against a real worker: every bad record or
+event lands in the dead-letter topic with its reason, every good event is counted, and the
+worker keeps running."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from processor_integration.conftest import MODEL, SERVICE, Pipeline, wait_until
+from promptprof.envelope import ENVELOPE_NAME, encode_envelope
+from promptprof.event import series_key
+from promptprof.profiler import make_spec
+from promptprof.record import EventBuilder
+from promptprof.stack import run_sync
+
+pytestmark = pytest.mark.integration
+
+MIXED = "mixed"
+STEADY = "steady"
+MAX_RECORD = 4 * 1_048_576
+
+
+class Events:
+    """Good call-event dicts of the ``mixed`` series, timed now, as the producer builds them."""
+
+    def __init__(self) -> None:
+        self.builder = EventBuilder(SERVICE, "test", capture_text=False, redact=None)
+        self.spec = make_spec(MIXED, "v1", model=MODEL)
+        self.good = 0
+
+    def make(self, count: int, *, counted: bool = True) -> list[dict[str, Any]]:
+        events = []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            item = (self.spec, start, start + 120_000_000, None, None, 1.0)
+            events.append(self.builder.build(item))
+        self.good += count if counted else 0
+        return events
+
+    def envelope(self, count: int) -> bytes:
+        return encode_envelope(self.make(count))
+
+
+def _records(events: Events) -> tuple[list[bytes | None], list[str]]:
+    """The records to send in order, and the reason patterns of the dead letters expected."""
+    records: list[bytes | None] = []
+    reasons: list[str] = []
+
+    def bad(value: bytes | None, reason: str) -> None:
+        records.append(value)
+        reasons.append(reason)
+
+    records.append(events.envelope(10))
+    bad(b'{"envelope": "promptprof.batch", "envelope_version": 1, "events": [{"schema',
+        r"^not JSON")
+    records.append(events.envelope(10))
+    # NaN as a raw JSON token: orjson refuses the whole record
+    nan_token = events.envelope(1).replace(b'_ms":120.0', b'_ms":NaN')
+    events.good -= 1
+    assert b"NaN" in nan_token
+    bad(nan_token, r"^not JSON")
+    future = {"envelope": ENVELOPE_NAME, "envelope_version": 2, "events": events.make(3)}
+    events.good -= 3
+    bad(orjson.dumps(future), r"^unknown envelope 'promptprof\.batch' version 2")
+    bad(orjson.dumps({"envelope": "someone.else", "envelope_version": 1, "events": []}),
+        r"^unknown envelope 'someone\.else'")
+    bad(orjson.dumps({"envelope": ENVELOPE_NAME, "envelope_version": 1, "events": "many"}),
+        r"^envelope 'events' must be a list")
+    bad(b"[1, 2, 3]", r"^expected a JSON object, got list")
+    bad(b'{"hello": "world"}', r"^neither a batch envelope nor an event")
+    bad(None, r"^empty record")
+
+    # one envelope, good events between bad ones: only the bad ones are dead letters
+    good = events.make(5)
+    template = events.make(1, counted=False)[0]
+    bad_events: list[tuple[Any, str]] = [
+        ({**template, "promptprof.latency_ms": -5.0},
+         r"^promptprof\.latency_ms: Input should be greater than or equal to 0"),
+        # a JSON string "NaN" parses to nan, which fails ge=0 before the finite check
+        ({**template, "promptprof.latency_ms": "NaN"},
+         r"^promptprof\.latency_ms: Input should be greater than or equal to 0"),
+        ({**template, "promptprof.latency_ms": "Infinity"}, r"^promptprof\.latency_ms: .*finite"),
+        ({**template, "promptprof.latency_ms": "fast"},
+         r"^promptprof\.latency_ms: Input should be a valid number"),
+        ({**template, "gen_ai.usage.input_tokens": "many"}, r"^gen_ai\.usage\.input_tokens: "),
+        ({**template, "promptprof.prompt.id": 42}, r"^promptprof\.prompt\.id: .*valid string"),
+        ({**template, "schema_version": 2}, r"^schema_version: Input should be 1"),
+        ({k: v for k, v in template.items() if k != "promptprof.prompt.id"},
+         r"^promptprof\.prompt\.id: Field required"),
+        ([1, 2], r"^event: Input should be a valid dictionary"),
+    ]
+    mixed = [good[0], good[1]]
+    for event, reason in bad_events:
+        mixed.append(event)
+        reasons.append(reason)
+    mixed.extend(good[2:])
+    records.append(encode_envelope(mixed))
+
+    # over the worker's 4 MiB limit, though valid: none of its events may count
+    filler = "x" * 256
+    big = [{**e, "promptprof.labels": {"pad": filler}} for e in events.make(40)]
+    events.good -= 40
+    oversized = encode_envelope(big * (MAX_RECORD // len(encode_envelope(big)) + 2))
+    assert len(oversized) > MAX_RECORD
+    bad(oversized, rf"^oversized record: {len(oversized)} bytes > {MAX_RECORD}")
+
+    records.append(orjson.dumps(events.make(1)[0]))  # a bare event is accepted too
+    records.append(events.envelope(10))
+    return records, reasons
+
+
+async def _send(bootstrap: str, topic: str, key: bytes, records: list[bytes | None]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_request_size=16 * 1_048_576, linger_ms=0
+    )
+    await producer.start()
+    try:
+        for value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def test_bad_input_goes_to_the_dead_letter_topic(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(widths_s=[2])
+    worker = pipeline.start_worker()
+    traffic = pipeline.traffic()
+    events = Events()
+    records, reasons = _records(events)
+    key = series_key(events.make(1, counted=False)[0])
+
+    # good traffic on another series before, during and after the bad records
+    thread, _ = traffic.run_in_thread(4.0, 200, lambda i: (STEADY, 80.0, None))
+    run_sync(_send(pipeline.broker.bootstrap, pipeline.topics.calls, key, records))
+    thread.join()
+    traffic.flush()
+
+    letters = pipeline.read_topic(pipeline.topics.dead_letter, len(reasons), timeout_s=60)
+    got = [headers.get("reason", b"<no reason header>").decode() for _, headers in letters]
+    assert len(letters) == len(reasons), "\n".join(got) + "\n" + pipeline.logs()
+    assert all(headers.get("stage") == b"worker" for _, headers in letters)
+    unmatched = list(got)
+    for pattern in reasons:
+        match = next((r for r in unmatched if re.search(pattern, r)), None)
+        assert match is not None, f"no dead letter matching {pattern!r} in:\n" + "\n".join(got)
+        unmatched.remove(match)
+
+    # a dead event keeps its own bytes; a dead record its bytes (oversized: the first 64 KiB)
+    def letter(reason: bytes) -> bytes | None:
+        return next(v for v, h in letters if h["reason"].startswith(reason))
+
+    assert letter(b"empty record") == b""
+    assert len(letter(b"oversized") or b"") == 65536
+    dead_latencies = [orjson.loads(v or b"{}").get("promptprof.latency_ms") for v, h in letters
+                      if h["reason"].startswith(b"promptprof.latency_ms")]
+    assert sorted(map(str, dead_latencies)) == ["-5.0", "Infinity", "NaN", "fast"]
+
+    expected = {MIXED: float(events.good), STEADY: float(len(traffic.sent))}
+
+    def counted() -> dict[str, float] | None:
+        sums = pipeline.calls_by_prompt(2)
+        return sums if all(sums.get(p, 0) >= n for p, n in expected.items()) else None
+
+    wait_until(counted, 60, f"calls {expected}", lambda: str(pipeline.calls_by_prompt(2)))
+    pipeline.wait_for_windows(traffic, 2)
+    assert pipeline.calls_by_prompt(2) == expected
+    assert worker.alive(), worker.log_tail()
+    assert worker.stop() < 10
