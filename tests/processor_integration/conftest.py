@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from promptprof.config import KafkaSettings, TopicSettings, load_settings
 from promptprof.profiler import Profiler, make_spec
@@ -383,6 +384,11 @@ class Pipeline:
         (value, headers) pairs."""
         return run_sync(_read_topic(self.broker.bootstrap, topic, expected, timeout_s))
 
+    def group_members(self) -> tuple[str, list[str]]:
+        """The state and member ids of the workers' consumer group (Tansu does not return
+        the members' assignments)."""
+        return run_sync(_describe_group(self.broker.bootstrap, self.app_id))
+
     def close(self) -> None:
         """Stop every worker (SIGTERM, SIGKILL if ignored) and close the producers."""
         errors = []
@@ -418,6 +424,17 @@ async def _read_topic(
     finally:
         await consumer.stop()
     return found
+
+
+async def _describe_group(bootstrap: str, group: str) -> tuple[str, list[str]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _error, _name, state, _protocol_type, _protocol, members = response.groups[0][:6]
+    return state, sorted(member[0] for member in members)
 
 
 @pytest.fixture

@@ -1,0 +1,195 @@
+"""PartitionWindows without Faust or Kafka: decoding, validation, dead-letter reasons, the
+wall-clock cap on the watermark, idle close, checkpoint and restore."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from promptprof.envelope import encode_envelope
+from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.settings import WindowSettings
+
+NS = 1_000_000_000
+T0 = 1_800_000_000 * NS  # a multiple of every width used here
+_ids = iter(range(10**9))
+
+
+def event(
+    at_s: float, prompt_id: str = "p", latency_ms: Any = 100.0, **extra: Any
+) -> dict[str, Any]:
+    """A call-event dict as the producer sends it, ``at_s`` seconds after T0."""
+    return {
+        "schema_version": 1,
+        "event_id": f"e{next(_ids)}",
+        "start_time_unix_nano": T0 + round(at_s * NS),
+        "service.name": "svc",
+        "promptprof.prompt.id": prompt_id,
+        "promptprof.prompt.version": "v1",
+        "gen_ai.request.model": "m",
+        "promptprof.latency_ms": latency_ms,
+        **extra,
+    }
+
+
+def windows(
+    widths: list[int] | None = None, lateness: float = 1.0, idle: float = 5.0, **kw: Any
+) -> PartitionWindows:
+    settings = WindowSettings(widths_s=widths or [2], allowed_lateness_s=lateness)
+    return PartitionWindows(settings, idle_timeout_s=idle, **kw)
+
+
+def at(seconds: float) -> int:
+    return T0 + round(seconds * NS)
+
+
+def test_an_envelope_is_aggregated_whole_and_closes_by_watermark() -> None:
+    state = windows()
+    outcome = state.handle(0, encode_envelope([event(0.1), event(0.5), event(1.9)]), at(2.0))
+    assert (outcome.accepted, outcome.dead, outcome.closed) == (3, [], [])
+    assert state.owns(0) and not state.owns(1)
+    # the watermark is the latest event time minus the lateness: [0, 2) closes at 3 s
+    outcome = state.handle(0, encode_envelope([event(2.9)]), at(3.0))
+    assert outcome.closed == []
+    outcome = state.handle(0, encode_envelope([event(3.0)]), at(3.1))
+    assert [(w.window_start_ns, w.calls) for w in outcome.closed] == [(T0, 3.0)]
+
+
+def test_a_bare_event_record_is_accepted() -> None:
+    state = windows()
+    assert state.handle(1, orjson.dumps(event(0.0)), at(0.1)).accepted == 1
+
+
+def test_the_wall_clock_caps_the_watermark() -> None:
+    """Events from a clock far ahead do not close windows that are still open by the wall."""
+    state = windows()
+    state.handle(0, encode_envelope([event(0.5)]), at(0.6))
+    outcome = state.handle(0, encode_envelope([event(100.0)]), at(0.7))
+    assert outcome.closed == []
+    outcome = state.handle(0, encode_envelope([event(100.5)]), at(3.0))
+    assert [w.window_start_ns for w in outcome.closed] == [T0]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"envelope": "promptprof.batch", "events": [', "not JSON: "),
+        (b'{"envelope": "promptprof.batch", "envelope_version": 1, "events": [{"x": NaN}]}',
+         "not JSON: "),
+        (b"[]", "expected a JSON object, got list"),
+        (b'"text"', "expected a JSON object, got str"),
+        (b'{"envelope": "promptprof.batch", "envelope_version": 2, "events": []}',
+         "unknown envelope 'promptprof.batch' version 2"),
+        (b'{"envelope": "other", "envelope_version": 1, "events": []}',
+         "unknown envelope 'other' version 1"),
+        (b'{"envelope": "promptprof.batch", "envelope_version": 1, "events": {}}',
+         "envelope 'events' must be a list"),
+        (b'{"service.name": "svc"}', "neither a batch envelope nor an event"),
+        (None, "empty record"),
+    ],
+)
+def test_records_that_cannot_be_decoded_are_dead_letters(
+    value: bytes | None, reason: str
+) -> None:
+    state = windows()
+    outcome = state.handle(0, value, at(1.0))
+    assert outcome.accepted == 0
+    assert len(outcome.dead) == 1
+    assert outcome.dead[0].reason.startswith(reason)
+    assert outcome.dead[0].value == (value or b"")
+
+
+def test_an_oversized_record_is_a_dead_letter_with_its_head_only() -> None:
+    state = windows(max_record_bytes=100_000)
+    value = encode_envelope([event(0.0, prompt_id="x" * 200) for _ in range(400)])
+    assert len(value) > 100_000
+    outcome = state.handle(0, value, at(1.0))
+    assert outcome.accepted == 0
+    assert [d.reason for d in outcome.dead] == [f"oversized record: {len(value)} bytes > 100000"]
+    assert outcome.dead[0].value == value[:65536]
+
+
+# A JSON string "NaN" or "Infinity" parses to a float; whether ge=0 or the finite check
+# rejects it first depends on the pydantic constraints, so either message is accepted.
+NOT_FINITE = r"^promptprof\.latency_ms: (Input should be greater than or equal to 0|.*finite)"
+BAD_EVENTS = [
+    (event(0.2, latency_ms=-1.0), r"^promptprof\.latency_ms: Input should be greater than or"),
+    (event(0.2, latency_ms="NaN"), NOT_FINITE),
+    (event(0.2, latency_ms="-Infinity"), NOT_FINITE),
+    (event(0.2, latency_ms="Infinity"), NOT_FINITE),
+    (event(0.2, latency_ms="slow"), r"^promptprof\.latency_ms: Input should be a valid number"),
+    (event(0.2, schema_version=2), r"^schema_version: Input should be 1"),
+    (event(0.2, **{"gen_ai.usage.input_tokens": -3}), r"^gen_ai\.usage\.input_tokens: "),
+    (event(0.2, **{"promptprof.sample_rate": 0}), r"^promptprof\.sample_rate: Input should be"),
+    (event(0.2, **{"promptprof.status": "maybe"}), r"^promptprof\.status: Input should be"),
+    ({"schema_version": 1}, r"^event_id: Field required"),
+    ("not an event", r"^event: Input should be a valid dictionary"),
+]
+
+
+def test_bad_events_are_dead_letters_and_good_ones_in_the_same_envelope_count() -> None:
+    state = windows()
+    good = [event(0.1), event(0.3), event(0.5)]
+    mixed = [good[0], *(e for e, _ in BAD_EVENTS[:5]), good[1], *(e for e, _ in BAD_EVENTS[5:]),
+             good[2]]
+    outcome = state.handle(0, encode_envelope(mixed), at(0.6))
+    assert outcome.accepted == len(good)
+    assert len(outcome.dead) == len(BAD_EVENTS)
+    for letter, (raw, reason) in zip(outcome.dead, BAD_EVENTS, strict=True):
+        assert re.search(reason, letter.reason), (letter.reason, reason)
+        assert orjson.loads(letter.value) == raw
+    closed = state.handle(0, encode_envelope([event(5.0)]), at(5.0)).closed
+    assert [(w.calls, w.latency_ms and w.latency_ms.max) for w in closed] == [(3.0, 100.0)]
+
+
+def test_idle_partitions_close_by_the_wall_clock_alone() -> None:
+    state = windows(idle=0.0)
+    state.handle(0, encode_envelope([event(0.5)]), at(0.6))
+    state.handle(1, encode_envelope([event(2.5, prompt_id="q")]), at(2.6))
+    assert state.close_idle(at(2.9)) == {}  # [0, 2) still within its lateness
+    closed = state.close_idle(at(3.0))
+    assert {p: [w.window_start_ns for w in ws] for p, ws in closed.items()} == {0: [T0]}
+    closed = state.close_idle(at(5.0))
+    assert {p: [w.series.prompt_id for w in ws] for p, ws in closed.items()} == {1: ["q"]}
+    assert state.close_idle(at(60.0)) == {}
+
+
+def test_a_busy_partition_is_not_closed_by_the_idle_timer() -> None:
+    state = windows(idle=3600.0)
+    state.handle(0, encode_envelope([event(0.5)]), at(0.6))
+    assert state.close_idle(at(60.0)) == {}
+
+
+def test_checkpoint_and_restore_continue_where_the_state_left_off() -> None:
+    first = windows()
+    first.handle(2, encode_envelope([event(0.1), event(0.2, latency_ms=300.0)]), at(0.3))
+    saved = first.checkpoint(2)
+
+    restored = windows()
+    restored.restore(2, saved)
+    outcome = restored.handle(2, encode_envelope([event(0.4), event(3.5)]), at(3.5))
+    assert [(w.calls, w.latency_ms and w.latency_ms.max) for w in outcome.closed] == [
+        (3.0, pytest.approx(300.0, rel=0.01))
+    ]
+    assert restored.stats()["events"] == 4
+
+    restored.forget(2)
+    assert not restored.owns(2)
+
+
+@pytest.mark.parametrize("saved", [None, b"", b"garbage", b'{"format": 99}'])
+def test_an_unusable_checkpoint_starts_empty(saved: bytes | None) -> None:
+    state = windows()
+    state.restore(0, saved)
+    assert state.owns(0) and state.stats()["events"] == 0
+
+
+def test_a_checkpoint_of_other_widths_is_discarded() -> None:
+    first = windows(widths=[2])
+    first.handle(0, encode_envelope([event(0.1)]), at(0.2))
+    other = windows(widths=[5])
+    other.restore(0, first.checkpoint(0))
+    assert other.stats()["events"] == 0
