@@ -34,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--html", type=Path, help="write the HTML report here")
     compare.add_argument("--json", type=Path, help="write the JSON report here")
 
+    bench = commands.add_parser("bench", help="run a prompt suite and write a run file")
+    bench.add_argument("suite", type=Path, help="the suite YAML file")
+    bench.add_argument("--out", type=Path, required=True, help="the run file to write")
+    bench.add_argument("--seed", type=int, help="seed for the simulated provider")
+    bench.add_argument("--prompt-dir", type=Path, help="where the suite's prompt files live")
+
+    ci = commands.add_parser("ci", help="bench changed prompts against a git ref and compare")
+    ci.add_argument("--base-ref", required=True, help="git ref of the baseline, e.g. origin/main")
+    ci.add_argument("--suite", type=Path, help="suite file (default: every suite that applies)")
+    ci.add_argument("--out-dir", type=Path, default=Path("promptprof-ci"), help="reports go here")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -68,6 +79,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return compare_command(
             args.base, args.candidate, args.thresholds, args.markdown, args.html, args.json
         )
+    if args.command == "bench":
+        from promptprof_compare.runner import bench_command
+
+        return bench_command(args.suite, args.out, args.seed, settings, args.prompt_dir)
+    if args.command == "ci":
+        from promptprof_compare.ci import ci_command
+
+        return ci_command(args.base_ref, args.suite, args.out_dir, settings)
     if args.command == "schema":
         from promptprof.schema import write_schema
 
