@@ -19,8 +19,6 @@ leaving is expelled only after the session timeout.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import random
 import signal
@@ -44,6 +42,18 @@ from promptprof.record import PromptSpec
 from promptprof.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
+# Run the worker through a tiny exec wrapper that first asks the kernel to SIGKILL it when the
+# test process dies (prctl PR_SET_PDEATHSIG survives exec), so no worker outlives a killed
+# pytest. A wrapper, not preexec_fn: the test process has threads, and preexec_fn may deadlock.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "except Exception:\n"
+    "    pass\n"
+    "if os.getppid() == int(sys.argv[1]):\n"
+    "    os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 PARTITIONS = 4
 SERVICE = "itest"
 MODEL = "m-test"
@@ -59,13 +69,6 @@ FAUST_ENV = {
 BOUNDARY_GUARD_NS = 5_000_000
 NS = 1_000_000_000
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 class WorkerProcess:
     """One ``promptprof worker`` subprocess; output goes to ``log_path``."""
@@ -77,15 +80,17 @@ class WorkerProcess:
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        """Spawn the worker (from the main thread: it dies with its parent)."""
-        assert self.popen is None or self.popen.poll() is not None, "already running"
+        """Spawn (or respawn) the worker; call from the main thread, with whose end it dies."""
+        assert not self.alive(), "already running"
+        command = WORKER_COMMAND
+        if sys.platform == "linux":
+            command = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
         with self.log_path.open("ab") as out:
             out.write(f"--- {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(
-                WORKER_COMMAND, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                command, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         return self
 
