@@ -8,7 +8,7 @@ contains       the fraction of the references found in the answer (``ignore_case
 regex          1 when ``pattern`` matches (``full_match``, ``ignore_case``), else 0
 json_valid     1 when the answer (inside a Markdown code fence or not) is JSON, else 0
 json_schema    1 when the answer is JSON conforming to ``schema``, else 0
-rouge_l        ROUGE-L F-measure against the best reference (rouge-score, stemmed)
+rouge_l        ROUGE-L F-measure against the best reference (rouge-score; ``stemmer``)
 bleu           sentence BLEU / 100 (sacrebleu)
 chrf           sentence chrF / 100 (sacrebleu)
 embedding      cosine similarity of sentence embeddings, clipped to [0, 1] (optional extra)
@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promptprof_compare.dataset import Item
 from promptprof_compare.prompts import render_template, template_names
-from promptprof_compare.providers import AnthropicConfig, OpenAIConfig
+from promptprof_compare.providers import AnthropicConfig, OpenAIConfig, api_options
 
 DEFAULT_JUDGE_PROMPT = (
     "You grade answers. Request:\n{input}\n\nReference answer:\n{reference}\n\n"
@@ -289,12 +289,13 @@ class RougeLConfig(_Referenced):
     """``rouge_l``: ROUGE-L F-measure against the best reference."""
 
     type: Literal["rouge_l"]
+    stemmer: bool = Field(default=True, description="Porter-stem words (slower).")
 
     def build(self, base_dir: Path) -> Scorer:
         """A ROUGE-L scorer."""
         from rouge_score import rouge_scorer
 
-        rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=self.stemmer)
 
         def best(refs: Sequence[str], output: str) -> float:
             return max(float(rouge.score(ref, output)["rougeL"].fmeasure) for ref in refs)
@@ -471,7 +472,7 @@ def _judge_client(config: JudgeConfig) -> tuple[Ask, Close]:
 
         async def ask_openai(question: str) -> str:
             create: Any = openai_client.chat.completions.create
-            response = await create(model=config.model, **config.params,
+            response = await create(model=config.model, **api_options(create, config.params),
                                     messages=[{"role": "user", "content": question}])
             return str(response.choices[0].message.content or "")
 
@@ -480,7 +481,8 @@ def _judge_client(config: JudgeConfig) -> tuple[Ask, Close]:
 
     async def ask_anthropic(question: str) -> str:
         create: Any = anthropic_client.messages.create
-        response = await create(model=config.model, max_tokens=JUDGE_MAX_TOKENS, **config.params,
+        options = {"max_tokens": JUDGE_MAX_TOKENS, **api_options(create, config.params)}
+        response = await create(model=config.model, **options,
                                 messages=[{"role": "user", "content": question}])
         return "".join(block.text for block in response.content if block.type == "text")
 

@@ -6,7 +6,7 @@ A prompt file is YAML::
     version: v3                       # optional: defaults to a hash of system + template
     model: gpt-4o-mini
     provider: openai                  # optional: the vendor whose prices apply
-    params: {temperature: 0.2, max_tokens: 300}   # passed to the API as they are
+    params: {temperature: 0.2, max_tokens: 300}   # client options; others go in the body
     system: You are a support agent.  # optional system message
     template: |
       Customer {customer} wrote: {message}

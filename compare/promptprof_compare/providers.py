@@ -27,6 +27,7 @@ simulated quality; without a reference the provider's placeholder text is return
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import random
 import time
@@ -198,6 +199,17 @@ def call_seed(seed: int, prompt_id: str, item_id: str, repetition: int) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
 
 
+def api_options(create: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A prompt's ``params`` as keyword arguments of the client method ``create``; the ones it
+    does not name (a newer or vendor-specific option) are sent in the body via ``extra_body``."""
+    accepted = inspect.signature(create).parameters
+    options = {key: value for key, value in params.items() if key in accepted}
+    extra = {key: value for key, value in params.items() if key not in accepted}
+    if extra:
+        options["extra_body"] = {**extra, **options.get("extra_body", {})}
+    return options
+
+
 def messages(rendered: Rendered) -> list[dict[str, str]]:
     """Chat messages (OpenAI format) of a rendered prompt."""
     system = [{"role": "system", "content": rendered.system}] if rendered.system else []
@@ -224,7 +236,8 @@ class OpenAIBackend:
         prompt = request.prompt
         create: Any = self._client.chat.completions.create  # params come from the prompt file
         kwargs = {
-            **prompt.params, "model": prompt.model, "messages": messages(request.rendered),
+            **api_options(create, prompt.params), "model": prompt.model,
+            "messages": messages(request.rendered),
             "promptprof": {"prompt_id": prompt.id, "version": prompt.version},
         }
         if not self._stream:
@@ -265,7 +278,8 @@ class AnthropicBackend:
         prompt, rendered = request.prompt, request.rendered
         create: Any = self._client.messages.create  # params come from the prompt file
         kwargs: dict[str, Any] = {
-            "max_tokens": DEFAULT_MAX_TOKENS, **prompt.params, "model": prompt.model,
+            "max_tokens": DEFAULT_MAX_TOKENS, **api_options(create, prompt.params),
+            "model": prompt.model,
             "messages": [{"role": "user", "content": rendered.user}],
             "promptprof": {"prompt_id": prompt.id, "version": prompt.version},
         }
