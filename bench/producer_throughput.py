@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 import promptprof
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
-from promptprof.record import EventBuilder
+from promptprof.record import EventBuilder, register_spec
 
 TOPIC = "llm.calls"
 SERIES = 4
@@ -95,7 +95,7 @@ async def run_bare(bootstrap: str, events: int) -> dict[str, float]:
     await producer.start()
     try:
         builder = EventBuilder("bench-service", "bench", False, None)
-        specs = [make_spec(f"bench-{i}", "1") for i in range(SERIES)]
+        specs = [register_spec(make_spec(f"bench-{i}", "1")) for i in range(SERIES)]
         await (await producer.send(TOPIC, b"{}"))  # warm-up: metadata and connection
         futures: list[asyncio.Future[Any]] = []
         size = 0

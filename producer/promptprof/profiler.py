@@ -25,7 +25,15 @@ import structlog
 
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings, load_settings
-from promptprof.record import Call, Evaluator, EventBuilder, PromptSpec, Redactor, reset_event_ids
+from promptprof.record import (
+    Call,
+    Evaluator,
+    EventBuilder,
+    PromptSpec,
+    Redactor,
+    register_spec,
+    reset_event_ids,
+)
 from promptprof.sender import Sender
 
 P = ParamSpec("P")
@@ -300,6 +308,7 @@ def profile(
 
 def _wrap_sync(fn: Callable[P, R], spec: PromptSpec, fixed: Profiler | None) -> Callable[P, R]:
     keep_result = spec.evaluator is not None
+    index = register_spec(spec)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -311,9 +320,9 @@ def _wrap_sync(fn: Callable[P, R], spec: PromptSpec, fixed: Profiler | None) -> 
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((spec, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((spec, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper
@@ -323,6 +332,7 @@ def _wrap_async(
     fn: Callable[P, Awaitable[R]], spec: PromptSpec, fixed: Profiler | None
 ) -> Callable[P, Awaitable[R]]:
     keep_result = spec.evaluator is not None
+    index = register_spec(spec)
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -334,9 +344,9 @@ def _wrap_async(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((spec, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((spec, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from promptprof.event import MAX_LABEL_VALUE_LEN, MAX_LABELS, SCHEMA_VERSION
+from promptprof.event import MAX_LABEL_VALUE_LEN, MAX_LABELS, SCHEMA_VERSION, series_key
 from promptprof.pricing import call_cost
 from promptprof.tokens import estimate_tokens
 
@@ -145,6 +145,20 @@ class Call:
             self._profiler.enqueue(self)
 
 
+_SPECS: list[PromptSpec] = []
+TEMPLATE_CACHE_SIZE = 4096
+
+
+def register_spec(spec: PromptSpec) -> int:
+    """Give a long-lived spec (a decorated function's) an index for the hot path's tuples.
+
+    The queued tuple then holds only atomic values, which the garbage collector stops tracking,
+    so a large buffer does not lengthen collections on the host's threads.
+    """
+    _SPECS.append(spec)
+    return len(_SPECS) - 1
+
+
 _PROCESS_PREFIX = [os.urandom(6).hex()]
 _COUNTER = [itertools.count()]
 
@@ -171,6 +185,7 @@ class EventBuilder:
         self.capture_text = capture_text
         self.redact = redact
         self.clock_offset_ns = 0
+        self._templates: dict[int, tuple[PromptSpec, dict[str, Any], bytes]] = {}
         self.sync_clock()
 
     def sync_clock(self) -> None:
@@ -179,26 +194,44 @@ class EventBuilder:
 
     def build(self, item: Any) -> dict[str, Any]:
         """The event dict of one queued item (a Call, a decorator tuple, or a quality tuple)."""
+        return self.build_keyed(item)[1]
+
+    def build_keyed(self, item: Any) -> tuple[bytes, dict[str, Any]]:
+        """The Kafka key (the series) and the event dict of one queued item."""
         if isinstance(item, Call):
             return self._from_call(item)
-        if item[0] == "quality":
+        if len(item) == 4:
             return self._quality(item[1], item[2], item[3])
-        spec, start_ns, end_ns, error_type, result, sample_rate = item
-        event = self._base(spec, new_event_id(), start_ns, end_ns, sample_rate)
+        index, start_ns, end_ns, error_type, result, sample_rate = item
+        spec = _SPECS[index]
+        key, event = self._base(spec, new_event_id(), start_ns, end_ns, sample_rate)
         if error_type is not None:
             event["promptprof.status"] = "error"
             event["error.type"] = error_type
         elif spec.evaluator is not None:
             self._evaluate(event, spec, result)
-        return event
+        return key, event
 
     def _base(
         self, spec: PromptSpec, event_id: str, start_ns: int, end_ns: int, sample_rate: float
-    ) -> dict[str, Any]:
-        return {
+    ) -> tuple[bytes, dict[str, Any]]:
+        key, template = self._template(spec)
+        event = template.copy()
+        event["event_id"] = event_id
+        event["start_time_unix_nano"] = start_ns + self.clock_offset_ns
+        event["promptprof.latency_ms"] = (end_ns - start_ns) / 1e6
+        event["promptprof.sample_rate"] = sample_rate
+        return key, event
+
+    def _template(self, spec: PromptSpec) -> tuple[bytes, dict[str, Any]]:
+        """The fields every event of ``spec`` shares, and its series key, computed once."""
+        hit = self._templates.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            return hit[2], hit[1]
+        if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+            self._templates.clear()
+        template = {
             "schema_version": SCHEMA_VERSION,
-            "event_id": event_id,
-            "start_time_unix_nano": start_ns + self.clock_offset_ns,
             "service.name": self.service,
             "deployment.environment.name": self.environment,
             "promptprof.prompt.id": spec.prompt_id,
@@ -206,15 +239,16 @@ class EventBuilder:
             "gen_ai.provider.name": spec.provider,
             "gen_ai.operation.name": spec.operation,
             "gen_ai.request.model": spec.model,
-            "promptprof.latency_ms": (end_ns - start_ns) / 1e6,
             "promptprof.status": "ok",
             "promptprof.labels": spec.labels,
-            "promptprof.sample_rate": sample_rate,
         }
+        key = series_key(template)
+        self._templates[id(spec)] = (spec, template, key)
+        return key, template
 
-    def _from_call(self, call: Call) -> dict[str, Any]:
+    def _from_call(self, call: Call) -> tuple[bytes, dict[str, Any]]:
         spec = call.spec
-        event = self._base(
+        key, event = self._base(
             spec, call.event_id, call.start_ns, call.end_ns or call.start_ns, call.sample_rate
         )
         if call.first_token_ns is not None:
@@ -234,7 +268,7 @@ class EventBuilder:
             self._evaluate(event, spec, call.result)
         if self.capture_text:
             self._text(event, call)
-        return event
+        return key, event
 
     def _usage(self, event: dict[str, Any], call: Call) -> None:
         model = call.response_model or call.spec.model
@@ -275,8 +309,9 @@ class EventBuilder:
             event["promptprof.quality.score"] = float(score)
             event["promptprof.quality.metric"] = metric
 
-    def _quality(self, call: Call, value: float, metric: str) -> dict[str, Any]:
-        return {
+    def _quality(self, call: Call, value: float, metric: str) -> tuple[bytes, dict[str, Any]]:
+        key, _ = self._template(call.spec)
+        return key, {
             "kind": "quality",
             "schema_version": SCHEMA_VERSION,
             "event_id": call.event_id,

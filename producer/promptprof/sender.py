@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,13 +23,13 @@ from aiokafka import AIOKafkaProducer
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
 from promptprof.envelope import encode_envelope
-from promptprof.event import series_key
 from promptprof.record import EventBuilder
 
 log = structlog.get_logger("promptprof")
 
 MAX_RECORD_BYTES = 900_000
 CYCLE_BATCHES = 40  # envelopes' worth of events taken per cycle
+MAX_IN_FLIGHT = 3  # cycles sent and not yet acknowledged: preparing overlaps waiting for acks
 CLOCK_SYNC_S = 60.0
 
 
@@ -86,6 +87,8 @@ class Sender:
         self._stop = threading.Event()
         self._deadline = float("inf")
         self._pending: list[Envelope] = []
+        self._in_flight: dict[int, list[Envelope]] = {}
+        self._retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name="promptprof-sender", daemon=True)
         producer = settings.producer
         self._backoff = Backoff(
@@ -126,12 +129,13 @@ class Sender:
 
     async def _main(self) -> None:
         producer: AIOKafkaProducer | None = None
-        pending = self._pending
+        in_flight: set[asyncio.Task[None]] = set()
         next_report = time.monotonic() + self._report_interval()
         next_sync = time.monotonic() + CLOCK_SYNC_S
         while True:
             now = time.monotonic()
-            if self._stop.is_set() and (now >= self._deadline or not (pending or self.buffer)):
+            unsent = self._pending or self.buffer or in_flight
+            if self._stop.is_set() and (now >= self._deadline or not unsent):
                 break
             if now >= next_report:
                 self._report()
@@ -139,25 +143,49 @@ class Sender:
             if now >= next_sync:
                 self.builder.sync_clock()
                 next_sync = now + CLOCK_SYNC_S
-            if not pending:
-                pending = self._pending = self._prepare()
-                self.stats.pending_events = sum(e.events for e in pending)
-            if not pending:
-                await self._idle()
+            if now < self._retry_at:
+                await self._wait(self._retry_at - now)
+                continue
+            if len(in_flight) >= MAX_IN_FLIGHT:
+                await asyncio.wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
+                continue
+            if not self._pending:
+                self._pending = self._prepare()
+                self._note_pending()
+            if not self._pending:
+                await self._idle(in_flight)
                 continue
             if producer is None:
                 producer = await self._connect()
                 if producer is None:
                     await self._wait(self._backoff.next())
                     continue
-            pending = self._pending = await self._send(producer, pending)
-            self.stats.pending_events = sum(e.events for e in pending)
-            if pending:
-                self.stats.retries += 1
-                await self._wait(self._backoff.next())
-            else:
-                self._backoff.reset()
+            batch, self._pending = self._pending, []
+            task = asyncio.create_task(self._deliver(producer, batch))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        for task in in_flight:
+            task.cancel()  # past the deadline: their envelopes count as dropped below
         await self._shutdown(producer)
+
+    async def _deliver(self, producer: AIOKafkaProducer, batch: list[Envelope]) -> None:
+        """Send one cycle's envelopes; put the failed ones back in front for a retry."""
+        self._in_flight[id(batch)] = batch
+        try:
+            failed = await self._send(producer, batch)
+        finally:
+            self._in_flight.pop(id(batch), None)
+        if failed:
+            self._pending = failed + self._pending
+            self.stats.retries += 1
+            self._retry_at = time.monotonic() + self._backoff.next()
+        else:
+            self._backoff.reset()
+        self._note_pending()
+
+    def _note_pending(self) -> None:
+        batches = [self._pending, *self._in_flight.values()]
+        self.stats.pending_events = sum(e.events for batch in batches for e in batch)
 
     def _report_interval(self) -> float:
         interval = self.settings.producer.metrics_log_interval_s
@@ -166,9 +194,14 @@ class Sender:
     def _report(self) -> None:
         log.info("promptprof.producer_stats", **asdict(self.stats), buffer_depth=len(self.buffer))
 
-    async def _idle(self) -> None:
-        if len(self.buffer) < self.settings.producer.batch_max_events:
-            await self._wait(self.settings.producer.linger_ms / 1000)
+    async def _idle(self, in_flight: set[asyncio.Task[None]]) -> None:
+        if len(self.buffer) >= self.settings.producer.batch_max_events:
+            return
+        linger = self.settings.producer.linger_ms / 1000
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=linger, return_when=FIRST_COMPLETED)
+        else:
+            await self._wait(linger)
 
     async def _wait(self, seconds: float) -> None:
         """Sleep, but no longer than the flush deadline once a stop is asked for."""
@@ -186,15 +219,15 @@ class Sender:
         if not items:
             return []
         groups: defaultdict[bytes, list[dict[str, Any]]] = defaultdict(list)
-        build = self.builder.build
+        build = self.builder.build_keyed
         for item in items:
             try:
-                event = build(item)
+                key, event = build(item)
             except Exception as exc:
                 self.stats.dropped_invalid += 1
                 self.stats.last_error = f"cannot build event: {exc!r}"
                 continue
-            groups[series_key(event)].append(event)
+            groups[key].append(event)
         envelopes: list[Envelope] = []
         for key, events in groups.items():
             for start in range(0, len(events), batch_max):
@@ -302,8 +335,9 @@ class Sender:
         self._report()
 
     def _drop_unsent(self) -> None:
-        lost = sum(e.events for e in self._pending) + self.buffer.discard_all()
-        self._pending = []
+        batches = [self._pending, *self._in_flight.values()]
+        lost = sum(e.events for batch in batches for e in batch) + self.buffer.discard_all()
+        self._pending, self._in_flight = [], {}
         self.stats.dropped_close += lost
         self.stats.pending_events = 0
         if lost:

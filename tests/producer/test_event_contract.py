@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
 from promptprof.event import CallEvent, QualityEvent, series_key
 from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder
+from promptprof.record import Call, EventBuilder, register_spec
 from promptprof.schema import SCHEMA_FILE, render_schema
 
 
@@ -70,7 +70,7 @@ def test_every_built_call_validates(
 def test_decorator_tuple_and_late_score_build_valid_events() -> None:
     sink = _Sink()
     spec = make_spec("faq", "v1", evaluator=lambda result: 0.75)
-    event = _builder().build((spec, 1_000, 3_000_000, None, "answer", 1.0))
+    event = _builder().build((register_spec(spec), 1_000, 3_000_000, None, "answer", 1.0))
     assert CallEvent.model_validate(event).quality_score == 0.75
     call = Call(sink, spec, 1.0)
     call.finish()
@@ -102,7 +102,7 @@ def test_failing_evaluator_keeps_the_call() -> None:
         raise RuntimeError("bug")
 
     spec = make_spec("faq", "v1", evaluator=broken)
-    event = _builder().build((spec, 0, 1000, None, "x", 1.0))
+    event = _builder().build((register_spec(spec), 0, 1000, None, "x", 1.0))
     assert "promptprof.quality.score" not in event
 
 
@@ -117,14 +117,14 @@ def test_failing_evaluator_keeps_the_call() -> None:
     ],
 )
 def test_invalid_events_are_rejected_with_the_field(patch: dict[str, object], field: str) -> None:
-    event = _builder().build((make_spec("faq", "v1"), 0, 1000, None, None, 1.0))
+    event = _builder().build((register_spec(make_spec("faq", "v1")), 0, 1000, None, None, 1.0))
     with pytest.raises(ValidationError) as info:
         CallEvent.model_validate({**event, **patch})
     assert field.split("_")[0] in str(info.value)
 
 
 def test_envelope_round_trip_and_single_event() -> None:
-    events = [_builder().build((make_spec("faq", "v1"), 0, 1000, None, None, 1.0))]
+    events = [_builder().build((register_spec(make_spec("faq", "v1")), 0, 1000, None, None, 1.0))]
     assert decode_record(encode_envelope(events)) == events
     assert decode_record(orjson.dumps(events[0])) == events
     assert series_key(events[0]) == b"checkout\x1ffaq\x1fv1\x1funknown"
