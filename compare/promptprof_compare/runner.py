@@ -7,7 +7,9 @@ simulated provider) and turns it into the run file's record through the producer
 what they mean in the dashboards. The events are also published to Kafka when the settings
 enable the producer and a broker answers at start; otherwise the bench runs offline and never
 waits on Kafka. Unlike a service's profiler the bench's ignores ``sample_rate``: every call
-counts. The primary evaluator's score is attached to each call as a quality event.
+counts. The calls are all made first and scored afterwards, so evaluators never delay the
+measurement of other calls; the primary evaluator's score is then attached to each call as a
+quality event.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -48,6 +50,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 KAFKA_PROBE_TIMEOUT_S = 0.5
 _NS_PER_MS = 1_000_000
+
+T = TypeVar("T")
 
 _captured: ContextVar[list[Call] | None] = ContextVar("promptprof_bench_calls", default=None)
 
@@ -213,14 +217,55 @@ async def _call(backend: Backend, request: Request) -> tuple[str, str | None]:
         return "", type(exc).__name__
 
 
-def _record(
-    request: Request, event: dict[str, Any], raised: str | None, scores: dict[str, float],
-    primary: str | None,
-) -> BenchRecord:
-    error = event.get("error.type")
-    if raised is not None and (error is None or raised == "TimeoutError"):
-        error = raised  # a cancelled call's event says CancelledError: the deadline passed
+@dataclass(frozen=True)
+class _Measured:
+    """One call as measured: its request, the profiler's call and event, its answer."""
+
+    request: Request
+    call: Call | None
+    event: dict[str, Any]
+    raised: str | None
+    output: str
+
+    @property
+    def error(self) -> str | None:
+        """The error type of a failed call, ``None`` when it succeeded."""
+        error = self.event.get("error.type")
+        if self.raised is not None and (error is None or self.raised == "TimeoutError"):
+            return self.raised  # a cancelled call's event says CancelledError: the deadline passed
+        return error if isinstance(error, str) else None
+
+
+def _unmeasured(started_ns: int) -> dict[str, Any]:
+    """The event of a call that failed before the profiler saw it."""
+    return {"promptprof.latency_ms": (time.perf_counter_ns() - started_ns) / _NS_PER_MS}
+
+
+async def _measure(request: Request, backend: Backend, profiler: BenchProfiler) -> _Measured:
+    calls: list[Call] = []
+    token = _captured.set(calls)
+    started = time.perf_counter_ns()
+    try:
+        output, raised = await _call(backend, request)
+    finally:
+        _captured.reset(token)
+    call = calls[-1] if calls else None
+    event = profiler.builder.build(call) if call is not None else _unmeasured(started)
+    return _Measured(request, call, event, raised, output)
+
+
+async def _evaluate(measured: _Measured, evaluators: Evaluators) -> BenchRecord:
+    """Score a successful call, attach the primary score to it, and make its record."""
+    request, primary = measured.request, evaluators.primary
+    scores = {}
+    if measured.error is None:
+        scores = await evaluators.evaluate(
+            Sample(measured.output, request.item, request.rendered.text)
+        )
     score = scores.get(primary) if primary else None
+    if measured.call is not None and primary and score is not None:
+        measured.call.score(score, primary)
+    event = measured.event
     return BenchRecord(
         item_id=request.item.id,
         repetition=request.repetition,
@@ -232,40 +277,17 @@ def _record(
         input_tokens=event.get("gen_ai.usage.input_tokens") or 0,
         output_tokens=event.get("gen_ai.usage.output_tokens") or 0,
         cost_usd=event.get("promptprof.cost.usd"),
-        status="ok" if error is None else "error",
-        error_type=error,
+        status="ok" if measured.error is None else "error",
+        error_type=measured.error,
         quality_score=score,
         quality_metric=primary if score is not None else None,
         quality_scores=scores,
     )
 
 
-def _unmeasured(started_ns: int) -> dict[str, Any]:
-    """The event of a call that failed before the profiler saw it."""
-    return {"promptprof.latency_ms": (time.perf_counter_ns() - started_ns) / _NS_PER_MS}
-
-
-async def _measure(
-    request: Request, backend: Backend, profiler: BenchProfiler, evaluators: Evaluators
-) -> BenchRecord:
-    calls: list[Call] = []
-    token = _captured.set(calls)
-    started = time.perf_counter_ns()
-    try:
-        output, raised = await _call(backend, request)
-    finally:
-        _captured.reset(token)
-    call = calls[-1] if calls else None
-    event = profiler.builder.build(call) if call is not None else _unmeasured(started)
-    ok = raised is None and event.get("promptprof.status") == "ok"
-    scores = {}
-    if ok:
-        sample = Sample(output, request.item, request.rendered.text)
-        scores = await evaluators.evaluate(sample)
-    primary = evaluators.primary
-    if call is not None and primary in scores:
-        call.score(scores[primary], primary)
-    return _record(request, event, raised, scores, primary)
+async def _limited(limit: asyncio.Semaphore, work: Awaitable[T]) -> T:
+    async with limit:
+        return await work
 
 
 async def run_bench(
@@ -274,6 +296,8 @@ async def run_bench(
 ) -> BenchRun:
     """Run every prompt on every item ``repetitions`` times, ``concurrency`` calls at a time.
 
+    All calls are made first, then the answers are scored (also ``concurrency`` at a time), so
+    evaluators (an embedding model, a judge) never delay the measurement of other calls.
     ``seed`` defaults to the suite's; ``profiler`` to one that publishes nothing.
     """
     config = bench.suite.config
@@ -283,13 +307,14 @@ async def run_bench(
     labels = {"bench_suite": bench.suite.name}
     backend = open_backend(config.provider, profiler, config.timeout_s, labels)
     limit = asyncio.Semaphore(config.concurrency)
-
-    async def one(request: Request) -> BenchRecord:
-        async with limit:
-            return await _measure(request, backend, profiler, bench.evaluators)
-
     try:
-        records = await asyncio.gather(*(one(request) for request in _requests(bench, seed)))
+        measured = await asyncio.gather(*(
+            _limited(limit, _measure(request, backend, profiler))
+            for request in _requests(bench, seed)
+        ))
+        records = await asyncio.gather(*(
+            _limited(limit, _evaluate(call, bench.evaluators)) for call in measured
+        ))
     finally:
         await backend.aclose()
         await bench.evaluators.aclose()
