@@ -31,6 +31,7 @@ from pydantic import Field
 from promptprof.config import Settings
 from promptprof.profiler import Profiler
 from promptprof.record import Call, EventBuilder, PromptSpec
+from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.dataset import Item, load_dataset
 from promptprof_compare.evaluators import EvaluatorError, Evaluators, Sample, references
 from promptprof_compare.gitdiff import head_commit
@@ -46,8 +47,6 @@ from promptprof_compare.providers import (
 from promptprof_compare.runfile import CallRecord, RunFile, RunFileError, RunMetadata, save_run
 from promptprof_compare.suite import Suite, load_suite
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 KAFKA_PROBE_TIMEOUT_S = 0.5
 _NS_PER_MS = 1_000_000
 

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from promptprof.profiler import Profiler
+from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.runfile import load_run
 from promptprof_compare.runner import (
-    EXIT_OK,
-    EXIT_USAGE,
     BenchRun,
     bench_command,
     open_profiler,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from promptprof_compare.cli import EXIT_USAGE
 from promptprof_compare.inputs import InputError
 from promptprof_compare.prompts import load_prompt, parse_prompt, render_template
-from promptprof_compare.runner import EXIT_USAGE, bench_command, prepare
+from promptprof_compare.runner import bench_command, prepare
 from promptprof_compare.suite import load_suite
 
 from .conftest import PROMPT, make_suite, offline_settings, write_yaml
