@@ -306,14 +306,14 @@ async def run_bench(
     labels = {"bench_suite": bench.suite.name}
     backend = open_backend(config.provider, profiler, config.timeout_s, labels)
     limit = asyncio.Semaphore(config.concurrency)
+    requests = _requests(bench, seed)
     try:
-        measured = await asyncio.gather(*(
-            _limited(limit, _measure(request, backend, profiler))
-            for request in _requests(bench, seed)
-        ))
-        records = await asyncio.gather(*(
-            _limited(limit, _evaluate(call, bench.evaluators)) for call in measured
-        ))
+        measured = await asyncio.gather(
+            *(_limited(limit, _measure(request, backend, profiler)) for request in requests)
+        )
+        records = await asyncio.gather(
+            *(_limited(limit, _evaluate(call, bench.evaluators)) for call in measured)
+        )
     finally:
         await backend.aclose()
         await bench.evaluators.aclose()
@@ -322,11 +322,16 @@ async def run_bench(
         suite=bench.suite.name, started_at=started_at, git_ref=git_ref,
         provider=config.provider.type, seed=seed, monthly_volume=config.monthly_volume,
     )
-    by_prompt = {
+    return BenchRun(run=metadata, prompts=_by_prompt(bench.prompts, records))
+
+
+def _by_prompt(
+    prompts: Sequence[Prompt], records: Sequence[BenchRecord]
+) -> dict[str, list[BenchRecord]]:
+    return {
         prompt.id: [record for record in records if record.prompt_id == prompt.id]
-        for prompt in bench.prompts
+        for prompt in prompts
     }
-    return BenchRun(run=metadata, prompts=by_prompt)
 
 
 def summary(run: BenchRun) -> list[str]:
