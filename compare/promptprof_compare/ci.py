@@ -130,9 +130,10 @@ def _ci_suite(suite: Suite, git: _Git, out_dir: Path, settings: Settings) -> tup
     changes = _suite_changes(suite, git)
     heading = f"## Suite `{suite.name}`"
     notes = [f"- {note}" for note in _side_notes(changes)]
+    notes += [""] if notes else []
     common = changes.common
     if not common:
-        return EXIT_OK, "\n".join([heading, "", "No changed prompt to compare.", *notes]) + "\n"
+        return EXIT_OK, "\n".join([heading, "", *notes, "No changed prompt to compare."]) + "\n"
     directory = out_dir / _slug(suite.name)
     directory.mkdir(parents=True, exist_ok=True)
     base, candidate = directory / "base.json", directory / "candidate.json"
@@ -146,7 +147,7 @@ def _ci_suite(suite: Suite, git: _Git, out_dir: Path, settings: Settings) -> tup
     code = compare_command(base, candidate, suite.thresholds, markdown,
                            directory / "report.html", directory / "report.json")
     body = markdown.read_text(encoding="utf-8") if code != EXIT_USAGE else "Comparison failed."
-    return code, "\n".join([heading, "", *notes, *([""] if notes else []), body])
+    return code, "\n".join([heading, "", *notes, body])
 
 
 def _worst(codes: list[int]) -> int:
