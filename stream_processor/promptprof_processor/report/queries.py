@@ -1,0 +1,206 @@
+"""What the report reads from InfluxDB: time series per prompt, the quality/cost points, the
+alerts and the summary table, all for one window width over the last ``since`` seconds.
+
+Window figures are read at a single width (so no call is counted twice) and bucketed in
+InfluxDB: counts and sums add up exactly; percentiles cannot be merged from window figures, so a
+bucket shows the mean of its windows' percentiles (exact when a bucket is one window).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from promptprof_processor.report.influxql import (
+    ALERT_MEASUREMENT,
+    WINDOW_MEASUREMENT,
+    InfluxQLClient,
+    Row,
+)
+
+UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_WINDOWS_PER_SERIES = 2000
+TARGET_POINTS = 120
+MAX_ALERTS = 500
+
+# metric -> InfluxQL expression; {bucket} is the bucket width in seconds
+TIME_SERIES = {
+    "p50": 'mean("latency_p50_ms")',
+    "p95": 'mean("latency_p95_ms")',
+    "p99": 'mean("latency_p99_ms")',
+    "error_rate": 'sum("errors") / sum("calls")',
+    "input_tokens": 'sum("input_tokens_sum") * 60 / {bucket}',
+    "output_tokens": 'sum("output_tokens_sum") * 60 / {bucket}',
+    "cost": 'sum("cost_usd_sum") * 3600 / {bucket}',
+}
+QUALITY_COST = {
+    "cost_per_call": 'sum("cost_usd_sum") / sum("calls")',
+    "quality": 'mean("quality_mean")',
+    "calls": 'sum("calls")',
+}
+SUMMARY = {
+    "calls": 'sum("calls")',
+    "error_rate": 'sum("errors") / sum("calls")',
+    "p50": 'mean("latency_p50_ms")',
+    "p95": 'mean("latency_p95_ms")',
+    "p99_worst": 'max("latency_p99_ms")',
+    "ttft_p50": 'mean("ttft_p50_ms")',
+    "input_tokens": 'mean("input_tokens_mean")',
+    "output_tokens": 'mean("output_tokens_mean")',
+    "cost": 'sum("cost_usd_sum")',
+    "quality": 'mean("quality_mean")',
+}
+ALERT_COLUMNS = ("prompt_id", "prompt_version", "model", "rule", "severity", "state",
+                 "observed", "baseline", "threshold", "message")
+SERIES_TAGS = ("service", "prompt_id", "prompt_version", "model")
+
+
+def parse_since(text: str) -> int:
+    """Seconds in a duration such as ``90s``, ``30m``, ``1h``, ``2d``, ``1w`` or ``1h30m``."""
+    parts = re.findall(r"(\d+)([smhdw])", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower():
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 2d)")
+    seconds = sum(int(n) * UNITS_S[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"the duration {text!r} must be positive")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report covers: the last ``since_s`` seconds, windows of one width, in buckets.
+
+    ``first_ms`` and ``last_ms`` are the first and last window starts found in that range.
+    """
+
+    since_s: int
+    width: str
+    bucket_s: int
+    first_ms: int
+    last_ms: int
+
+    @property
+    def time_filter(self) -> str:
+        """The InfluxQL time condition."""
+        return f"time > now() - {self.since_s}s"
+
+
+def width_seconds(width: str) -> int:
+    """``"10s"`` -> 10."""
+    return int(width.rstrip("s"))
+
+
+def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int) -> Scope | None:
+    """The finest width that keeps a series under :data:`MAX_WINDOWS_PER_SERIES` windows over
+    the span of the data (else the widest), and a bucket of whole windows giving about
+    :data:`TARGET_POINTS` points over that span."""
+    if not widths:
+        return None
+    ordered = sorted(widths, key=width_seconds)
+    span_s = max(1.0, (last_ms - first_ms) / 1000)
+    fitting = [w for w in ordered if span_s / width_seconds(w) <= MAX_WINDOWS_PER_SERIES]
+    width = fitting[0] if fitting else ordered[-1]
+    seconds = width_seconds(width)
+    bucket = max(1, math.ceil(span_s / TARGET_POINTS / seconds)) * seconds
+    return Scope(since_s, width, bucket, first_ms, last_ms)
+
+
+@dataclass
+class Points:
+    """One line of a chart; times in epoch milliseconds (UTC)."""
+
+    times: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows."""
+
+    scope: Scope | None
+    generated_at: datetime
+    series: dict[str, dict[str, Points]] = field(default_factory=dict)
+    quality_cost: list[Row] = field(default_factory=list)
+    alerts: list[Row] = field(default_factory=list)
+    summary: list[Row] = field(default_factory=list)
+
+    @property
+    def prompts(self) -> list[str]:
+        """Every prompt id in the summary, sorted."""
+        return sorted({str(r["prompt_id"]) for r in self.summary})
+
+
+def _select(columns: dict[str, str], bucket_s: int = 0) -> str:
+    return ", ".join(f"{expr.format(bucket=bucket_s)} AS {name}" for name, expr in columns.items())
+
+
+def _windows(scope: Scope, columns: dict[str, str], group_by: str) -> str:
+    return (f'SELECT {_select(columns, scope.bucket_s)} FROM "{WINDOW_MEASUREMENT}" '
+            f"WHERE \"width\" = '{scope.width}' AND {scope.time_filter} GROUP BY {group_by}")
+
+
+def time_series(client: InfluxQLClient, scope: Scope) -> dict[str, dict[str, Points]]:
+    """metric -> prompt id -> points, one bucket per point (empty buckets left out)."""
+    query = _windows(scope, TIME_SERIES, f'time({scope.bucket_s}s), "prompt_id" fill(none)')
+    out: dict[str, dict[str, Points]] = {name: {} for name in TIME_SERIES}
+    for row in client.rows(query):
+        for name in TIME_SERIES:
+            if row.get(name) is not None:
+                points = out[name].setdefault(row["prompt_id"], Points())
+                points.times.append(int(row["time"]))
+                points.values.append(float(row[name]))
+    return out
+
+
+def quality_cost(client: InfluxQLClient, scope: Scope) -> list[Row]:
+    """Per prompt version: cost per call, mean quality and calls (versions with both only)."""
+    rows = client.rows(_windows(scope, QUALITY_COST, '"prompt_id", "prompt_version"'))
+    return [r for r in rows if r.get("quality") is not None and r.get("cost_per_call") is not None]
+
+
+def summary(client: InfluxQLClient, scope: Scope) -> list[Row]:
+    """Per series (service, prompt, version, model): the figures of :data:`SUMMARY`, costliest
+    first."""
+    group = ", ".join(f'"{tag}"' for tag in SERIES_TAGS)
+    rows = client.rows(_windows(scope, SUMMARY, group))
+    return sorted(rows, key=lambda r: (-(r.get("cost") or 0.0), r["prompt_id"]))
+
+
+def alerts(client: InfluxQLClient, scope: Scope) -> list[Row]:
+    """The newest alerts of ``llm_alert`` (none when the measurement does not exist)."""
+    columns = ", ".join(f'"{c}"' for c in ALERT_COLUMNS)
+    query = (f'SELECT {columns} FROM "{ALERT_MEASUREMENT}" WHERE {scope.time_filter} '
+             f"ORDER BY time DESC LIMIT {MAX_ALERTS}")
+    return client.rows(query)
+
+
+def widths(client: InfluxQLClient) -> list[str]:
+    """The window widths in InfluxDB (``SHOW TAG VALUES``)."""
+    rows = client.rows(f'SHOW TAG VALUES FROM "{WINDOW_MEASUREMENT}" WITH KEY = "width"')
+    return [str(r["value"]) for r in rows]
+
+
+def data_span(client: InfluxQLClient, since_s: int) -> tuple[int, int] | None:
+    """The first and last window start (epoch ms) in the range, of any width."""
+    found: list[int] = []
+    for selector in ("first", "last"):
+        rows = client.rows(f'SELECT {selector}("calls") FROM "{WINDOW_MEASUREMENT}" '
+                           f"WHERE time > now() - {since_s}s")
+        found.extend(int(r["time"]) for r in rows)
+    return (found[0], found[1]) if len(found) == 2 else None
+
+
+def fetch(client: InfluxQLClient, since_s: int) -> ReportData:
+    """Read everything the report shows."""
+    now = datetime.now(UTC)
+    span = data_span(client, since_s)
+    scope = choose_scope(widths(client), since_s, *span) if span else None
+    if scope is None:
+        return ReportData(scope=None, generated_at=now)
+    return ReportData(
+        scope=scope, generated_at=now, series=time_series(client, scope),
+        quality_cost=quality_cost(client, scope), alerts=alerts(client, scope),
+        summary=summary(client, scope),
+    )
