@@ -1,0 +1,155 @@
+"""An InfluxDB database filled by the real pipeline, once per test session.
+
+The demo's :class:`TrafficGenerator` drives simulated calls (several prompts, two versions of
+one prompt, three models, errors, TTFT, tokens, cost, quality, and a latency step on one
+prompt halfway through) through the real producer into Kafka; a real ``promptprof worker``
+subprocess (the processor integration tests' :class:`Pipeline`) aggregates them into windows of
+1 s and 5 s and its sink writes them to the session's influxd. The worker is stopped once every
+call is in InfluxDB; the data stays for the rest of the session.
+
+Both ``tests/dashboards`` and ``tests/report`` use it through :func:`filled_database`, which
+runs the pipeline only the first time.
+
+Alerts: the anomaly detector writes ``llm_alert`` points. When the worker wrote none (no rule
+fired on this short run, or the detector is not in the worker yet), a few alert points with the
+documented tags and fields are written for real series, so that the alert queries have rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
+
+from promptprof.config import KafkaSettings, TopicSettings
+from promptprof.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
+from promptprof.simulate import Completion, ModelProfile, SimulatedProvider
+from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
+from promptprof_processor.lineprotocol import encode_line
+from promptprof_processor.report.influxql import ALERT_MEASUREMENT
+
+SERVICE = "support-bot"
+WIDTHS_S = (1, 5)
+RATE_PER_S = 300.0
+DURATION_S = 12.0
+SLOW_PROMPT = "sql-gen"
+# Calls take real time (half the simulated time) and carry their start time: windows stay open
+# longer than the longest call (latencies are capped), so that no call is late.
+TIME_SCALE = 0.5
+MAX_LATENCY_MS = 10_000.0
+ALLOWED_LATENESS_S = MAX_LATENCY_MS * TIME_SCALE / 1000 + 2
+ERROR_RATE = 0.06
+SCENARIOS: tuple[Scenario, ...] = tuple(
+    replace(s, model=replace(s.model, error_rate=max(s.model.error_rate, ERROR_RATE)))
+    for s in DEFAULT_SCENARIOS
+)
+
+
+class CappedProvider(SimulatedProvider):
+    """The simulated provider with latencies capped at :data:`MAX_LATENCY_MS`."""
+
+    def draw(self, profile: ModelProfile) -> Completion:
+        """A completion whose latency (and TTFT) is at most the cap."""
+        completion = super().draw(profile)
+        latency = min(completion.latency_ms, MAX_LATENCY_MS)
+        return replace(completion, latency_ms=latency, ttft_ms=min(completion.ttft_ms, latency))
+
+
+@dataclass(frozen=True)
+class FilledDatabase:
+    """Where the data is and what was sent."""
+
+    influx: InfluxDB
+    database: str
+    calls_sent: int
+    series: frozenset[tuple[str, str, str]]  # (prompt_id, version, model)
+    seeded_alerts: bool
+
+    def rows(self, query: str) -> list[dict[str, Any]]:
+        """Rows of an InfluxQL query on the filled database."""
+        return self.influx.rows(query, self.database)
+
+
+_filled: FilledDatabase | None = None
+
+
+def filled_database(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledDatabase:
+    """The session's filled database (made on the first call)."""
+    global _filled
+    if _filled is None:
+        _filled = _fill(broker, influx, tmp)
+    return _filled
+
+
+def _pipeline(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> Pipeline:
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(calls=f"dash-calls-{tag}", dead_letter=f"dash-dlq-{tag}",
+                           windows=f"dash-windows-{tag}", alerts=f"dash-alerts-{tag}",
+                           partitions=PARTITIONS)
+    names = [topics.calls, topics.dead_letter, topics.windows, topics.alerts]
+    run_sync(create_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), names, PARTITIONS))
+    database = f"dashboards_{tag}"
+    influx.create_database(database)
+    return Pipeline(broker=broker, influx=influx, database=database, topics=topics,
+                    app_id=f"dash-app-{tag}", tmp=tmp, widths_s=list(WIDTHS_S),
+                    allowed_lateness_s=ALLOWED_LATENESS_S)
+
+
+def _fill(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledDatabase:
+    pipeline = _pipeline(broker, influx, tmp)
+    try:
+        pipeline.start_worker()
+        profiler = pipeline.profiler(service_name=SERVICE)
+        generator = TrafficGenerator(
+            profiler, rate=RATE_PER_S, seed=20261125, scenarios=SCENARIOS,
+            injection=Injection(SLOW_PROMPT, after_s=DURATION_S / 2, latency_factor=2.5),
+        )
+        generator.provider = CappedProvider(20261126, TIME_SCALE)
+        asyncio.run(generator.run(DURATION_S))
+        assert profiler.flush(30), f"producer did not flush: {profiler.stats()}"
+        sent = sum(generator.stats.calls.values())
+        for width in WIDTHS_S:
+            _wait_for_calls(pipeline, width, sent)
+    finally:
+        pipeline.close()
+    seeded = _ensure_alerts(pipeline)
+    return FilledDatabase(influx, pipeline.database, sent,
+                          frozenset(generator.stats.calls), seeded)
+
+
+def _wait_for_calls(pipeline: Pipeline, width_s: int, sent: int) -> None:
+    def total() -> bool:
+        rows = pipeline.rows(f"SELECT sum(calls) FROM llm_window WHERE width = '{width_s}s'")
+        return bool(rows) and rows[0]["sum"] == sent
+
+    wait_until(total, 60, f"{sent} calls in {width_s}s windows", pipeline.logs)
+
+
+def _ensure_alerts(pipeline: Pipeline) -> bool:
+    """Write alert points for real series unless the worker wrote some; tell whether it did."""
+    if pipeline.rows(f'SELECT count("message") FROM "{ALERT_MEASUREMENT}"'):
+        return False
+    series = pipeline.rows(
+        "SELECT last(calls) FROM llm_window WHERE width = '5s' "
+        "GROUP BY service, prompt_id, prompt_version, model"
+    )
+    now_ns = time.time_ns()
+    lines = []
+    for i, row in enumerate(series):
+        severity = ("warning", "critical", "info")[i % 3]
+        tags = {key: str(row[key]) for key in ("service", "prompt_id", "prompt_version", "model")}
+        tags |= {"rule": "anomaly.latency_p95_ms", "severity": severity, "state": "firing",
+                 "width": "5s"}
+        fields: dict[str, float | str | None] = {
+            "observed": 2100.0 + i, "baseline": 900.0, "threshold": 1500.0,
+            "message": f"p95 latency of {tags['prompt_id']} {tags['prompt_version']} is 2.3x "
+                       "its baseline",
+        }
+        lines.append(encode_line(ALERT_MEASUREMENT, tags, fields, now_ns - (4 + 2 * i) * 10**9))
+    pipeline.influx.write(lines, pipeline.database)
+    return True
