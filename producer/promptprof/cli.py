@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--suite", type=Path, help="suite file (default: every suite that applies)")
     ci.add_argument("--out-dir", type=Path, default=Path("promptprof-ci"), help="reports go here")
 
+    report = commands.add_parser("report", help="a self-contained HTML report from InfluxDB")
+    report.add_argument("--since", default="1h", help="how far back, e.g. 30m, 1h, 2d")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
+    report.add_argument("--png-dir", type=Path, help="also write each chart as a PNG here")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -87,6 +92,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from promptprof_compare.ci import ci_command
 
         return ci_command(args.base_ref, args.suite, args.out_dir, settings)
+    if args.command == "report":
+        from promptprof_processor.report.command import report_command
+
+        return report_command(settings, args.since, args.out, args.png_dir)
     if args.command == "schema":
         from promptprof.schema import write_schema
 

@@ -21,6 +21,7 @@ from promptprof.demo.worker import DEMO_LATENESS_S, start_worker, stop_worker
 from promptprof.profiler import Profiler
 
 READBACK_EVERY_S = 2.0
+REPORT_PATH = Path("report.html")
 
 
 async def run_demo(settings: Settings, duration_s: float, rate: float, config: Path | None) -> int:
@@ -30,9 +31,19 @@ async def run_demo(settings: Settings, duration_s: float, rate: float, config: P
     await ensure_topics(settings.kafka, settings.topics)
     worker = start_worker(settings.stack.state_dir, config)
     try:
-        return await _drive(settings, duration_s, rate)
+        status = await _drive(settings, duration_s, rate)
     finally:
         stop_worker(worker)
+    return status or _write_report(settings)
+
+
+def _write_report(settings: Settings) -> int:
+    from promptprof_processor.report.command import report_command
+
+    out = REPORT_PATH.resolve()
+    status = report_command(settings, "1h", out, None)
+    print(f"report: {out}")
+    return status
 
 
 async def _drive(settings: Settings, duration_s: float, rate: float) -> int:
