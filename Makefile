@@ -23,12 +23,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# influxd for the local stack; chromium for the report's browser tests.
 system-deps:
-	@command -v influxd >/dev/null 2>&1 || { \
-		echo "influxd missing: installing Debian's influxdb"; \
+	@missing=""; \
+	command -v influxd >/dev/null 2>&1 || missing="$$missing influxdb"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb; \
-	}
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
 
 ## test: the whole test suite (starts its own Tansu and influxd on free ports)
 test: deps
