@@ -1,0 +1,115 @@
+"""The window figures that alert rules watch, by name, with the call count behind each.
+
+A figure is taken from a closed :class:`~promptprof_processor.aggregate.WindowAggregate`; it is
+``None`` when the window has no value for it (no TTFT measured, no token counts, ...). The count
+is the number of calls the figure rests on, compared with a rule's ``min_calls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from promptprof_processor.aggregate import WindowAggregate
+
+MetricName = Literal[
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "error_rate",
+    "tokens_per_call",
+    "input_tokens_per_call",
+    "output_tokens_per_call",
+    "cost_per_call_usd",
+    "quality_mean",
+]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """How to read one figure from a window, how many calls it rests on, how to print it."""
+
+    name: str
+    label: str
+    value: Callable[[WindowAggregate], float | None]
+    count: Callable[[WindowAggregate], float]
+    unit: Literal["ms", "rate", "tokens", "usd", "score"]
+    rate: bool = False  # a proportion of calls: its noise floor is binomial
+
+    def format(self, value: float | None) -> str:
+        """The value with its unit, for messages."""
+        if value is None:
+            return "n/a"
+        return _FORMATS[self.unit](value)
+
+
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "ms": lambda v: f"{v:,.0f} ms",
+    "rate": lambda v: f"{v:.2%}",
+    "tokens": lambda v: f"{v:,.0f} tokens",
+    "usd": lambda v: f"${v:.6f}",
+    "score": lambda v: f"{v:.3f}",
+}
+
+
+def _percentile(figures: str, q: str) -> Callable[[WindowAggregate], float | None]:
+    """A reader of percentile ``q`` of the window's ``figures`` (``latency_ms``/``ttft_ms``)."""
+
+    def read(w: WindowAggregate) -> float | None:
+        found = getattr(w, figures)
+        return None if found is None else float(getattr(found, q))
+
+    return read
+
+
+def _tokens_per_call(w: WindowAggregate) -> float | None:
+    known = [t.mean for t in (w.input_tokens, w.output_tokens) if t is not None]
+    return float(sum(known)) if known else None
+
+
+def _token_calls(w: WindowAggregate) -> float:
+    return max((t.calls for t in (w.input_tokens, w.output_tokens) if t is not None), default=0.0)
+
+
+def _calls(w: WindowAggregate) -> float:
+    return w.calls
+
+
+def _ttft_calls(w: WindowAggregate) -> float:
+    return w.ttft_calls
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("latency_p50_ms", "latency p50", _percentile("latency_ms", "p50"), _calls, "ms"),
+        Metric("latency_p95_ms", "latency p95", _percentile("latency_ms", "p95"), _calls, "ms"),
+        Metric("latency_p99_ms", "latency p99", _percentile("latency_ms", "p99"), _calls, "ms"),
+        Metric("ttft_p95_ms", "TTFT p95", _percentile("ttft_ms", "p95"), _ttft_calls, "ms"),
+        Metric("ttft_p99_ms", "TTFT p99", _percentile("ttft_ms", "p99"), _ttft_calls, "ms"),
+        Metric("error_rate", "error rate", lambda w: w.error_rate, _calls, "rate", rate=True),
+        Metric("tokens_per_call", "tokens per call", _tokens_per_call, _token_calls, "tokens"),
+        Metric(
+            "input_tokens_per_call", "input tokens per call",
+            lambda w: None if w.input_tokens is None else w.input_tokens.mean,
+            lambda w: 0.0 if w.input_tokens is None else w.input_tokens.calls, "tokens",
+        ),
+        Metric(
+            "output_tokens_per_call", "output tokens per call",
+            lambda w: None if w.output_tokens is None else w.output_tokens.mean,
+            lambda w: 0.0 if w.output_tokens is None else w.output_tokens.calls, "tokens",
+        ),
+        Metric(
+            "cost_per_call_usd", "cost per call", lambda w: w.cost_per_call_usd,
+            lambda w: w.cost_known_calls, "usd",
+        ),
+        Metric(
+            "quality_mean", "quality mean", lambda w: w.quality_mean,
+            lambda w: w.quality_scored, "score",
+        ),
+    )
+}
