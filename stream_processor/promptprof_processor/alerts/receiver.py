@@ -16,6 +16,7 @@ From a shell (prints one line per alert; the secret is read from an environment 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import sys
@@ -115,7 +116,7 @@ class WebhookReceiver:
         self.stop()
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
-        """Block until ``count`` alerts were received (or the time-out); return them all."""
+        """Block the thread until ``count`` alerts were received (or the time-out); return all."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while len(self.received) < count:
@@ -123,6 +124,14 @@ class WebhookReceiver:
                 if left <= 0:
                     break
                 self._lock.wait(left)
+            return list(self.received)
+
+    async def wait(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        """:meth:`wait_for` for asyncio code: polls without blocking the event loop."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        with self._lock:
             return list(self.received)
 
     def alerts(self) -> list[Any]:
