@@ -266,3 +266,30 @@ def test_series_idle_beyond_the_ttl_are_dropped_at_checkpoint() -> None:
     assert eng.series_count() == 2
     eng.state_bytes()
     assert eng.series_count() == 1
+
+
+def test_seeding_finds_the_previous_version_on_any_partition_held() -> None:
+    v1, v2, v3 = (
+        DEFAULT_SERIES.model_copy(update={"prompt_version": v}) for v in ("v1", "v2", "v3")
+    )
+    first = engine()
+    feed(first, synthetic_windows(40, seed=20, series=v1), partition=0)
+    eng = engine()
+    eng.restore(0, first.state_bytes(0))
+    feed(eng, synthetic_windows(5, seed=21, series=v2, first_index=40), partition=1)
+    states = {s.version: s for p in (0, 1) for s in eng._partitions[p].values()}
+    assert states["v2"].seeded_from == "v1"
+    eng.forget(0)
+    eng.restore(1, eng.state_bytes(1))  # a reload of the same partition keeps one index entry
+    feed(eng, synthetic_windows(5, seed=22, series=v3, first_index=45), partition=2)
+    (v3_state,) = eng._partitions[2].values()
+    assert v3_state.seeded_from == "v2"
+    assert len(eng._families) == 1 and len(next(iter(eng._families.values()))) == 2
+
+
+def test_state_is_compact() -> None:
+    eng = engine()
+    for i in range(10):
+        series = DEFAULT_SERIES.model_copy(update={"prompt_id": f"p{i}"})
+        eng.observe(synthetic_windows(60, seed=i, series=series))
+    assert len(eng.state_bytes()) / eng.series_count() < 3000

@@ -275,6 +275,7 @@ class AlertEngine:
         self.repeat_interval_ns = round(repeat_interval_s * NS_PER_S)
         self.state_ttl_ns = round(state_ttl_s * NS_PER_S)
         self._partitions: dict[int, dict[str, SeriesState]] = {}
+        self._families: dict[str, dict[str, SeriesState]] = {}  # family -> series key -> state
         self._compiled = lru_cache(maxsize=4096)(self._compile)
 
     def _compile(self, prompt_id: str) -> CompiledRules:
@@ -301,6 +302,7 @@ class AlertEngine:
         state = states.get(key)
         if state is None:
             state = states[key] = self._new_series(family, window.series, compiled)
+            self._families.setdefault(family, {})[key] = state
         elif window.window_end_ns <= state.last_end_ns:
             return []
         state.last_end_ns = window.window_end_ns
@@ -447,10 +449,8 @@ class AlertEngine:
         return state
 
     def _latest_in_family(self, family: str, version: str) -> SeriesState | None:
-        candidates = [
-            s for states in self._partitions.values() for s in states.values()
-            if s.family == family and s.version != version and s.baselines
-        ]
+        members = self._families.get(family, {}).values()
+        candidates = [s for s in members if s.version != version and s.baselines]
         return max(candidates, key=lambda s: s.last_end_ns, default=None)
 
     def state_bytes(self, partition: int = 0) -> bytes:
@@ -464,12 +464,24 @@ class AlertEngine:
         if not states:
             return
         newest = max(s.last_end_ns for s in states.values())
-        for key in [k for k, s in states.items() if newest - s.last_end_ns > self.state_ttl_ns]:
+        stale = {k: s for k, s in states.items() if newest - s.last_end_ns > self.state_ttl_ns}
+        self._unindex(stale)
+        for key in stale:
             del states[key]
+
+    def _unindex(self, states: dict[str, SeriesState]) -> None:
+        for key, state in states.items():
+            members = self._families.get(state.family, {})
+            members.pop(key, None)
+            if not members:
+                self._families.pop(state.family, None)
 
     def restore(self, partition: int, data: bytes | None) -> None:
         """Load a partition's state from :meth:`state_bytes` output (or start it empty)."""
-        self._partitions[partition] = self._decode(data) if data else {}
+        self.forget(partition)
+        states = self._partitions[partition] = self._decode(data) if data else {}
+        for key, state in states.items():
+            self._families.setdefault(state.family, {})[key] = state
 
     def _decode(self, data: bytes) -> dict[str, SeriesState]:
         try:
@@ -486,7 +498,7 @@ class AlertEngine:
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its checkpoint stays wherever it was saved)."""
-        self._partitions.pop(partition, None)
+        self._unindex(self._partitions.pop(partition, {}))
 
     def series_count(self) -> int:
         """Series with state, over every partition."""
