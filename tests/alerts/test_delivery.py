@@ -280,3 +280,29 @@ async def test_webhooks_still_go_out_while_kafka_is_down(
     assert "promptprof.alerts_not_published" in patched_logs.events()
 
 
+
+
+async def test_close_drains_a_dispatcher_run_as_a_task(
+    receiver_factory: Callable[..., WebhookReceiver],
+) -> None:
+    """As in the worker: ``run()`` is an app task and ``close()`` is called at shutdown."""
+    server = receiver_factory(secret=None)
+    server.delay_s = 0.2
+    config = AlertSettings(
+        retry=FAST, write_influx=False, publish_topic=False, concurrency_per_receiver=1,
+        receivers=[ReceiverSettings(name="r", url=server.url)],
+    )
+    dispatcher = AlertDispatcher(Settings(), config)
+    task = asyncio.create_task(dispatcher.run())
+    alerts = sample_alerts()
+    dispatcher.submit(alerts)
+    await dispatcher.close(timeout_s=10)
+    assert len(server.received) == len(alerts)
+    await asyncio.wait_for(task, 1.0)
+    assert dispatcher.stats.delivered == len(alerts)
+
+
+async def test_close_without_run_releases_the_clients() -> None:
+    dispatcher = AlertDispatcher(Settings(), AlertSettings(write_influx=False))
+    await dispatcher.close()
+    assert dispatcher._sender._client.is_closed

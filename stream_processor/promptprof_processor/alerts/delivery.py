@@ -184,6 +184,8 @@ class AlertDispatcher:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lanes = self._make_lanes()
         self._closing = asyncio.Event()
+        self._running = False
+        self._stopped = asyncio.Event()
         self._drain_timeout_s = 10.0
         self._task: asyncio.Task[None] | None = None
 
@@ -259,7 +261,11 @@ class AlertDispatcher:
             await asyncio.sleep(0)
 
     async def run(self) -> None:
-        """Drain the queues until :meth:`close`; then finish what is queued (bounded in time)."""
+        """Drain the queues until :meth:`close`; then finish what is queued (bounded in time).
+
+        Run it as a task (a Faust ``app.task``, or :meth:`start`); cancelling it stops at once.
+        """
+        self._running = True
         for lane in self._lanes.values():
             lane.start()
         log.info("promptprof.alert_dispatcher_started", receivers=sorted(self.receivers))
@@ -271,6 +277,7 @@ class AlertDispatcher:
             for lane in self._lanes.values():
                 await lane.stop()
             await self._release()
+            self._stopped.set()
 
     def _backlog(self) -> dict[str, int]:
         return {name: lane.queue.qsize() + lane.busy for name, lane in self._lanes.items()}
@@ -279,9 +286,15 @@ class AlertDispatcher:
         """Stop after delivering what is queued, waiting at most ``timeout_s`` for it."""
         self._drain_timeout_s = timeout_s
         self._closing.set()
+        await asyncio.sleep(0)  # a run() task created just now gets to start
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        elif self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout_s + 5.0)
+        else:
+            await self._release()
 
     async def _release(self) -> None:
         if self._producer is not None and self._owns_producer:

@@ -54,7 +54,9 @@ from promptprof_processor.alerts.rules import (
     Direction,
     RuleSet,
     Severity,
+    load_rules,
 )
+from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.settings import NS_PER_S
 
 log = structlog.get_logger("promptprof.alerts")
@@ -277,6 +279,11 @@ class AlertEngine:
         self._partitions: dict[int, dict[str, SeriesState]] = {}
         self._families: dict[str, dict[str, SeriesState]] = {}  # family -> series key -> state
         self._compiled = lru_cache(maxsize=4096)(self._compile)
+
+    @classmethod
+    def from_settings(cls, settings: AlertSettings) -> AlertEngine:
+        """An engine with the rules file and repeat interval of the ``alerts`` settings."""
+        return cls(load_rules(settings.rules_file), repeat_interval_s=settings.repeat_interval_s)
 
     def _compile(self, prompt_id: str) -> CompiledRules:
         return CompiledRules.of(self.rules.for_prompt(prompt_id))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from promptprof_processor.aggregate import WindowAggregate
+if TYPE_CHECKING:
+    from promptprof_processor.aggregate import WindowAggregate
 
 MetricName = Literal[
     "latency_p50_ms",
