@@ -43,6 +43,8 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        # Envelopes are up to 900 kB: a 1 MiB fetch left the worker idle a quarter of the time.
+        consumer_max_fetch_size=8 * 1_048_576,
         broker_commit_interval=worker.checkpoint_interval_s,
         web_enabled=worker.web_port is not None,
         web_port=worker.web_port or 6066,
@@ -68,6 +70,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
 
     unacked: dict[int, list[Any]] = {}
     last_checkpoint: dict[int, float] = {}
+    last_offset: dict[int, int] = {}
 
     def checkpoint_due(partition: int) -> None:
         # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
@@ -87,7 +90,13 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     @app.agent(calls)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():
-            partition = event.message.partition
+            partition, offset = event.message.partition, event.message.offset
+            if offset <= last_offset.get(partition, -1):
+                # Already aggregated: after recovery Faust seeks to the committed offsets a
+                # second time and re-delivers what was handled since the last commit.
+                unacked.setdefault(partition, []).append(event)
+                continue
+            last_offset[partition] = offset
             if not state.owns(partition):
                 state.restore(partition, table.get(_state_key(partition)))
             outcome = state.handle(partition, event.value)
@@ -114,6 +123,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         for tp in revoked:
             if tp.topic == settings.topics.calls:
                 state.forget(tp.partition)
+                last_offset.pop(tp.partition, None)
 
     if worker.sink_enabled:
         sink = WindowSink(settings)

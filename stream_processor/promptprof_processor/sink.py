@@ -39,7 +39,8 @@ class WindowSink:
         options = self.settings.kafka.client_options()
         consumer = AIOKafkaConsumer(
             self.settings.topics.windows, group_id=SINK_GROUP, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=2000, **options,
+            auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=100,
+            **options,
         )
         producer = AIOKafkaProducer(**options)
         await _start_with_retry(consumer, producer)

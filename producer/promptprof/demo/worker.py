@@ -9,11 +9,18 @@ import sys
 from pathlib import Path
 
 DEMO_LATENESS_S = 5
+# Faust's own settings: Tansu holds a consumer-group join for about half the session timeout,
+# so the defaults (60 s) would keep the demo's worker from starting for half a minute.
+FAUST_ENV = {
+    "BROKER_SESSION_TIMEOUT": "6",
+    "BROKER_REBALANCE_TIMEOUT": "6",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+}
 
 
 def start_worker(state_dir: Path, config: Path | None) -> subprocess.Popen[bytes]:
     """Start ``promptprof worker`` with a short allowed lateness, logging to a file."""
-    env = dict(os.environ)
+    env = {**FAUST_ENV, **os.environ}
     env.setdefault("PROMPTPROF_WINDOWS__ALLOWED_LATENESS_S", str(DEMO_LATENESS_S))
     env.setdefault("PROMPTPROF_WORKER__IDLE_TIMEOUT_S", "2")
     env.setdefault("PROMPTPROF_WORKER__DATA_DIR", str(state_dir / "worker"))
