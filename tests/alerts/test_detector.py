@@ -293,3 +293,25 @@ def test_state_is_compact() -> None:
         series = DEFAULT_SERIES.model_copy(update={"prompt_id": f"p{i}"})
         eng.observe(synthetic_windows(60, seed=i, series=series))
     assert len(eng.state_bytes()) / eng.series_count() < 3000
+
+
+def test_quiet_hours_with_few_calls_raise_no_alert() -> None:
+    """Busy and quiet blocks (300 and 30 calls per window): quiet windows are noisier and
+    mostly error-free, which must not read as a change."""
+    windows = [
+        w for block in range(12)
+        for w in synthetic_windows(
+            100, seed=300 + block, traffic=Traffic(calls=300 if block % 2 == 0 else 30),
+            first_index=block * 100,
+        )
+    ]
+    for method in ("mad", "ewma"):
+        assert feed(engine({"defaults": {"anomaly": {"method": method}}}), windows) == []
+
+
+def test_a_quieter_new_version_seeded_from_a_busy_one_stays_quiet() -> None:
+    eng = engine()
+    feed(eng, synthetic_windows(100, seed=30, traffic=Traffic(calls=400)))
+    v2 = DEFAULT_SERIES.model_copy(update={"prompt_version": "v2"})
+    quiet = synthetic_windows(300, seed=31, series=v2, traffic=Traffic(calls=40), first_index=100)
+    assert feed(eng, quiet) == []

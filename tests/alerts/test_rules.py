@@ -85,7 +85,8 @@ def test_per_metric_min_calls_and_severity() -> None:
     checks = {c.rule: c for c in CompiledRules.of(rules.defaults).checks}
     assert checks["slo.latency_p95_ms"].min_calls == 40
     assert checks["slo.latency_p95_ms"].severity == "warning"
-    assert checks["anomaly.latency_p95_ms"].min_calls == 10
+    assert checks["anomaly.error_rate"].min_calls == 10
+    assert checks["anomaly.latency_p95_ms"].min_calls == 40
     assert checks["anomaly.latency_p99_ms"].min_calls == 100
 
 

@@ -4,8 +4,9 @@
   absolute deviation (a standard deviation for normal noise). Half the history must change
   before the centre follows, so a burst of a few windows does not become the new normal.
 - :class:`Ewma`: exponentially weighted level and mean absolute deviation (alpha = 2 / (size +
-  1)), started from the median and MAD of its first values; each update is clamped to three
-  spreads around the level (Huber), so one outlier moves it by a bounded amount.
+  1)), started from the median and MAD of its first values. A value beyond three spreads of the
+  level moves the level by a bounded step (as if it were three spreads away, Huber) and leaves
+  the spread alone, so outliers neither drag the level nor widen the spread.
 
 Both turn into JSON-native state (:meth:`to_state`) for checkpoints, and copy through it.
 """
@@ -13,6 +14,7 @@ Both turn into JSON-native state (:meth:`to_state`) for checkpoints, and copy th
 from __future__ import annotations
 
 import base64
+import math
 import sys
 from array import array
 from collections import deque
@@ -41,6 +43,10 @@ class Baseline(Protocol):
 
     def spread(self) -> tuple[float, float]:
         """The centre and the spread (a robust standard deviation); needs ``count >= 1``."""
+
+    def mean(self) -> float:
+        """The mean of what it remembers (for a rate: the usual proportion, which the median of
+        sparse windows, mostly zero, understates); needs ``count >= 1``."""
 
     def to_state(self) -> Any:
         """JSON-native state for :func:`make_baseline`."""
@@ -105,6 +111,10 @@ class MedianMad:
             self._cached = median_mad(self.history)
         return self._cached
 
+    def mean(self) -> float:
+        """The mean of the history."""
+        return math.fsum(self.history) / len(self.history)
+
     def to_state(self) -> str:
         """The history, oldest first, as base64 of little-endian doubles (exact, compact)."""
         return pack(self.history)
@@ -140,7 +150,10 @@ class Ewma:
                 self._start = []
             return
         bound = HUBER_CLAMP * MEAN_ABS_TO_SD * self._deviation
-        change = min(max(value - self._level, -bound), bound)
+        change = value - self._level
+        if bound and abs(change) > bound:  # an outlier: a bounded step, the spread unchanged
+            self._level += self._alpha * math.copysign(bound, change)
+            return
         self._level += self._alpha * change
         self._deviation += self._alpha * (abs(change) - self._deviation)
 
@@ -149,6 +162,12 @@ class Ewma:
         if self._start:
             return median_mad(self._start)
         return self._level, self._deviation * MEAN_ABS_TO_SD
+
+    def mean(self) -> float:
+        """The level (a clamped running mean)."""
+        if self._start:
+            return math.fsum(self._start) / len(self._start)
+        return self._level
 
     def to_state(self) -> list[Any]:
         """``[count, level, mean absolute deviation, start values]``."""

@@ -9,8 +9,10 @@ state machine per rule:
   the rule as it is. Every judged window is then learned by the baselines.
 - An anomaly window is *bad* when the figure is beyond ``threshold`` robust standard
   deviations of the baseline and beyond ``min_relative_change`` of the baseline and
-  ``min_absolute_change`` (in the configured direction). Rates (the error rate) use at least
-  the binomial standard deviation of the window's call count as spread. An SLO window is bad
+  ``min_absolute_change`` (in the configured direction). A window with fewer calls than the
+  series' usual (the median calls of its recent windows) is noisier: its spread is widened by
+  sqrt(usual / calls). Rates (the error rate) use at least the binomial standard deviation of
+  the window's call count (at the mean rate of the history) as spread. An SLO window is bad
   when it crosses its fixed limit.
 - ``fire_after`` bad windows in a row fire the alert; ``resolve_after`` good windows in a row
   resolve it. While it fires, a reminder is emitted when a bad window ends ``repeat_interval_s``
@@ -62,6 +64,7 @@ from promptprof_processor.settings import NS_PER_S
 log = structlog.get_logger("promptprof.alerts")
 
 STATE_FORMAT = 1
+VOLUME = "calls"  # the baseline of the calls per window, kept beside the metrics' baselines
 DEFAULT_STATE_TTL_S = 7 * 86_400
 
 
@@ -110,13 +113,15 @@ class AnomalyCheck:
     severity: Severity
     kind: Kind = "anomaly"
 
-    def judge(self, value: float, calls: float, baseline: Baseline) -> Verdict:
-        """Bad when ``value`` is far enough from the baseline in the watched direction."""
+    def judge(self, value: float, calls: float, baseline: Baseline, volume: float) -> Verdict:
+        """Bad when ``value`` is far enough from the baseline in the watched direction;
+        ``volume`` (>= 1) widens the spread of a window with fewer calls than usual."""
         center, scale = baseline.spread()
+        scale *= volume
         deviation = value - center
         above = self.direction == "up" or (self.direction == "both" and deviation >= 0)
         if self.metric.rate:
-            scale = max(scale, _binomial_sd(center, calls))
+            scale = max(scale, _binomial_sd(max(center, baseline.mean()), calls))
         tolerance = max(
             self.threshold * scale,
             self.min_relative_change * abs(center),
@@ -129,6 +134,15 @@ class AnomalyCheck:
 
 
 Check = SloCheck | AnomalyCheck
+
+
+def _volume_factor(state: SeriesState, window: WindowAggregate) -> float:
+    """sqrt(usual calls / this window's calls) when the window has fewer calls than usual."""
+    usual = state.baselines.get(VOLUME)
+    if usual is None or usual.count == 0 or window.calls <= 0:
+        return 1.0
+    typical = usual.spread()[0]
+    return math.sqrt(typical / window.calls) if window.calls < typical else 1.0
 
 
 def _binomial_sd(rate: float, calls: float) -> float:
@@ -265,6 +279,13 @@ def series_keys(series: SeriesTags, width_s: int) -> tuple[str, str]:
     return f"{family}\x1f{series.prompt_version}", family
 
 
+def _baseline(state: SeriesState, name: str, anomaly: AnomalyRules) -> Baseline:
+    baseline = state.baselines.get(name)
+    if baseline is None:
+        baseline = state.baselines[name] = make_baseline(anomaly.method, anomaly.baseline_windows)
+    return baseline
+
+
 class AlertEngine:
     """Judges closed windows against the rules; pure, synchronous, per-partition state."""
 
@@ -313,17 +334,19 @@ class AlertEngine:
         elif window.window_end_ns <= state.last_end_ns:
             return []
         state.last_end_ns = window.window_end_ns
+        volume = _volume_factor(state, window)
         alerts = [
             alert for check in compiled.checks
-            if (alert := self._check(state, compiled.rules, check, window)) is not None
+            if (alert := self._check(state, compiled.rules, check, window, volume)) is not None
         ]
         self._learn(state, compiled, window)
         return alerts
 
     def _check(
-        self, state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate
+        self, state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate,
+        volume: float,
     ) -> Alert | None:
-        verdict = self._judge(state, rules, check, window)
+        verdict = self._judge(state, rules, check, window, volume)
         if verdict is None:
             return None
         rule_state = state.rules.get(check.rule)
@@ -336,7 +359,7 @@ class AlertEngine:
 
     @staticmethod
     def _judge(
-        state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate
+        state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate, volume: float
     ) -> Verdict | None:
         metric = check.metric
         value = metric.value(window)
@@ -348,7 +371,7 @@ class AlertEngine:
             baseline = None
         if isinstance(check, SloCheck):
             return check.judge(value, None if baseline is None else baseline.spread()[0])
-        return None if baseline is None else check.judge(value, calls, baseline)
+        return None if baseline is None else check.judge(value, calls, baseline, volume)
 
     def _step(
         self, rule: RuleState, rules: RuleSet, bad: bool, window: WindowAggregate
@@ -425,14 +448,11 @@ class AlertEngine:
             value = metric.value(window)
             if value is None or metric.count(window) < check.min_calls:
                 continue
-            baseline = state.baselines.get(metric.name)
-            if baseline is None:
-                baseline = state.baselines[metric.name] = make_baseline(
-                    anomaly.method, anomaly.baseline_windows
-                )
-            baseline.add(value)
+            _baseline(state, metric.name, anomaly).add(value)
             learned = True
-        state.own_windows += learned
+        if learned:
+            _baseline(state, VOLUME, anomaly).add(window.calls)
+            state.own_windows += 1
 
     def _new_series(
         self, family: str, series: SeriesTags, compiled: CompiledRules

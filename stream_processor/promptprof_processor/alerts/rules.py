@@ -30,9 +30,10 @@ disables an anomaly metric). Every key is checked: a misspelt one is an error, n
         slo: {latency_p95_ms: {max: 1500}}
         anomaly: {threshold: 6}
 
-Default anomaly metrics: latency p95 and p99 (threshold 6, judged from 100 calls: a p99 of fewer
-calls is one of the few slowest calls), TTFT p95, error rate (at least 2 points of change),
-tokens per call (either direction) and cost per call. ``min_calls`` may also be set per SLO
+Default anomaly metrics: latency p95 (judged from 40 calls) and p99 (threshold 6, from 100
+calls: a tail percentile of fewer calls is one of the few slowest calls), TTFT p95 (from 40
+calls), error rate (at least 2 points of change), tokens per call (either direction) and cost
+per call. ``min_calls`` may also be set per SLO
 and per anomaly metric.
 """
 
@@ -51,9 +52,9 @@ Severity = Literal["info", "warning", "critical"]
 Direction = Literal["up", "down", "both"]
 
 DEFAULT_ANOMALY_METRICS: dict[str, dict[str, Any]] = {
-    "latency_p95_ms": {},
+    "latency_p95_ms": {"min_calls": 40},
     "latency_p99_ms": {"threshold": 6.0, "min_calls": 100},
-    "ttft_p95_ms": {},
+    "ttft_p95_ms": {"min_calls": 40},
     "error_rate": {"min_absolute_change": 0.02},
     "tokens_per_call": {"direction": "both"},
     "cost_per_call_usd": {},
