@@ -377,23 +377,27 @@ class AlertEngine:
         self, rule: RuleState, rules: RuleSet, bad: bool, window: WindowAggregate
     ) -> tuple[State, bool] | None:
         """Advance the hysteresis; return (state, repeat) when an event is due."""
-        end = window.window_end_ns
-        if not rule.firing:
-            if not bad:
-                rule.bad = 0
-                return None
-            rule.bad += 1
-            if rule.bad == 1:
-                rule.started_ns = window.window_start_ns
-            if rule.bad < rules.hysteresis.fire_after:
-                return None
-            rule.firing, rule.good, rule.notified_ns = True, 0, end
-            return "firing", False
+        if rule.firing:
+            return self._step_firing(rule, rules, bad, window.window_end_ns)
+        if not bad:
+            rule.bad = 0
+            return None
+        rule.bad += 1
+        if rule.bad == 1:
+            rule.started_ns = window.window_start_ns
+        if rule.bad < rules.hysteresis.fire_after:
+            return None
+        rule.firing, rule.good, rule.notified_ns = True, 0, window.window_end_ns
+        return "firing", False
+
+    def _step_firing(
+        self, rule: RuleState, rules: RuleSet, bad: bool, end_ns: int
+    ) -> tuple[State, bool] | None:
         if bad:
             rule.good = 0
-            if end - rule.notified_ns < self.repeat_interval_ns:
+            if end_ns - rule.notified_ns < self.repeat_interval_ns:
                 return None
-            rule.notified_ns = end
+            rule.notified_ns = end_ns
             return "firing", True
         rule.good += 1
         if rule.good < rules.hysteresis.resolve_after:
