@@ -23,6 +23,7 @@ import faust
 import structlog
 
 from promptprof_processor.aggregate import WindowAggregate
+from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink import WindowSink
@@ -31,7 +32,7 @@ log = structlog.get_logger("promptprof.worker")
 
 
 def build_app(settings: ProcessorSettings) -> faust.App:
-    """A Faust app with the aggregation agent, the idle timer and the sink task."""
+    """A Faust app with the aggregation agent, alerting, the idle timer and the sink task."""
     worker = settings.worker
     Path(worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -60,13 +61,23 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         key_type=bytes, value_type=bytes,
     )
     state = PartitionWindows(settings.windows, idle_timeout_s=worker.idle_timeout_s)
+    engine = AlertEngine.from_settings(settings.alerts)
+    dispatcher = AlertDispatcher(settings, settings.alerts) if settings.alerts.enabled else None
 
-    async def publish(closed: list[WindowAggregate], dead: list[DeadLetter]) -> None:
+    async def publish(
+        partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
+    ) -> None:
         for window in closed:
             await windows_topic.send(key=_window_key(window), value=window.to_bytes())
         for letter in dead:
             headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
             await dead_topic.send(value=letter.value, headers=headers)
+        if dispatcher is not None and closed:
+            dispatcher.submit(engine.observe(closed, partition))
+
+    def save(partition: int, key: bytes, value: bytes) -> None:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
 
     unacked: dict[int, list[Any]] = {}
     last_checkpoint: dict[int, float] = {}
@@ -80,9 +91,8 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         now = time.monotonic()
         if now - last_checkpoint.get(partition, 0.0) < worker.checkpoint_interval_s:
             return
-        key, value = _state_key(partition), state.checkpoint(partition)
-        table.data[key] = value
-        table.send_changelog(partition, key, value)
+        save(partition, _state_key(partition), state.checkpoint(partition))
+        save(partition, _alert_key(partition), engine.state_bytes(partition))
         for pending in unacked.pop(partition, []):
             pending.ack()
         last_checkpoint[partition] = now
@@ -99,15 +109,16 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             last_offset[partition] = offset
             if not state.owns(partition):
                 state.restore(partition, table.get(_state_key(partition)))
+                engine.restore(partition, table.get(_alert_key(partition)))
             outcome = state.handle(partition, event.value)
-            await publish(outcome.closed, outcome.dead)
+            await publish(partition, outcome.closed, outcome.dead)
             unacked.setdefault(partition, []).append(event)
             checkpoint_due(partition)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
-        for windows in state.close_idle().values():
-            await publish(windows, [])
+        for partition, windows in state.close_idle().items():
+            await publish(partition, windows, [])
 
     @app.task
     async def checkpoint_quiet_partitions() -> None:
@@ -123,6 +134,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         for tp in revoked:
             if tp.topic == settings.topics.calls:
                 state.forget(tp.partition)
+                engine.forget(tp.partition)
                 last_offset.pop(tp.partition, None)
 
     if worker.sink_enabled:
@@ -132,11 +144,25 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         async def run_sink() -> None:
             await sink.run(asyncio.Event())
 
+    if dispatcher is not None:
+
+        @app.task
+        async def run_alerts() -> None:
+            await dispatcher.run()
+
+        @app.on_before_shutdown.connect
+        async def close_alerts(app: faust.App, **_: Any) -> None:
+            await dispatcher.close(timeout_s=5.0)
+
     return app
 
 
 def _state_key(partition: int) -> bytes:
     return b"p%d" % partition
+
+
+def _alert_key(partition: int) -> bytes:
+    return b"a%d" % partition
 
 
 def _window_key(window: WindowAggregate) -> bytes:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from promptprof.config import Settings
 from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS
+from promptprof_processor.alerts.settings import AlertSettings
 
 NS_PER_S = 1_000_000_000
 MAX_WIDTH_S = 86_400
@@ -88,3 +89,4 @@ class ProcessorSettings(Settings):
 
     windows: WindowSettings = WindowSettings()
     worker: WorkerSettings = WorkerSettings()
+    alerts: AlertSettings = AlertSettings()
