@@ -147,7 +147,9 @@ class Sent:
 
 
 class Traffic:
-    """Calls through a real :class:`Profiler`, with start time now and a chosen latency."""
+    """Calls through a real :class:`Profiler`, with start time now and a chosen latency: each
+    is a :class:`promptprof.record.Call` from ``start_call``, given its end and error, then
+    enqueued, as a client wrapper does."""
 
     def __init__(self, profiler: Profiler) -> None:
         self.profiler = profiler
@@ -169,11 +171,14 @@ class Traffic:
             time.sleep(0.002)
         records = []
         for prompt_id, latency_ms, error_type in calls:
-            start = time.perf_counter_ns()
-            end = start + round(latency_ms * 1_000_000)
-            self.profiler.enqueue((self._spec(prompt_id), start, end, error_type, None, 1.0))
-            latency = (end - start) / 1e6
-            records.append(Sent(prompt_id, start + self._offset_ns, latency, error_type))
+            call = self.profiler.start_call(self._spec(prompt_id))  # starts now
+            assert call is not None
+            call.end_ns = call.start_ns + round(latency_ms * 1_000_000)
+            if error_type is not None:
+                call.set_error(error_type)
+            self.profiler.enqueue(call)
+            latency = (call.end_ns - call.start_ns) / 1e6
+            records.append(Sent(prompt_id, call.start_ns + self._offset_ns, latency, error_type))
         with self._lock:
             self.sent.extend(records)
 

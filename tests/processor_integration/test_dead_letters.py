@@ -5,7 +5,6 @@ worker keeps running."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from processor_integration.conftest import MODEL, SERVICE, Pipeline, wait_until
 from promptprof.envelope import ENVELOPE_NAME, encode_envelope
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
-from promptprof.record import EventBuilder
+from promptprof.record import Call, EventBuilder
 from promptprof.stack import run_sync
 
 pytestmark = pytest.mark.integration
@@ -39,9 +38,9 @@ class Events:
     def make(self, count: int, *, counted: bool = True) -> list[dict[str, Any]]:
         events = []
         for _ in range(count):
-            start = time.perf_counter_ns()
-            item = (self.spec, start, start + 120_000_000, None, None, 1.0)
-            events.append(self.builder.build(item))
+            call = Call(None, self.spec, 1.0)  # starts now
+            call.end_ns = call.start_ns + 120_000_000
+            events.append(self.builder.build(call))
         self.good += count if counted else 0
         return events
 
