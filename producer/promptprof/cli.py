@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
 
     demo = commands.add_parser("demo", help="simulated LLM traffic through the whole pipeline")
-    demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")
+    demo.add_argument("--duration", type=float, default=75.0, help="seconds of traffic")
     demo.add_argument("--rate", type=float, default=200.0, help="calls per second")
 
     commands.add_parser("worker", help="run a stream-processor worker (Faust) with its sink")

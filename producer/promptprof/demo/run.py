@@ -1,39 +1,51 @@
 """``promptprof demo``: the main job on the local stack.
 
-Starts a stream-processor worker, drives simulated traffic through the real producer into
-Kafka, and shows live what was sent and what the worker wrote to InfluxDB.
+Starts a stream-processor worker and a local webhook receiver, drives simulated traffic through
+the real producer into Kafka (with a latency regression injected into one prompt partway
+through), and shows live what was sent, what the worker wrote to InfluxDB and the alerts the
+receiver got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
 
 from promptprof.config import Settings
 from promptprof.demo.readback import latest_windows
-from promptprof.demo.traffic import TrafficGenerator
-from promptprof.demo.view import render, windows_table
+from promptprof.demo.traffic import Injection, TrafficGenerator
+from promptprof.demo.view import alerts_table, render, windows_table
 from promptprof.demo.worker import DEMO_LATENESS_S, start_worker, stop_worker
 from promptprof.profiler import Profiler
 
+if TYPE_CHECKING:
+    from promptprof_processor.alerts import WebhookReceiver
+
 READBACK_EVERY_S = 2.0
+INJECTED_PROMPT = "sql-gen"
+INJECT_AT = 0.55  # fraction of the run after which the injected prompt gets slower
 REPORT_PATH = Path("report.html")
 
 
 async def run_demo(settings: Settings, duration_s: float, rate: float, config: Path | None) -> int:
     """Run the worker and the traffic, show it live, and report what arrived."""
     from promptprof.stack import ensure_topics
+    from promptprof_processor.alerts import WebhookReceiver
 
     await ensure_topics(settings.kafka, settings.topics)
-    worker = start_worker(settings.stack.state_dir, config)
-    try:
-        status = await _drive(settings, duration_s, rate)
-    finally:
-        stop_worker(worker)
+    secret = secrets.token_hex(16)
+    with WebhookReceiver(secret) as receiver:
+        worker = start_worker(settings.stack.state_dir, config, receiver.url, secret)
+        try:
+            status = await _drive(settings, duration_s, rate, receiver)
+        finally:
+            stop_worker(worker)
     return status or _write_report(settings)
 
 
@@ -46,9 +58,12 @@ def _write_report(settings: Settings) -> int:
     return status
 
 
-async def _drive(settings: Settings, duration_s: float, rate: float) -> int:
+async def _drive(
+    settings: Settings, duration_s: float, rate: float, receiver: WebhookReceiver
+) -> int:
     profiler = Profiler(settings)
-    generator = TrafficGenerator(profiler, rate=rate)
+    injection = Injection(INJECTED_PROMPT, after_s=duration_s * INJECT_AT, latency_factor=2.5)
+    generator = TrafficGenerator(profiler, rate=rate, injection=injection)
     console = Console()
     rows: list[dict[str, object]] = []
     next_read = 0.0
@@ -62,8 +77,11 @@ async def _drive(settings: Settings, duration_s: float, rate: float) -> int:
             if time.monotonic() >= next_read:
                 rows = await asyncio.to_thread(_read, settings)
                 next_read = time.monotonic() + READBACK_EVERY_S
-            live.update(render(generator.stats, profiler.stats(), windows_table(rows)))
+            alerts = alerts_table(receiver.alerts(), injection)
+            live.update(render(generator.stats, profiler.stats(), windows_table(rows), alerts))
             await asyncio.sleep(0.25)
+    for alert in receiver.alerts():
+        console.print(f"webhook received: [{alert['state']}] {alert['message']}", markup=False)
     stats = profiler.stats()
     console.print(
         f"sent {stats['sent_events']:,} events in {stats['sent_records']:,} Kafka records to "

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from promptprof.demo.traffic import TrafficStats
+from promptprof.demo.traffic import Injection, TrafficStats
 
 
 def traffic_table(stats: TrafficStats) -> Table:
@@ -50,6 +50,24 @@ def windows_table(rows: list[dict[str, Any]]) -> Table:
             _num(row["p50"]), _num(row["p95"]), _num(row["p99"]),
             _num(row["error_rate"] and 100 * row["error_rate"], "{:.1f}"),
             _num(row["in_tokens"]), _num(row["out_tokens"]), _num(row["cost"], "{:.4f}"),
+        )
+    return table
+
+
+def alerts_table(alerts: list[dict[str, Any]], injection: Injection) -> Table:
+    """Alerts the demo's webhook receiver got (signature verified)."""
+    title = (
+        f"alerts received by the local webhook (latency x{injection.latency_factor} injected "
+        f"into {injection.prompt_id!r} after {injection.after_s:.0f} s)"
+    )
+    table = Table(title=title, expand=False)
+    for column in ("state", "severity", "prompt", "version", "window", "message"):
+        table.add_column(column)
+    for alert in alerts[-8:]:
+        series, window = alert["series"], alert["window"]
+        table.add_row(
+            alert["state"], alert["severity"], series["prompt_id"], series["prompt_version"],
+            f"{window['width_s']}s", alert["message"],
         )
     return table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,10 +19,22 @@ FAUST_ENV = {
 }
 
 
-def start_worker(state_dir: Path, config: Path | None) -> subprocess.Popen[bytes]:
-    """Start ``promptprof worker`` with a short allowed lateness, logging to a file."""
-    env = {**FAUST_ENV, **os.environ}
+DEMO_WIDTHS_S = "[5, 10]"
+DEMO_RULES = Path(__file__).resolve().parents[3] / "examples" / "alerts" / "demo-rules.yaml"
+WEBHOOK_SECRET_ENV = "PROMPTPROF_DEMO_WEBHOOK_SECRET"
+
+
+def start_worker(
+    state_dir: Path, config: Path | None, webhook_url: str, secret: str
+) -> subprocess.Popen[bytes]:
+    """Start ``promptprof worker`` with short windows and lateness, alerts to ``webhook_url``."""
+    env = {**FAUST_ENV, **os.environ, WEBHOOK_SECRET_ENV: secret}
     env.setdefault("PROMPTPROF_WINDOWS__ALLOWED_LATENESS_S", str(DEMO_LATENESS_S))
+    env.setdefault("PROMPTPROF_WINDOWS__WIDTHS_S", DEMO_WIDTHS_S)
+    env.setdefault("PROMPTPROF_ALERTS__RULES_FILE", str(DEMO_RULES))
+    receiver = {"name": "demo", "url": webhook_url, "secret_env": WEBHOOK_SECRET_ENV}
+    env.setdefault("PROMPTPROF_ALERTS__RECEIVERS", json.dumps([receiver]))
+    env.setdefault("PROMPTPROF_ALERTS__ROUTES", json.dumps([{"receivers": ["demo"]}]))
     env.setdefault("PROMPTPROF_WORKER__IDLE_TIMEOUT_S", "2")
     env.setdefault("PROMPTPROF_WORKER__DATA_DIR", str(state_dir / "worker"))
     state_dir.mkdir(parents=True, exist_ok=True)
