@@ -107,6 +107,15 @@ class ProducerSettings(BaseModel):
     metrics_log_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between self-metric log lines; 0 disables"
     )
+    spool_dir: Path | None = Field(
+        default=None, description="a directory for the disk spool; unset disables the spool"
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=64 * 1024, description="spool size cap in bytes, >= 64 KiB"
+    )
+    spool_after_s: float = Field(
+        default=5.0, ge=0, description="seconds a cycle may fail or wait before it is spooled"
+    )
 
     @field_validator("compression")
     @classmethod

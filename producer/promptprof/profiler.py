@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -83,9 +82,13 @@ class Profiler:
     def stats(self) -> dict[str, Any]:
         """Self-metrics: recorded, queued, sent, dropped (by reason), retries, errors, depth."""
         sender = self._sender.stats if self._sender else None
-        sent = asdict(sender) if sender else {}
+        sent = self._sender.snapshot() if self._sender else {}
         dropped_full = self.buffer.dropped_full
-        dropped_other = (sender.dropped_invalid + sender.dropped_close) if sender else 0
+        dropped_other = (
+            (sender.dropped_invalid + sender.dropped_close + sender.dropped_spool_full)
+            if sender
+            else 0
+        )
         return {
             "recorded": self.buffer.accepted + dropped_full,
             "queued": self.buffer.accepted,
@@ -99,14 +102,23 @@ class Profiler:
         }
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far was sent or ``timeout`` passed."""
+        """Wait until everything queued so far was handled or ``timeout`` passed.
+
+        Handled means sent to Kafka, written durably to the disk spool (``spool_dir``; it is
+        replayed later, here or by the next process), or counted as dropped. Events replayed from
+        the spool are not counted twice: ``sent_events - replayed_events`` are the direct sends.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             sender = self._sender
             if sender is None:
                 return True
             done = sender.stats
-            if self.buffer.accepted <= done.sent_events + done.dropped_invalid + done.dropped_close:
+            handled = (
+                done.sent_events - done.replayed_events + done.spooled_events
+                + done.dropped_invalid + done.dropped_close + done.dropped_spool_full
+            )
+            if self.buffer.accepted <= handled:
                 return True
             time.sleep(0.01)
         return False
@@ -114,8 +126,10 @@ class Profiler:
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is buffered for at most ``timeout`` seconds and stop the sender.
 
-        What is still unsent afterwards is counted as ``dropped_close``. Returns True when
-        nothing was lost.
+        What is still unsent afterwards is counted as ``dropped_close``; with the disk spool on it
+        is written to the spool instead (replayed by the next process using the same
+        ``spool_dir``), and only what the full spool refuses is lost (``dropped_spool_full``).
+        Returns True when nothing was lost.
         """
         with self._lock:
             self._closed = True

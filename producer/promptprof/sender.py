@@ -5,6 +5,13 @@ series key, encodes one envelope per ``batch_max_events`` events of a series and
 envelopes with aiokafka. Envelopes that fail are kept and retried with exponential backoff; while
 they are pending nothing more is taken, so memory stays within the buffer's bound plus one
 cycle's envelopes, and overflow shows up as counted drops at the buffer.
+
+With ``producer.spool_dir`` set, a cycle that failed or waited for ``spool_after_s`` (or any
+unsent cycle at close) goes to the disk spool (:mod:`promptprof.spool`) instead. While the spool
+holds records the sender is in *spool mode*: every new cycle is appended behind them and only the
+spool is sent, oldest first, so order per series is kept; the cursor is committed after each
+acknowledged replay batch. When the spool is empty again, cycles go straight to Kafka. While the
+spool is full nothing more is taken from the buffer, whose own bound then drops the newest.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
 from promptprof.envelope import encode_envelope
 from promptprof.record import EventBuilder
+from promptprof.spool import Spool, SpoolRecord
 
 log = structlog.get_logger("promptprof")
 
@@ -47,6 +55,14 @@ class SenderStats:
     dropped_close: int = 0
     pending_events: int = 0
     last_error: str | None = None
+    spooled_events: int = 0
+    replayed_events: int = 0
+    dropped_spool_full: int = 0
+    spool_bytes: int = 0
+    spool_events: int = 0
+    spool_oldest_age_s: float = 0.0
+    spool_corrupt_frames: int = 0
+    spool_write_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,11 @@ class Sender:
         self._in_flight: dict[int, list[Envelope]] = {}
         self._retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name="promptprof-sender", daemon=True)
+        self._spool: Spool | None = None
+        self._spooling = False  # the spool holds records: new cycles go behind them
+        self._failing_since: float | None = None  # first failure since the last success
+        self._waiting_since: float | None = None  # a prepared cycle not yet dispatched
+        self._replay_acked: set[tuple[int, int]] = set()  # acked beyond the spool's cursor
         producer = settings.producer
         self._backoff = Backoff(
             producer.retry_backoff_initial_ms / 1000, producer.retry_backoff_max_ms / 1000
@@ -108,14 +129,49 @@ class Sender:
         if self._thread.is_alive():
             return False
         self._drop_unsent()  # only matters when the thread died before it could
-        return self.stats.dropped_close == 0
+        return self.stats.dropped_close == 0 and self.stats.dropped_spool_full == 0
 
     @property
     def alive(self) -> bool:
         """Whether the sender thread is running."""
         return self._thread.is_alive()
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters, with the spool's gauges read now."""
+        spool = self._spool
+        if spool is not None:
+            self._note_spool()
+            self.stats.spool_oldest_age_s = round(spool.oldest_age_s(), 3)
+        return asdict(self.stats)
+
+    def _open_spool(self) -> None:
+        directory = self.settings.producer.spool_dir
+        if directory is None:
+            return
+        try:
+            self._spool = Spool(directory, self.settings.producer.spool_max_bytes)
+        except Exception as exc:  # a locked or unusable directory: run without a spool
+            self.stats.last_error = f"spool unavailable: {exc!r}"
+            log.error("promptprof.spool_unavailable", dir=str(directory), error=repr(exc))
+            return
+        self._note_spool()
+        if self._spool.pending_events:
+            self._spooling = True
+            log.info(
+                "promptprof.spool_found", events=self._spool.pending_events,
+                corrupt_frames=self._spool.corrupt_frames,
+            )
+
+    def _note_spool(self) -> None:
+        spool = self._spool
+        if spool is not None:
+            self.stats.spool_bytes = spool.pending_bytes
+            self.stats.spool_events = spool.pending_events
+            self.stats.spool_corrupt_frames = spool.corrupt_frames
+            self.stats.spool_write_errors = spool.write_errors
+
     def _run(self) -> None:
+        self._open_spool()
         while True:
             try:
                 asyncio.run(self._main())
@@ -143,6 +199,12 @@ class Sender:
             if now >= next_sync:
                 self.builder.sync_clock()
                 next_sync = now + CLOCK_SYNC_S
+            if not self._spooling and self._should_spool(now, in_flight):
+                self._spooling = True
+                log.warning("promptprof.spooling", dir=str(self.settings.producer.spool_dir))
+            if self._spooling:
+                producer = await self._spool_cycle(producer)
+                continue
             if now < self._retry_at:
                 await self._wait(self._retry_at - now)
                 continue
@@ -152,15 +214,19 @@ class Sender:
             if not self._pending:
                 self._pending = self._prepare()
                 self._note_pending()
+                if self._pending and self._waiting_since is None:
+                    self._waiting_since = now
             if not self._pending:
                 await self._idle(in_flight)
                 continue
             if producer is None:
                 producer = await self._connect()
                 if producer is None:
+                    self._failing_since = self._failing_since or time.monotonic()
                     await self._wait(self._backoff.next())
                     continue
             batch, self._pending = self._pending, []
+            self._waiting_since = None
             task = asyncio.create_task(self._deliver(producer, batch))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
@@ -179,9 +245,97 @@ class Sender:
             self._pending = failed + self._pending
             self.stats.retries += 1
             self._retry_at = time.monotonic() + self._backoff.next()
+            self._failing_since = self._failing_since or time.monotonic()
+            self._waiting_since = self._waiting_since or time.monotonic()
         else:
             self._backoff.reset()
+            self._failing_since = None
         self._note_pending()
+
+    # -- the spool --------------------------------------------------------------------------
+
+    def _should_spool(self, now: float, in_flight: set[asyncio.Task[None]]) -> bool:
+        """Spool once a cycle failed or waited ``spool_after_s`` (at once when stopping), and
+        only with nothing in flight, so a failure cannot come back behind spooled cycles."""
+        if self._spool is None or in_flight or not (self._pending or self.buffer):
+            return False
+        if self._stop.is_set():  # closing while Kafka fails: spool now rather than drop later
+            return self._failing_since is not None
+        after = self.settings.producer.spool_after_s
+        since = [t for t in (self._failing_since, self._waiting_since) if t is not None]
+        return bool(since) and now - min(since) >= after
+
+    def _spool_pending(self) -> None:
+        """Append the pending envelopes to the spool; what does not fit stays pending."""
+        spool = self._spool
+        if spool is None or not self._pending:
+            return
+        written = spool.append([(e.key, e.value, e.events) for e in self._pending])
+        self.stats.spooled_events += sum(e.events for e in self._pending[:written])
+        self._pending = self._pending[written:]
+        self._waiting_since = time.monotonic() if self._pending else None
+        self._note_pending()
+        self._note_spool()
+
+    async def _spool_cycle(self, producer: AIOKafkaProducer | None) -> AIOKafkaProducer | None:
+        """One step of spool mode: memory to disk, then one replay batch when Kafka may answer."""
+        spool = self._spool
+        assert spool is not None
+        self._spool_pending()
+        if not self._pending and not spool.full and self.buffer:
+            self._pending = self._prepare()
+            self._spool_pending()
+        if not spool.pending_events and not self._pending:
+            self._spooling = False
+            self._replay_acked.clear()
+            log.info("promptprof.spool_drained", replayed=self.stats.replayed_events)
+            return producer
+        now = time.monotonic()
+        if self._stop.is_set() or now < self._retry_at or not spool.pending_events:
+            wait = self.settings.producer.linger_ms / 1000
+            if now < self._retry_at:
+                wait = min(wait, self._retry_at - now)
+            await self._wait(wait)
+            return producer
+        if producer is None:
+            producer = await self._connect()
+            if producer is None:
+                self._failing_since = self._failing_since or time.monotonic()
+                self._retry_at = time.monotonic() + self._backoff.next()
+                return None
+        await self._replay(producer, spool)
+        return producer
+
+    async def _replay(self, producer: AIOKafkaProducer, spool: Spool) -> None:
+        """Send the oldest spooled records; commit the cursor past the acknowledged prefix."""
+        records = spool.read(CYCLE_BATCHES, skip=self._replay_acked)
+        if not records:
+            return
+        envelopes = [Envelope(r.key, r.value, r.events) for r in records]
+        failed = {id(e) for e in await self._send(producer, envelopes)}
+        acked: list[SpoolRecord] = []
+        first_failed: SpoolRecord | None = None
+        for record, envelope in zip(records, envelopes, strict=True):
+            if id(envelope) in failed:
+                first_failed = first_failed or record
+            else:
+                acked.append(record)
+        self.stats.replayed_events += sum(r.events for r in acked)
+        if first_failed is None:
+            spool.commit(acked)
+            self._backoff.reset()
+            self._failing_since = None
+        else:
+            spool.commit(acked, advance_to=(first_failed.segment, first_failed.offset))
+            self.stats.retries += 1
+            self._retry_at = time.monotonic() + self._backoff.next()
+            self._failing_since = self._failing_since or time.monotonic()
+        cursor = spool.cursor
+        self._replay_acked = {
+            pos for pos in self._replay_acked | {(r.segment, r.offset) for r in acked}
+            if pos >= cursor
+        }
+        self._note_spool()
 
     def _note_pending(self) -> None:
         batches = [self._pending, *self._in_flight.values()]
@@ -192,7 +346,7 @@ class Sender:
         return interval if interval > 0 else float("inf")
 
     def _report(self) -> None:
-        log.info("promptprof.producer_stats", **asdict(self.stats), buffer_depth=len(self.buffer))
+        log.info("promptprof.producer_stats", **self.snapshot(), buffer_depth=len(self.buffer))
 
     async def _idle(self, in_flight: set[asyncio.Task[None]]) -> None:
         if len(self.buffer) >= self.settings.producer.batch_max_events:
@@ -335,6 +489,11 @@ class Sender:
         self._report()
 
     def _drop_unsent(self) -> None:
+        """At the end: spool what is unsent (when the spool is on), count the rest as dropped."""
+        spool = self._spool
+        if spool is not None:
+            self._spool_unsent(spool)
+            return
         batches = [self._pending, *self._in_flight.values()]
         lost = sum(e.events for batch in batches for e in batch) + self.buffer.discard_all()
         self._pending, self._in_flight = [], {}
@@ -342,6 +501,24 @@ class Sender:
         self.stats.pending_events = 0
         if lost:
             log.warning("promptprof.dropped_at_close", events=lost)
+
+    def _spool_unsent(self, spool: Spool) -> None:
+        # In-flight cycles are the oldest; one cancelled at the deadline may have reached Kafka
+        # already, so it can be sent twice (documented at-least-once window).
+        unsent = [e for batch in self._in_flight.values() for e in batch] + self._pending
+        self._pending, self._in_flight = [], {}
+        while self.buffer:
+            unsent.extend(self._prepare())
+        self._pending = unsent
+        self._spool_pending()
+        lost = sum(e.events for e in self._pending)
+        self._pending = []
+        self.stats.pending_events = 0
+        self.stats.dropped_spool_full += lost
+        if lost:
+            log.warning("promptprof.dropped_spool_full", events=lost)
+        spool.close()
+        self._spool = None
 
 
 async def _quiet_stop(producer: AIOKafkaProducer) -> None:

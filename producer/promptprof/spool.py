@@ -288,16 +288,21 @@ class Spool:
                     return out
         return out
 
-    def commit(self, records: Sequence[SpoolRecord]) -> None:
-        """Advance the cursor past ``records`` (acknowledged, the next ones in order; gaps in
-        ``read``'s ``skip`` set included by the caller) and persist it atomically."""
-        if not records:
-            return
+    def commit(
+        self, records: Sequence[SpoolRecord], advance_to: tuple[int, int] | None = None
+    ) -> None:
+        """Count ``records`` as acknowledged and move the cursor to ``advance_to`` (default: past
+        the last of them), persisting it atomically. Records acknowledged beyond the new cursor
+        are the caller's to pass to :meth:`read` as ``skip``."""
         for record in records:
             self.pending_bytes -= record.size
             self.pending_events -= record.events
             self._events[record.segment] = self._events.get(record.segment, 0) - record.events
-        self._advance((records[-1].segment, records[-1].end))
+        target = advance_to
+        if target is None and records:
+            target = (records[-1].segment, records[-1].end)
+        if target is not None and target > self.cursor:
+            self._advance(target)
 
     def _advance(self, cursor: tuple[int, int]) -> None:
         segment, offset = cursor

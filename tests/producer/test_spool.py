@@ -19,7 +19,7 @@ records_st = st.lists(
 
 
 def _drain(spool: Spool, batch: int = 7) -> list[tuple[bytes, bytes, int]]:
-    out = []
+    out: list[tuple[bytes, bytes, int]] = []
     while True:
         records = spool.read(batch)
         if not records:
