@@ -207,11 +207,26 @@ def load_settings(
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        # not str(exc): its snippet quotes the offending line, which may hold a secret
+        raise ConfigError(f"cannot read config file {path}: {_yaml_problem(exc)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return loaded
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error's problem and position, without the quoted text of the file."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return "invalid YAML"
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return "invalid YAML: " + (": ".join(parts) or "syntax error")
 
 
 def _describe(exc: ValidationError, cls: type[BaseSettings]) -> str:
