@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from promptprof.config import Settings, load_settings
+from promptprof.envelope import decode_record
+from promptprof.profiler import Profiler, profile
 from promptprof.spool import Spool, SpoolLocked, decode_frames, encode_frame
+from promptprof.stack import TansuBroker, create_topics, free_port
 
 TOPIC = "llm.calls"
 records_st = st.lists(
@@ -120,3 +134,246 @@ def test_replay_skips_records_acked_beyond_the_cursor(tmp_path: Path) -> None:
     assert [r.value for r in again] == [b"1", b"3"]
     spool.commit([first, second, third])
     assert spool.read(10) == [] and spool.pending_events == 0
+
+
+# -- against a real Tansu broker ----------------------------------------------------------------
+
+
+def _create_topic(bootstrap: str) -> None:
+    settings: Settings = load_settings(kafka={"bootstrap_servers": bootstrap})
+    asyncio.run(create_topics(settings.kafka, [TOPIC], partitions=3))
+
+
+def _spool_profiler(bootstrap: str, spool_dir: Path, **producer: Any) -> Profiler:
+    settings: Settings = load_settings(
+        kafka={"bootstrap_servers": bootstrap, "request_timeout_ms": 2000},
+        producer={
+            "metrics_log_interval_s": 0,
+            "linger_ms": 5,
+            "retry_backoff_max_ms": 300,
+            "spool_dir": str(spool_dir),
+            "spool_after_s": 0.5,
+            **producer,
+        },
+    )
+    return Profiler(settings)
+
+
+def _consume_ids(bootstrap: str, expected: int, timeout_s: float = 30.0) -> list[str]:
+    """Event ids of the calls topic in log order, until ``expected`` or the deadline
+    (then a short grace to catch duplicates beyond it)."""
+
+    async def run() -> list[str]:
+        consumer = AIOKafkaConsumer(
+            TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+            group_id=f"spool-{time.monotonic_ns()}",
+        )
+        await consumer.start()
+        found: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        grace: float | None = None
+        try:
+            while time.monotonic() < deadline and (grace is None or time.monotonic() < grace):
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        found.extend(e["event_id"] for e in decode_record(record.value))
+                if len(found) >= expected and grace is None:
+                    grace = time.monotonic() + 1.5
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(run())
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    handle = TansuBroker(free_port(), tmp_path / "tansu")
+    handle.start()
+    _create_topic(handle.bootstrap)
+    yield handle
+    handle.stop()
+
+
+OUTAGE_S = 20.0  # the issue asks for minutes; 20 s keeps the suite short (same code path)
+
+
+@pytest.mark.integration
+def test_outage_spooled_then_replayed_exactly_once(broker: TansuBroker, tmp_path: Path) -> None:
+    prof = _spool_profiler(broker.bootstrap, tmp_path / "spool", buffer_size=5000,
+                           batch_max_events=100)
+
+    @profile(prompt_id="spooled", profiler=prof)
+    def call() -> str:
+        return "ok"
+
+    for _ in range(300):
+        call()
+    assert prof.flush(20) and prof.stats()["sent_events"] == 300
+    broker.kill()
+    durations: list[int] = []
+    end = time.monotonic() + OUTAGE_S
+    calls = 300
+    max_age = 0.0
+    while time.monotonic() < end:
+        for _ in range(100):  # ~1,000 calls/s
+            start = time.perf_counter_ns()
+            call()
+            durations.append(time.perf_counter_ns() - start)
+        calls += 100
+        time.sleep(0.1)
+        max_age = max(max_age, prof.stats()["spool_oldest_age_s"])
+    during = prof.stats()
+    assert during["spooled_events"] > 0 and during["spool_events"] > 0
+    assert max_age > OUTAGE_S / 2
+    broker.restart()
+    _create_topic(broker.bootstrap)
+    _wait_for(lambda: prof.stats()["spool_events"] == 0 and prof.flush(0.1), 60)
+    stats = prof.stats()
+    assert stats["dropped"] == 0, stats
+    assert stats["replayed_events"] == stats["spooled_events"]
+    ids = _consume_ids(broker.bootstrap, calls - 300)  # the restarted broker lost the first 300
+    assert len(ids) == calls - 300 and len(set(ids)) == len(ids), "lost or duplicated events"
+    assert ids == sorted(ids, key=lambda i: int(i[12:], 16)), "replayed out of order"
+    durations.sort()
+    p99_us = durations[len(durations) * 99 // 100] / 1000
+    print(f"outage {OUTAGE_S}s: {calls - 300} calls, spooled {stats['spooled_events']}, "
+          f"call p99 {p99_us:.1f} us, max {durations[-1] / 1000:.0f} us")
+    assert p99_us < 1000, "the host's calls were slowed"
+    assert prof.close(5)
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from promptprof.config import Settings, load_settings
+    from promptprof.profiler import Profiler, profile
+
+    mode, bootstrap, spool, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    settings = load_settings(
+        kafka={"bootstrap_servers": bootstrap, "request_timeout_ms": 2000},
+        producer={"metrics_log_interval_s": 0, "linger_ms": 5, "retry_backoff_max_ms": 300,
+                  "spool_dir": spool, "spool_after_s": 0.2, "batch_max_events": 50,
+                  "buffer_size": 20000},
+    )
+    prof = Profiler(settings)
+
+    @profile(prompt_id=f"kill-{mode}", profiler=prof)
+    def call():
+        return None
+
+    if mode == "spool":
+        while True:
+            for _ in range(200):
+                call()
+            time.sleep(0.01)
+            print("SPOOLED", prof.stats()["spooled_events"], flush=True)
+    call()  # starts the sender, which replays the spool before this event
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stats = prof.stats()
+        if stats["replayed_events"] >= expected and prof.flush(0.1):
+            break
+        time.sleep(0.05)
+    print("STATS", json.dumps(prof.stats()), flush=True)
+    sys.exit(0 if prof.close(10) else 3)
+    """
+)
+
+
+@pytest.mark.integration
+def test_killed_mid_spool_then_a_new_process_replays_exactly_once(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    spool_dir = tmp_path / "spool"
+    dead = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), "spool", dead, str(spool_dir), "0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    assert child.stdout is not None
+    reported = 0
+    deadline = time.monotonic() + 60
+    for line in child.stdout:
+        if line.startswith("SPOOLED"):
+            reported = int(line.split()[1])
+        if reported >= 5000 or time.monotonic() > deadline:
+            break
+    child.kill()  # SIGKILL, mid-spool: appends are running all the time
+    for line in child.stdout:  # what it reported as spooled before it died
+        if line.startswith("SPOOLED"):
+            reported = int(line.split()[1])
+    child.wait()
+    assert reported >= 5000
+    spool = Spool(spool_dir, 256 * 1024 * 1024)
+    on_disk, corrupt = spool.pending_events, spool.corrupt_frames
+    spool.close()
+    assert on_disk >= reported, "events reported as spooled were lost"
+    broker = TansuBroker(free_port(), tmp_path / "tansu")
+    broker.start()
+    try:
+        _create_topic(broker.bootstrap)
+        replay = subprocess.run(
+            [sys.executable, str(script), "replay", broker.bootstrap, str(spool_dir),
+             str(on_disk)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+        assert replay.returncode == 0, replay.stderr[-2000:]
+        line = next(x for x in replay.stdout.splitlines() if x.startswith("STATS"))
+        stats = json.loads(line[6:])
+        assert stats["replayed_events"] in (on_disk, on_disk + 1)  # + its own call, spooled behind
+        assert stats["dropped"] == 0
+        ids = _consume_ids(broker.bootstrap, on_disk + 1)
+        assert len(ids) == on_disk + 1 and len(set(ids)) == len(ids), "lost or duplicated"
+        print(f"killed child: reported {reported}, on disk {on_disk}, torn tails {corrupt}")
+    finally:
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_full_spool_counts_drops_and_keeps_the_host_fast(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    dead = f"127.0.0.1:{free_port()}"
+    prof = _spool_profiler(dead, spool_dir, spool_max_bytes=64 * 1024, buffer_size=1000,
+                           batch_max_events=50, spool_after_s=0.2)
+
+    @profile(prompt_id="full", profiler=prof)
+    def call() -> str:
+        return "ok"
+
+    worst = 0
+    for _ in range(60):
+        for _ in range(500):
+            start = time.perf_counter_ns()
+            call()
+            worst = max(worst, time.perf_counter_ns() - start)
+        time.sleep(0.05)
+    _wait_for(lambda: prof.stats()["spooled_events"] > 0)
+    prof.close(2)  # False: what the full spool refuses is lost, and counted
+    stats = prof.stats()
+    assert stats["spool_bytes"] <= 64 * 1024
+    assert stats["dropped_buffer_full"] > 0
+    assert stats["recorded"] == 30_000
+    assert stats["spooled_events"] + stats["dropped"] == 30_000, stats
+    assert worst < 50_000_000, "a call was slowed by the full spool"
+    broker = TansuBroker(free_port(), tmp_path / "tansu")
+    broker.start()
+    try:
+        _create_topic(broker.bootstrap)
+        again = _spool_profiler(broker.bootstrap, spool_dir)
+        profile(prompt_id="after", profiler=again)(lambda: None)()
+        _wait_for(lambda: again.stats()["replayed_events"] >= stats["spooled_events"], 60)
+        assert again.close(10)
+        ids = _consume_ids(broker.bootstrap, stats["spooled_events"] + 1)
+        assert len(ids) == stats["spooled_events"] + 1 and len(set(ids)) == len(ids)
+    finally:
+        broker.stop()
