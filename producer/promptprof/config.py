@@ -1,8 +1,11 @@
 """Configuration: pydantic settings from ``PROMPTPROF_*`` environment variables and a YAML file.
 
-Environment variables win over the YAML file, which wins over the defaults. Nested fields use a
-double underscore: ``PROMPTPROF_KAFKA__BOOTSTRAP_SERVERS``. The YAML file is named by
-``PROMPTPROF_CONFIG`` (or passed to :func:`load_settings`).
+Environment variables win over the YAML file, which wins over secret files, which win over the
+defaults. Nested fields use a double underscore: ``PROMPTPROF_KAFKA__BOOTSTRAP_SERVERS``. The
+YAML file is named by ``PROMPTPROF_CONFIG`` (or passed to :func:`load_settings`). Secrets can be
+files in the directory named by ``PROMPTPROF_SECRETS_DIR`` (e.g. a mounted Docker or Kubernetes
+secret), one value per file, named like the variable (any case):
+``promptprof_kafka__sasl_password``, ``promptprof_influx__token``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -23,6 +27,7 @@ from pydantic_settings import (
 
 ENV_PREFIX = "PROMPTPROF_"
 CONFIG_FILE_ENV = "PROMPTPROF_CONFIG"
+SECRETS_DIR_ENV = "PROMPTPROF_SECRETS_DIR"
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_INFLUX_PORT = 18086
 
@@ -184,6 +189,13 @@ class Settings(BaseSettings):
         if path:
             _read_yaml(Path(path))  # a clear error for an unreadable file or a non-mapping
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        secrets_dir = os.environ.get(SECRETS_DIR_ENV)
+        if secrets_dir:  # one file per value, named like its variable (any case)
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(f"{SECRETS_DIR_ENV}: {secrets_dir} is not a directory")
+            file_secret_settings = NestedSecretsSettingsSource(
+                file_secret_settings, secrets_dir=secrets_dir, secrets_nested_delimiter="__"
+            )
         sources.append(file_secret_settings)
         return tuple(sources)
 
