@@ -138,7 +138,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 last_offset.pop(tp.partition, None)
 
     if worker.sink_enabled:
-        sink = WindowSink(settings)
+        sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
 
         @app.task
         async def run_sink() -> None:
@@ -155,6 +155,19 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             await dispatcher.close(timeout_s=5.0)
 
     return app
+
+
+async def wait_for_kafka(bootstrap: str, max_delay_s: float = 10.0) -> None:
+    """Retry with backoff until Kafka answers: Faust itself gives up at once when it cannot."""
+    from promptprof.stack.tansu import kafka_ready
+
+    delay, attempts = 0.5, 0
+    while not await kafka_ready(bootstrap, timeout_s=5.0):
+        attempts += 1
+        log.warning("promptprof.worker_kafka_unreachable", bootstrap=bootstrap,
+                    attempts=attempts, retry_in_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
 
 
 def _state_key(partition: int) -> bytes:
@@ -177,6 +190,7 @@ def run_worker(settings: ProcessorSettings) -> int:
     # Decoded envelopes make many short-lived objects; the default thresholds collect so often
     # that the collector took a quarter of the worker's time (6.6 vs 8-10 µs per event).
     gc.set_threshold(50_000, 20, 100)
+    asyncio.run(wait_for_kafka(settings.kafka.bootstrap_servers))
     app = build_app(settings)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
     return 0

@@ -22,23 +22,24 @@ from promptprof_processor.lineprotocol import window_lines
 
 log = structlog.get_logger("promptprof.sink")
 
-SINK_GROUP = "promptprof-sink"
-
 
 class WindowSink:
     """Consumes the windows topic and writes every window to InfluxDB."""
 
-    def __init__(self, settings: Settings, writer: RetryingWriter | None = None) -> None:
+    def __init__(
+        self, settings: Settings, group_id: str, writer: RetryingWriter | None = None
+    ) -> None:
         self.settings = settings
+        self.group_id = group_id
         self.writer = writer or RetryingWriter(make_writer(settings.influx))
         self.windows_written = 0
         self.dead_letters = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set."""
+        """Consume until ``stop`` is set (a consumer group of its own: ``group_id``)."""
         options = self.settings.kafka.client_options()
         consumer = AIOKafkaConsumer(
-            self.settings.topics.windows, group_id=SINK_GROUP, enable_auto_commit=False,
+            self.settings.topics.windows, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=100,
             **options,
         )
