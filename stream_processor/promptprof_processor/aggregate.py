@@ -20,13 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import compress, pairwise, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from promptprof.event import CallEvent, QualityEvent
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.sketches import (
     Sketch,
@@ -38,21 +37,22 @@ from promptprof_processor.sketches import (
     new_sketch,
     quantile,
 )
+from promptprof_processor.validation import CallRecord, QualityRecord
 
 UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"
 MAX_ERROR_TYPES = 32
 
-_sample_rate = attrgetter("sample_rate")
+_sample_rate = itemgetter("sample_rate")
 _columns = {
-    "latency_ms": attrgetter("latency_ms"),
-    "ttft_ms": attrgetter("ttft_ms"),
-    "input_tokens": attrgetter("input_tokens"),
-    "output_tokens": attrgetter("output_tokens"),
-    "quality": attrgetter("quality_score"),
+    "latency_ms": itemgetter("latency_ms"),
+    "ttft_ms": itemgetter("ttft_ms"),
+    "input_tokens": itemgetter("input_tokens"),
+    "output_tokens": itemgetter("output_tokens"),
+    "quality": itemgetter("quality_score"),
 }
-_cost = attrgetter("cost_usd")
-_status = attrgetter("status")
+_cost = itemgetter("cost_usd")
+_status = itemgetter("status")
 _is_error = "error".__eq__
 
 
@@ -161,7 +161,7 @@ class Accumulator:
         self.late_by_width: dict[int, int] = {}
         self.sketches: dict[str, Sketch] = {}
 
-    def add_calls(self, events: Sequence[CallEvent]) -> None:
+    def add_calls(self, events: Sequence[CallRecord]) -> None:
         """Aggregate a group of call events of this series and window."""
         rates = list(map(_sample_rate, events))
         weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
@@ -174,11 +174,11 @@ class Accumulator:
         if "error" in statuses:
             self._add_errors(events, weights, list(map(_is_error, statuses)))
 
-    def add_quality(self, events: Sequence[QualityEvent]) -> None:
+    def add_quality(self, events: Sequence[QualityRecord]) -> None:
         """Aggregate a group of quality events scoring calls of this series and window."""
         rates = list(map(_sample_rate, events))
         weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
-        self._add_column("quality", [e.quality_score for e in events], weights)
+        self._add_column("quality", [e["quality_score"] for e in events], weights)
 
     def _add_column(self, name: str, column: list[Any], weights: list[float] | None) -> None:
         values, weights = _known(column, weights)
@@ -200,11 +200,11 @@ class Accumulator:
             self.cost_unknown_calls += math.fsum(weights or ()) - math.fsum(known_weights)
 
     def _add_errors(
-        self, events: Sequence[CallEvent], weights: list[float] | None, failed: list[bool]
+        self, events: Sequence[CallRecord], weights: list[float] | None, failed: list[bool]
     ) -> None:
         errors = compress(events, failed)
         for event, weight in zip(errors, compress(weights or repeat(1.0), failed), strict=True):
-            self._add_error(event.error_type or UNKNOWN_ERROR, weight)
+            self._add_error(event["error_type"] or UNKNOWN_ERROR, weight)
 
     def _add_error(self, error_type: str, weight: float) -> None:
         by_type = self.errors_by_type

@@ -23,28 +23,27 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
-from operator import attrgetter, eq, itemgetter
-from typing import Any, TypeVar
+from operator import eq, itemgetter
+from typing import Any, TypeVar, cast
 
 import orjson
 
-from promptprof.event import CallEvent, QualityEvent
 from promptprof_processor.aggregate import Accumulator, SeriesTags, WindowAggregate
 from promptprof_processor.series import Prompt, Series, SeriesRegistry
 from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.validation import CallRecord, QualityRecord, Record
 
 STATE_FORMAT = 1
 
-Event = CallEvent | QualityEvent
-E = TypeVar("E", CallEvent, QualityEvent)
+E = TypeVar("E", CallRecord, QualityRecord)
 K = TypeVar("K")
 FEW_KEYS = 8
 # (service, prompt id, version, model), label values (a string for one dimension), base start
 GroupKey = tuple[tuple[str, str, str, str], Any, int]
 
-_identity = attrgetter("service", "prompt_id", "prompt_version", "request_model")
-_start_time = attrgetter("start_time_unix_nano")
-_labels = attrgetter("labels")
+_identity = itemgetter("service", "prompt_id", "prompt_version", "request_model")
+_start_time = itemgetter("start_time_unix_nano")
+_labels = itemgetter("labels")
 
 
 class StateError(ValueError):
@@ -94,12 +93,16 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
-    def add(self, events: Sequence[Event]) -> None:
-        """Aggregate a batch of validated events (any order, any series, any mix of kinds)."""
+    def add(self, events: Sequence[Record]) -> None:
+        """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
         if not events:
             return
-        calls = [e for e in events if type(e) is CallEvent]
-        quality = [e for e in events if type(e) is QualityEvent] if len(calls) < len(events) else []
+        calls = cast(list[CallRecord], [e for e in events if "kind" not in e])
+        quality = (
+            cast(list[QualityRecord], [e for e in events if "kind" in e])
+            if len(calls) < len(events)
+            else []
+        )
         self.stats.events += len(events)
         self._max_event_ns = max(self._max_event_ns, max(map(_start_time, events)))
         if calls:
@@ -109,7 +112,7 @@ class WindowAggregator:
             for key, scores in self._group(quality, self._label_keys(quality)).items():
                 self._add_group(key, scores, Accumulator.add_quality)
 
-    def _label_keys(self, events: Sequence[Event]) -> list[Any]:
+    def _label_keys(self, events: Sequence[Record]) -> list[Any]:
         """Each event's label values: a string for one dimension, else a tuple."""
         if not self._dims:
             return [()] * len(events)
@@ -117,7 +120,7 @@ class WindowAggregator:
         try:
             return list(map(get, map(_labels, events)))
         except KeyError:  # some event lacks a label: fill in empty values
-            return [get({**self._label_defaults, **e.labels}) for e in events]
+            return [get({**self._label_defaults, **e["labels"]}) for e in events]
 
     def _group(self, events: list[E], labels: list[Any]) -> dict[GroupKey, list[E]]:
         """Events by (identity, label values, base window start)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from promptprof.event import CallEvent, QualityEvent
 from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.validation import CallRecord, QualityRecord, validate_events
 
 # A time aligned to every test window width (10 s, 60 s, 3600 s).
 T0_S = 1_699_999_200
@@ -19,8 +20,8 @@ def ns(seconds: float) -> int:
     return T0 + round(seconds * NS_PER_S)
 
 
-def call(at_s: float = 0.0, latency_ms: float = 100.0, **fields: Any) -> CallEvent:
-    """A call event ``at_s`` seconds after T0."""
+def call(at_s: float = 0.0, latency_ms: float = 100.0, **fields: Any) -> CallRecord:
+    """A validated call event ``at_s`` seconds after T0."""
     values: dict[str, Any] = {
         "schema_version": 1,
         "event_id": f"e{next(_counter)}",
@@ -32,11 +33,11 @@ def call(at_s: float = 0.0, latency_ms: float = 100.0, **fields: Any) -> CallEve
         "latency_ms": latency_ms,
     }
     values.update(fields)
-    return CallEvent(**values)
+    return cast(CallRecord, _record(CallEvent(**values)))
 
 
-def quality(at_s: float, score: float, **fields: Any) -> QualityEvent:
-    """A quality event scoring a call that started ``at_s`` seconds after T0."""
+def quality(at_s: float, score: float, **fields: Any) -> QualityRecord:
+    """A validated quality event scoring a call that started ``at_s`` seconds after T0."""
     values: dict[str, Any] = {
         "kind": "quality",
         "schema_version": 1,
@@ -50,4 +51,11 @@ def quality(at_s: float, score: float, **fields: Any) -> QualityEvent:
         "quality_metric": "judge",
     }
     values.update(fields)
-    return QualityEvent(**values)
+    return cast(QualityRecord, _record(QualityEvent(**values)))
+
+
+def _record(event: CallEvent | QualityEvent) -> object:
+    """The record the processor's validation makes of the event's wire form."""
+    good, bad = validate_events([event.model_dump(by_alias=True)])
+    assert not bad, bad
+    return good[0]

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.event import CallEvent
 from promptprof_processor.aggregate import (
     MAX_ERROR_TYPES,
     OTHER_ERRORS,
@@ -20,6 +19,7 @@ from promptprof_processor.aggregate import (
     rollup,
 )
 from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.validation import CallRecord
 
 from .factories import T0, call, quality
 
@@ -166,10 +166,10 @@ def assert_close(a: Any, e: Any, path: str) -> None:
 
 @given(st.lists(call_st, min_size=1, max_size=60))
 @settings(max_examples=60, deadline=None)
-def test_rollup_equals_aggregating_the_union(events: list[CallEvent]) -> None:
-    parts: dict[int, list[CallEvent]] = {}
+def test_rollup_equals_aggregating_the_union(events: list[CallRecord]) -> None:
+    parts: dict[int, list[CallRecord]] = {}
     for event in events:
-        offset = event.start_time_unix_nano - T0
+        offset = event["start_time_unix_nano"] - T0
         parts.setdefault(offset - offset % (10 * NS_PER_S), []).append(event)
     windows = []
     for start, group in parts.items():

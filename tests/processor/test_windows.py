@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.event import CallEvent
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.series import OVERFLOW
 from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.validation import CallRecord
 from promptprof_processor.windows import StateError, WindowAggregator
 
 from .factories import T0, call, ns, quality
@@ -181,14 +181,14 @@ config_st = st.fixed_dictionaries(
 )
 
 
-def calls(batches: list[list[int]]) -> list[list[CallEvent]]:
+def calls(batches: list[list[int]]) -> list[list[CallRecord]]:
     return [
         [call(t / 10, latency_ms=1 + t, status="error" if t % 7 < 1 else "ok") for t in batch]
         for batch in batches
     ]
 
 
-def run(agg: WindowAggregator, batches: list[list[CallEvent]]) -> list[WindowAggregate]:
+def run(agg: WindowAggregator, batches: list[list[CallRecord]]) -> list[WindowAggregate]:
     closed = []
     for batch in batches:
         agg.add(batch)
