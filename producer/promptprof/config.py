@@ -164,7 +164,8 @@ class Settings(BaseSettings):
     """All of promptprof's settings."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore",
+        hide_input_in_errors=True,  # a ValidationError must not quote a secret
     )
 
     log_format: Literal["json", "console"] = "json"

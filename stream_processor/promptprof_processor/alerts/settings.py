@@ -30,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from promptprof_processor.alerts.rules import Severity
 
@@ -50,6 +50,8 @@ class RetryPolicy(BaseModel):
 
 class ReceiverSettings(BaseModel):
     """One webhook receiver."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors must not quote URL or secret
 
     name: str = Field(min_length=1, max_length=100)
     format: WebhookFormat = "generic"
@@ -84,6 +86,8 @@ class RouteSettings(BaseModel):
 
 class AlertSettings(BaseModel):
     """Alerting in the stream processor."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors must not quote receivers
 
     enabled: bool = True
     rules_file: Path | None = Field(default=None, description="YAML rules; none: built-in rules")
