@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import random
 import re
@@ -68,6 +69,25 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 SIGNATURE_TOLERANCE_S = 300
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 _LABEL_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+class _HideRequestUrls(logging.Filter):
+    """httpx logs each request's full URL at INFO; a webhook URL may hold a token (Slack's do).
+
+    Keeps the scheme, host and port of the logged URL and hides its path, query and userinfo.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], httpx.URL):
+            url = args[1]
+            port = f":{url.port}" if url.port else ""
+            record.args = (args[0], f"{url.scheme}://{url.host}{port}/<hidden>", *args[2:])
+        return True
+
+
+_HIDE_REQUEST_URLS = _HideRequestUrls()
+logging.getLogger("httpx").addFilter(_HIDE_REQUEST_URLS)
 
 
 class WebhookConfigError(ValueError):
