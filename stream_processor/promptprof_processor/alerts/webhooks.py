@@ -151,13 +151,13 @@ def validate_url(url: str, allowed_hosts: Sequence[str] = (), *, receiver: str =
     """
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+        host = parsed.host.lower()  # decoding an invalid IDNA (xn--) name raises UnicodeError
+    except (httpx.InvalidURL, TypeError, UnicodeError):
         raise WebhookConfigError(f"receiver {receiver!r}: the URL is not valid") from None
     if parsed.scheme not in ("http", "https"):
         raise WebhookConfigError(
             f"receiver {receiver!r}: URL scheme must be http or https, not {parsed.scheme!r}"
         )
-    host = parsed.host.lower()
     if not host:
         raise WebhookConfigError(f"receiver {receiver!r}: the URL has no host")
     if allowed_hosts and not any(_host_matches(host, pattern) for pattern in allowed_hosts):
