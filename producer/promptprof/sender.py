@@ -17,6 +17,8 @@ spool is full nothing more is taken from the buffer, whose own bound then drops 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import threading
 import time
 from asyncio import FIRST_COMPLETED
@@ -111,6 +113,8 @@ class Sender:
         self._failing_since: float | None = None  # first failure since the last success
         self._waiting_since: float | None = None  # a prepared cycle not yet dispatched
         self._replay_acked: set[tuple[int, int]] = set()  # acked beyond the spool's cursor
+        self._seq = itertools.count()
+        self._failed: list[tuple[int, list[Envelope]]] = []  # at the head of _pending, by seq
         producer = settings.producer
         self._backoff = Backoff(
             producer.retry_backoff_initial_ms / 1000, producer.retry_backoff_max_ms / 1000
@@ -199,7 +203,10 @@ class Sender:
             if now >= next_sync:
                 self.builder.sync_clock()
                 next_sync = now + CLOCK_SYNC_S
-            if not self._spooling and self._should_spool(now, in_flight):
+            if not self._spooling and self._should_spool(now):
+                if in_flight:  # dispatch nothing more; spool once these came back
+                    await asyncio.wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
+                    continue
                 self._spooling = True
                 log.warning("promptprof.spooling", dir=str(self.settings.producer.spool_dir))
             if self._spooling:
@@ -226,23 +233,28 @@ class Sender:
                     await self._wait(self._backoff.next())
                     continue
             batch, self._pending = self._pending, []
+            self._failed = []
             self._waiting_since = None
-            task = asyncio.create_task(self._deliver(producer, batch))
+            task = asyncio.create_task(self._deliver(producer, batch, next(self._seq)))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         for task in in_flight:
             task.cancel()  # past the deadline: their envelopes count as dropped below
         await self._shutdown(producer)
 
-    async def _deliver(self, producer: AIOKafkaProducer, batch: list[Envelope]) -> None:
-        """Send one cycle's envelopes; put the failed ones back in front for a retry."""
+    async def _deliver(self, producer: AIOKafkaProducer, batch: list[Envelope], seq: int) -> None:
+        """Send one cycle's envelopes; put the failed ones back in front for a retry, in the
+        order the cycles were dispatched (cycles in flight together fail in any order)."""
         self._in_flight[id(batch)] = batch
         try:
             failed = await self._send(producer, batch)
         finally:
             self._in_flight.pop(id(batch), None)
         if failed:
-            self._pending = failed + self._pending
+            head = sum(len(envelopes) for _, envelopes in self._failed)
+            fresh = self._pending[head:]
+            bisect.insort(self._failed, (seq, failed), key=lambda item: item[0])
+            self._pending = [e for _, envelopes in self._failed for e in envelopes] + fresh
             self.stats.retries += 1
             self._retry_at = time.monotonic() + self._backoff.next()
             self._failing_since = self._failing_since or time.monotonic()
@@ -254,10 +266,11 @@ class Sender:
 
     # -- the spool --------------------------------------------------------------------------
 
-    def _should_spool(self, now: float, in_flight: set[asyncio.Task[None]]) -> bool:
-        """Spool once a cycle failed or waited ``spool_after_s`` (at once when stopping), and
-        only with nothing in flight, so a failure cannot come back behind spooled cycles."""
-        if self._spool is None or in_flight or not (self._pending or self.buffer):
+    def _should_spool(self, now: float) -> bool:
+        """Whether to spool: a cycle failed or waited ``spool_after_s`` (at once when stopping).
+        The caller first lets the cycles in flight come back, so a failure cannot return behind
+        spooled cycles (order per series)."""
+        if self._spool is None or not (self._pending or self.buffer or self._in_flight):
             return False
         if self._stop.is_set():  # closing while Kafka fails: spool now rather than drop later
             return self._failing_since is not None
@@ -271,6 +284,7 @@ class Sender:
         if spool is None or not self._pending:
             return
         written = spool.append([(e.key, e.value, e.events) for e in self._pending])
+        self._failed = []  # nothing is in flight in spool mode: the order is settled
         self.stats.spooled_events += sum(e.events for e in self._pending[:written])
         self._pending = self._pending[written:]
         self._waiting_since = time.monotonic() if self._pending else None
@@ -496,7 +510,7 @@ class Sender:
             return
         batches = [self._pending, *self._in_flight.values()]
         lost = sum(e.events for batch in batches for e in batch) + self.buffer.discard_all()
-        self._pending, self._in_flight = [], {}
+        self._pending, self._in_flight, self._failed = [], {}, []
         self.stats.dropped_close += lost
         self.stats.pending_events = 0
         if lost:
