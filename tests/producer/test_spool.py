@@ -377,3 +377,44 @@ def test_full_spool_counts_drops_and_keeps_the_host_fast(tmp_path: Path) -> None
         assert len(ids) == stats["spooled_events"] + 1 and len(set(ids)) == len(ids)
     finally:
         broker.stop()
+
+
+def test_a_write_error_such_as_enospc_holds_the_records_and_leaves_no_partial_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, 1_000_000)
+    spool.append([(b"k", b"first", 1)])
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("promptprof.spool.os.fsync", no_space)
+    assert spool.append([(b"k", b"second" * 100, 2)]) == 0
+    assert spool.write_errors == 1 and spool.full and spool.pending_events == 1
+    monkeypatch.undo()
+    segment = next(tmp_path.glob("seg-*.log"))
+    assert decode_frames(segment.read_bytes())[2] is False  # the partial write was cut back
+    assert spool.append([(b"k", b"third", 3)]) == 1
+    assert _drain(spool) == [(b"k", b"first", 1), (b"k", b"third", 3)]
+
+
+@pytest.mark.integration
+def test_close_with_kafka_down_spools_everything_and_returns_true(tmp_path: Path) -> None:
+    prof = _spool_profiler(f"127.0.0.1:{free_port()}", tmp_path / "spool", spool_after_s=60)
+
+    @profile(prompt_id="closing", profiler=prof)
+    def call() -> None:
+        return None
+
+    for _ in range(5000):
+        call()
+    _wait_for(lambda: prof.stats()["connect_failures"] >= 1)
+    start = time.monotonic()
+    assert prof.close(5), prof.stats()  # nothing lost: it is on disk
+    took = time.monotonic() - start
+    stats = prof.stats()
+    assert stats["spooled_events"] == 5000 and stats["dropped"] == 0
+    assert took < 3, f"close took {took:.1f}s"
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    assert spool.pending_events == 5000
+    spool.close()
