@@ -16,6 +16,18 @@ The cursor (segment, offset) names the first record not yet acknowledged by Kafk
 written to ``cursor.tmp``, fsynced and renamed over ``cursor`` after each acknowledged replay
 batch, so a restart replays from it. A record acknowledged but not yet covered by a cursor write
 when the process dies is sent again: that window is one replay batch.
+
+Guarantees:
+
+- A record :meth:`append` returned for is on disk (fsync) and is replayed exactly once, in
+  append order, unless the process dies between Kafka's acknowledgement of its replay batch and
+  the cursor write after it (about 5 ms: one small file, fsync, rename, directory fsync); then
+  that batch (at most ``CYCLE_BATCHES`` records) is sent again by the next process.
+- A torn or corrupt frame is never replayed: it is counted and everything after it in that
+  segment is cut off (a torn tail can only be the last frame of an append that never returned).
+- Size: ``max_bytes`` caps the segment files, consumed records included until their segment is
+  deleted (segments are ``max_bytes / 8``, 16 KiB to 16 MiB). A record that does not fit, or a
+  write error such as ENOSPC (the partial frame is cut back), leaves it with the caller.
 """
 
 from __future__ import annotations
@@ -102,7 +114,7 @@ class Spool:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
+        self.segment_bytes = segment_bytes or max(16 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
         self._lock_file = open(self.directory / "lock", "a+b")  # noqa: SIM115 - held while open
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
