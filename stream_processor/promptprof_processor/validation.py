@@ -18,6 +18,7 @@ models themselves (same texts as the models give), and the rest is validated aga
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
@@ -116,7 +117,10 @@ _model_batch = _batch_of(CallEvent, QualityEvent)
 def validate_events(raw_events: Sequence[Any]) -> tuple[list[Record], list[tuple[Any, str]]]:
     """Split raw events into validated records and ``(raw, reason)`` pairs, keeping order."""
     raws = list(raw_events)
-    mixed = any(_kind(raw) == "quality" for raw in raws)
+    try:  # all C: dict.get raises TypeError on a non-dict
+        mixed = "quality" in map(dict.get, raws, repeat("kind"))
+    except TypeError:
+        mixed = any(_kind(raw) == "quality" for raw in raws)
     adapter = _mixed_batch if mixed else _call_batch
     try:
         return cast(list[Record], adapter.validate_python(raws)), []
