@@ -227,6 +227,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {_yaml_problem(exc)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    odd = sorted({type(key).__name__ for key in loaded if not isinstance(key, str)})
+    if odd:
+        raise ConfigError(f"config file {path}: top-level keys must be names, not {odd}")
     return loaded
 
 
