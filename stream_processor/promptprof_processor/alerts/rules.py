@@ -195,7 +195,7 @@ def parse_rules(document: Mapping[str, Any] | None, source: str = "<rules>") -> 
     document = document or {}
     if not isinstance(document, Mapping):
         raise RulesError(f"alert rules {source} must hold a mapping at the top level")
-    unknown = sorted(set(document) - {"defaults", "prompts"})
+    unknown = sorted(str(key) for key in set(document) - {"defaults", "prompts"})
     problems = [f"  {key}: unknown section (expected 'defaults' or 'prompts')" for key in unknown]
     raw_defaults = _mapping(document.get("defaults"), "defaults", problems)
     defaults = _rule_set(raw_defaults, "defaults", problems)
