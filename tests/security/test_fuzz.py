@@ -6,6 +6,7 @@ message, or a dead letter with a reason."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import WindowSettings
 from promptprof_processor.validation import validate_events
 
-FUZZ = settings(max_examples=200, deadline=None,
+# PROMPTPROF_FUZZ_EXAMPLES=5000 for a longer run by hand
+FUZZ = settings(max_examples=int(os.environ.get("PROMPTPROF_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -43,6 +45,14 @@ json_trees = st.recursive(
     scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=5),
                             st.dictionaries(st.text(max_size=10), inner, max_size=5)),
+    max_leaves=30,
+)
+# YAML mappings may have keys of any scalar type (null, numbers, booleans)
+yaml_keys = st.one_of(st.text(max_size=10), st.none(), st.booleans(), st.integers(-5, 5))
+yaml_trees = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5),
+                            st.dictionaries(yaml_keys, inner, max_size=5)),
     max_leaves=30,
 )
 
@@ -200,9 +210,12 @@ def _noise_or_yaml(draw: st.DrawFn, valid: dict[str, Any]) -> str:
     if kind == "text":
         return draw(st.text(max_size=200))
     if kind == "tree":
-        return _yaml(draw(json_trees))
+        return _yaml(draw(yaml_trees))
     if kind == "mutated":
-        return _yaml(_mutate(draw, valid))
+        document: dict[Any, Any] = _mutate(draw, valid)
+        if draw(st.booleans()):
+            document[draw(yaml_keys)] = draw(yaml_trees)
+        return _yaml(document)
     text = _yaml(valid)
     return text[: draw(st.integers(0, len(text)))]
 
@@ -284,7 +297,7 @@ def test_thresholds_parser_raises_only_thresholds_error(text: str) -> None:
 
 
 @FUZZ
-@given(st.one_of(json_trees, st.composite(lambda d: _mutate(d, VALID_RULES))()))
+@given(st.one_of(yaml_trees, st.composite(lambda d: _mutate(d, VALID_RULES))()))
 def test_rules_parser_raises_only_rules_error(document: Any) -> None:
     try:
         parse_rules(document, "fuzz-rules")
@@ -314,6 +327,18 @@ def test_config_loader_raises_only_config_error(text: str) -> None:
             assert str(exc)
 
     _in_file(text, "promptprof.yaml", check)
+
+
+def test_config_keys_that_are_not_names_are_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "promptprof.yaml"
+    for text in ("~: 1\n", "1: x\n", "true: x\n"):  # found by fuzz/fuzz_parsers.py
+        path.write_text(text)
+        try:
+            load_settings(path)
+        except ConfigError as exc:
+            assert "top-level keys must be names" in str(exc)
+        else:
+            raise AssertionError(f"accepted {text!r}")
 
 
 def test_non_finite_numbers_in_json_text_are_dead_lettered() -> None:
