@@ -125,7 +125,8 @@ def validate_events(raw_events: Sequence[Any]) -> tuple[list[Record], list[tuple
     try:
         return cast(list[Record], adapter.validate_python(raws)), []
     except ValidationError as exc:
-        rejected = sorted({int(error["loc"][0]) for error in exc.errors(include_url=False)})
+        errors = exc.errors(include_url=False, include_input=False)
+        rejected = sorted({int(error["loc"][0]) for error in errors})
     skip = set(rejected)
     good, bad = validate_events([r for i, r in enumerate(raws) if i not in skip])
     rejects = [raws[i] for i in rejected]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from promptprof.event import CallEvent, QualityEvent
-from promptprof_processor.validation import MAX_REASONS, validate_events
+from promptprof_processor.validation import MAX_REASONS, CallRecord, QualityRecord, validate_events
 from tests.processor.test_validation import raw_call, raw_quality
 
 CALL_KEYS = [f.alias or name for name, f in CallEvent.model_fields.items()]
@@ -85,3 +85,8 @@ def test_a_single_event_is_decided_as_the_model_decides(raw: Any) -> None:
         assert good == [] and bad == [(raw, reason)]
     else:
         assert good == [fields] and bad == []
+
+
+def test_record_types_list_the_model_fields() -> None:
+    assert list(CallRecord.__annotations__) == list(CallEvent.model_fields)
+    assert list(QualityRecord.__annotations__) == list(QualityEvent.model_fields)
