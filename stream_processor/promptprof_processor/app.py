@@ -47,6 +47,9 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         # Envelopes are up to 900 kB: a 1 MiB fetch left the worker idle a quarter of the time.
         consumer_max_fetch_size=8 * 1_048_576,
         broker_commit_interval=worker.checkpoint_interval_s,
+        # The table lives in memory: the check only trips when the changelog was emptied under
+        # a running worker (a broker that lost its data), and then it crashed the worker.
+        recovery_consistency_check=False,
         web_enabled=worker.web_port is not None,
         web_port=worker.web_port or 6066,
         datadir=worker.data_dir,
