@@ -5,8 +5,8 @@ conventions where one exists (``gen_ai.*``, ``error.type``, ``service.name``); t
 under ``promptprof.*``. Events travel in batch envelopes (see :mod:`promptprof.envelope`).
 
 The producer builds plain dicts with these keys on its background thread (pydantic on the hot
-path would cost microseconds per call); the processor validates every event with
-:class:`CallEvent`.
+path would cost microseconds per call); the processor validates every event against these
+models (through plain-dict validators built from their fields, which is faster).
 """
 
 from __future__ import annotations
