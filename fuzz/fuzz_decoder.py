@@ -1,0 +1,79 @@
+"""Atheris harness: the worker's record path (decode_record, validate_events, the windows).
+
+Run by hand (not part of the test suite), e.g. for ten minutes::
+
+    .venv/bin/python fuzz/fuzz_decoder.py -max_total_time=600 -dict=fuzz/event.dict \
+        fuzz/corpus/decoder
+
+An empty corpus directory given as the last argument is first seeded with valid envelopes.
+
+Any exception other than a dead letter (the path catches EnvelopeError itself) is a finding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import atheris  # type: ignore[import-untyped]
+
+from promptprof.envelope import EnvelopeError, decode_record
+from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.settings import WindowSettings
+from promptprof_processor.validation import validate_events
+
+WINDOWS = PartitionWindows(WindowSettings(), max_record_bytes=1 << 16)
+
+
+def test_one_input(data: bytes) -> None:
+    try:
+        events = decode_record(data)
+    except EnvelopeError:
+        events = []
+    validate_events(events)
+    outcome = WINDOWS.handle(0, data)
+    for letter in outcome.dead:
+        assert isinstance(letter.reason, str) and letter.reason
+
+
+def _seed(directory: Path) -> None:
+    """Valid records to start from: random bytes seldom become JSON, let alone an envelope."""
+    from promptprof.envelope import encode_envelope
+    from promptprof.profiler import make_spec
+    from promptprof.record import Call, EventBuilder
+
+    builder = EventBuilder("svc", "dev", False, None)
+    events = []
+    for i in range(4):
+        call = Call(None, make_spec(f"p{i}", "v1", model="gpt-4o", provider="openai"), 1.0)
+        call.set_usage(10, 5)
+        call.end_ns = call.start_ns + 1_000_000
+        if i == 1:
+            call.set_error("Timeout")
+        events.append(builder.build(call))
+    for i in range(1, 5):
+        (directory / f"seed-{i}").write_bytes(encode_envelope(events[:i]))
+
+
+def _instrument() -> None:
+    """Coverage for promptprof's own modules only (instrument_all() takes minutes)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("promptprof", "promptprof_processor", "promptprof_compare")):
+            for value in list(vars(module).values()):
+                if callable(value) and getattr(value, "__module__", None) == name:
+                    with contextlib.suppress(TypeError, AttributeError):
+                        setattr(module, value.__name__, atheris.instrument_func(value))
+
+
+def main() -> None:
+    corpus = Path(sys.argv[-1]) if len(sys.argv) > 1 else None
+    if corpus is not None and corpus.is_dir() and not any(corpus.iterdir()):
+        _seed(corpus)
+    _instrument()
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
