@@ -11,7 +11,7 @@ SUDO := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; the
 QUICK ?=
 BENCH_FLAGS := $(if $(filter 1,$(QUICK)),--quick,)
 
-.PHONY: deps system-deps test lint stack-up stack-down stack-status demo bench clean
+.PHONY: deps system-deps test lint stack-up stack-down stack-status demo bench chaos clean
 
 ## deps: the venv with promptprof[dev] (redone when pyproject.toml changes) and influxd
 deps: $(STAMP) system-deps
@@ -63,6 +63,10 @@ bench: deps
 		echo "== $$script $(BENCH_FLAGS)"; \
 		$(BIN)/python "$$script" $(BENCH_FLAGS); \
 	done
+
+## chaos: fault and load scenario on a private stack, one JSON summary line (~7 min; QUICK=1: 200k label values, 20 s InfluxDB outage)
+chaos: deps
+	$(BIN)/python chaos/run.py $(BENCH_FLAGS)
 
 ## clean: caches, build output and the deps stamp (keeps .venv and the stack's state)
 clean:
