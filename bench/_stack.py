@@ -34,11 +34,12 @@ import _common
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.config import KafkaSettings, TopicSettings
+from promptprof.config import KafkaSettings, TopicSettings, load_settings
 from promptprof.envelope import encode_envelope
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, PromptSpec
+from promptprof.sender import producer_options
 from promptprof.simulate import ModelProfile, SimulatedError, SimulatedProvider
 from promptprof.stack.influxdb import InfluxDB
 from promptprof.stack.ports import free_port
@@ -396,14 +397,8 @@ def marker_records(prompt_id: str, start_ns: int, partitions: int) -> list[Recor
 
 async def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> float:
     """Publish ``records`` (lz4, acks=1, as the sender); return the seconds it took."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        compression_type="lz4",
-        linger_ms=5,
-        max_batch_size=1_048_576,
-        max_request_size=4 * 1_048_576,
-        acks=1,
-    )
+    settings = load_settings(kafka={"bootstrap_servers": bootstrap})
+    producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
     try:
         t0 = time.perf_counter()

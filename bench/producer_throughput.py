@@ -31,9 +31,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 import promptprof
+from promptprof.config import load_settings
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
 from promptprof.record import EventBuilder, register_spec
+from promptprof.sender import producer_options
 
 TOPIC = "llm.calls"
 SERIES = 4
@@ -84,14 +86,8 @@ def run_promptprof(profiler: promptprof.Profiler, events: int) -> dict[str, floa
 
 async def run_bare(bootstrap: str, events: int) -> dict[str, float]:
     """One ``await send()`` per orjson-serialised event; wait for every delivery."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        compression_type="lz4",
-        linger_ms=5,
-        max_batch_size=1_048_576,
-        max_request_size=4 * 1_048_576,
-        acks=1,
-    )
+    settings = load_settings(kafka={"bootstrap_servers": bootstrap})
+    producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
     try:
         builder = EventBuilder("bench-service", "bench", False, None)

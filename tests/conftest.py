@@ -37,6 +37,7 @@ from promptprof.stack import (
     free_ports,
     influxd_binary,
 )
+from promptprof.testing.fake_providers import FakeProviderServer
 
 TEST_DATABASE = "promptprof_test"
 
@@ -252,3 +253,18 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeProviderServer]:
+    """One fake OpenAI/Anthropic HTTP server (promptprof.testing) for the session."""
+    with FakeProviderServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(fake_server: FakeProviderServer) -> Iterator[FakeProviderServer]:
+    """The fake server with no scripted reply and no recorded request."""
+    fake_server.reset()
+    yield fake_server
+    fake_server.reset()

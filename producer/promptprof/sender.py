@@ -433,7 +433,7 @@ class Sender:
     async def _connect(self) -> AIOKafkaProducer | None:
         producer = None
         try:
-            producer = AIOKafkaProducer(**self._producer_options())
+            producer = AIOKafkaProducer(**producer_options(self.settings))
             await producer.start()
         except Exception as exc:
             self.stats.connect_failures += 1
@@ -449,18 +449,6 @@ class Sender:
             return None
         log.info("promptprof.kafka_connected", bootstrap=self.settings.kafka.bootstrap_servers)
         return producer
-
-    def _producer_options(self) -> dict[str, Any]:
-        producer = self.settings.producer
-        compression = None if producer.compression == "none" else producer.compression
-        return {
-            **self.settings.kafka.client_options(),
-            "compression_type": compression,
-            "linger_ms": 5,
-            "max_batch_size": 1_048_576,
-            "max_request_size": 4 * 1_048_576,
-            "acks": 1,
-        }
 
     async def _send(self, producer: AIOKafkaProducer, envelopes: list[Envelope]) -> list[Envelope]:
         """Publish envelopes; return the ones that failed."""
@@ -533,6 +521,19 @@ class Sender:
             log.warning("promptprof.dropped_spool_full", events=lost)
         spool.close()
         self._spool = None
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """The aiokafka producer options the sender uses (benchmarks reuse them for a fair peer)."""
+    compression = settings.producer.compression
+    return {
+        **settings.kafka.client_options(),
+        "compression_type": None if compression == "none" else compression,
+        "linger_ms": 5,
+        "max_batch_size": 1_048_576,
+        "max_request_size": 4 * 1_048_576,
+        "acks": 1,
+    }
 
 
 async def _quiet_stop(producer: AIOKafkaProducer) -> None:

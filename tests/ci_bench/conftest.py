@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from promptprof.config import ProducerSettings, Settings
-from promptprof.testing.fake_providers import FakeProviderServer
 
 WORDS = [
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -80,16 +78,3 @@ def offline_settings(**producer: Any) -> Settings:
     return Settings(producer=ProducerSettings(**options))
 
 
-@pytest.fixture(scope="session")
-def fake_server() -> Iterator[FakeProviderServer]:
-    """One fake OpenAI/Anthropic server for the session."""
-    with FakeProviderServer() as server:
-        yield server
-
-
-@pytest.fixture
-def server(fake_server: FakeProviderServer) -> Iterator[FakeProviderServer]:
-    """The fake server with no scripted reply and no recorded request."""
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()

@@ -7,7 +7,7 @@ twice; :func:`invoke` and :func:`drain` hide the difference (awaiting when neede
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -70,19 +70,6 @@ async def close(stream: Any) -> None:
         await result
 
 
-@pytest.fixture(scope="session")
-def fake_server() -> Iterator[FakeProviderServer]:
-    """One fake provider server for the session."""
-    with FakeProviderServer() as server:
-        yield server
-
-
-@pytest.fixture
-def server(fake_server: FakeProviderServer) -> Iterator[FakeProviderServer]:
-    """The fake provider server, with no scripted replies or recorded requests."""
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
 
 
 @pytest.fixture
