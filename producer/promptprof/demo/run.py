@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 READBACK_EVERY_S = 2.0
 INJECTED_PROMPT = "sql-gen"
+DEMO_SERVICE = "support-bot"
 INJECT_AT = 0.55  # fraction of the run after which the injected prompt gets slower
 REPORT_PATH = Path("report.html")
 
@@ -61,7 +62,7 @@ def _write_report(settings: Settings) -> int:
 async def _drive(
     settings: Settings, duration_s: float, rate: float, receiver: WebhookReceiver
 ) -> int:
-    profiler = Profiler(settings)
+    profiler = Profiler(_with_demo_service(settings))
     injection = Injection(INJECTED_PROMPT, after_s=duration_s * INJECT_AT, latency_factor=2.5)
     generator = TrafficGenerator(profiler, rate=rate, injection=injection)
     console = Console()
@@ -89,6 +90,14 @@ async def _drive(
         f"{len(rows)} series with windows in InfluxDB database {settings.influx.database!r}"
     )
     return 0 if stats["dropped"] == 0 and rows else 1
+
+
+def _with_demo_service(settings: Settings) -> Settings:
+    """Name the demo's service unless the configuration already names one."""
+    if "service_name" in settings.producer.model_fields_set:
+        return settings
+    producer = settings.producer.model_copy(update={"service_name": DEMO_SERVICE})
+    return settings.model_copy(update={"producer": producer})
 
 
 def _read(settings: Settings) -> list[dict[str, object]]:
