@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from promptprof.config import InfluxSettings
 
 LATEST = (
@@ -17,21 +15,9 @@ LATEST = (
 )
 
 
-def query(settings: InfluxSettings, q: str) -> list[dict[str, Any]]:
-    """Rows of an InfluxQL query, each a dict of the series' tags and the columns."""
-    params = {"db": settings.database, "q": q}
-    if settings.username and settings.password:
-        params |= {"u": settings.username, "p": settings.password.get_secret_value()}
-    response = httpx.get(f"{settings.url}/query", params=params, timeout=settings.timeout_s)
-    response.raise_for_status()
-    rows: list[dict[str, Any]] = []
-    for result in response.json().get("results", []):
-        for series in result.get("series", []):
-            tags, columns = series.get("tags", {}), series["columns"]
-            rows.extend({**tags, **dict(zip(columns, v, strict=True))} for v in series["values"])
-    return rows
-
-
 def latest_windows(settings: InfluxSettings, width_s: int = 10) -> list[dict[str, Any]]:
     """The newest closed window per prompt, version and model."""
-    return query(settings, LATEST.format(width=f"{width_s}s"))
+    from promptprof_processor.report.influxql import InfluxQLClient
+
+    with InfluxQLClient(settings) as client:
+        return client.rows(LATEST.format(width=f"{width_s}s"))
