@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import compress, pairwise, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -37,22 +37,24 @@ from promptprof_processor.sketches import (
     new_sketch,
     quantile,
 )
-from promptprof_processor.validation import CallRecord, QualityRecord
+from promptprof_processor.validation import CallColumns
 
 UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"
 MAX_ERROR_TYPES = 32
 
-_sample_rate = itemgetter("sample_rate")
-_columns = {
-    "latency_ms": itemgetter("latency_ms"),
-    "ttft_ms": itemgetter("ttft_ms"),
-    "input_tokens": itemgetter("input_tokens"),
-    "output_tokens": itemgetter("output_tokens"),
-    "quality": itemgetter("quality_score"),
+# sketch name -> the field it sketches
+_SKETCHED = {
+    "latency_ms": "latency_ms",
+    "ttft_ms": "ttft_ms",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "quality": "quality_score",
 }
-_cost = itemgetter("cost_usd")
-_status = itemgetter("status")
+#: The fields :meth:`Accumulator.add_calls` reads.
+CALL_FIELDS = (*_SKETCHED.values(), "sample_rate", "cost_usd", "status", "error_type")
+#: The fields :meth:`Accumulator.add_quality` reads.
+QUALITY_FIELDS = ("quality_score", "sample_rate")
 _is_error = "error".__eq__
 
 
@@ -161,24 +163,26 @@ class Accumulator:
         self.late_by_width: dict[int, int] = {}
         self.sketches: dict[str, Sketch] = {}
 
-    def add_calls(self, events: Sequence[CallRecord]) -> None:
-        """Aggregate a group of call events of this series and window."""
-        rates = list(map(_sample_rate, events))
-        weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
-        self.events += len(events)
-        self.calls += len(events) if weights is None else math.fsum(weights)
-        for name, column in _columns.items():
-            self._add_column(name, list(map(column, events)), weights)
-        self._add_costs(list(map(_cost, events)), weights)
-        statuses = list(map(_status, events))
-        if "error" in statuses:
-            self._add_errors(events, weights, list(map(_is_error, statuses)))
+    def add_calls(self, calls: CallColumns) -> None:
+        """Aggregate call events of this series and window (the :data:`CALL_FIELDS`)."""
+        fields, count = calls.fields, calls.count
+        weights = _weights(fields["sample_rate"], count)
+        self.events += count
+        self.calls += count if weights is None else math.fsum(weights)
+        for name, field in _SKETCHED.items():
+            if fields[field] is not None:
+                self._add_column(name, calls.column(field), weights)
+        self._add_costs(calls.column("cost_usd"), weights)
+        status = fields["status"]
+        if status == "error" or (type(status) is list and "error" in status):
+            failed = list(map(_is_error, calls.column("status")))
+            self._add_errors(calls.column("error_type"), weights, failed)
 
-    def add_quality(self, events: Sequence[QualityRecord]) -> None:
-        """Aggregate a group of quality events scoring calls of this series and window."""
-        rates = list(map(_sample_rate, events))
-        weights = None if min(rates) == 1.0 else [1.0 / r for r in rates]
-        self._add_column("quality", [e["quality_score"] for e in events], weights)
+    def add_quality(self, scores: CallColumns) -> None:
+        """Aggregate quality events scoring calls of this series and window
+        (the :data:`QUALITY_FIELDS`)."""
+        weights = _weights(scores.fields["sample_rate"], scores.count)
+        self._add_column("quality", scores.column("quality_score"), weights)
 
     def _add_column(self, name: str, column: list[Any], weights: list[float] | None) -> None:
         values, weights = _known(column, weights)
@@ -200,11 +204,13 @@ class Accumulator:
             self.cost_unknown_calls += math.fsum(weights or ()) - math.fsum(known_weights)
 
     def _add_errors(
-        self, events: Sequence[CallRecord], weights: list[float] | None, failed: list[bool]
+        self, error_types: list[str | None], weights: list[float] | None, failed: list[bool]
     ) -> None:
-        errors = compress(events, failed)
-        for event, weight in zip(errors, compress(weights or repeat(1.0), failed), strict=True):
-            self._add_error(event["error_type"] or UNKNOWN_ERROR, weight)
+        errors = compress(error_types, failed)
+        for error_type, weight in zip(
+            errors, compress(weights or repeat(1.0), failed), strict=True
+        ):
+            self._add_error(error_type or UNKNOWN_ERROR, weight)
 
     def _add_error(self, error_type: str, weight: float) -> None:
         by_type = self.errors_by_type
@@ -311,6 +317,13 @@ class Accumulator:
             late_events=late_events,
             sketches={name: encode_sketch(s) for name, s in self.sketches.items()},
         )
+
+
+def _weights(sample_rate: float | list[float], count: int) -> list[float] | None:
+    """Each event's weight (None when every event stands for one call)."""
+    if isinstance(sample_rate, list):
+        return None if min(sample_rate) == 1.0 else [1.0 / r for r in sample_rate]
+    return None if sample_rate == 1.0 else [1.0 / sample_rate] * count
 
 
 def _known(column: list[Any], weights: list[float] | None) -> tuple[list[Any], list[float] | None]:

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import structlog
 
-from promptprof.envelope import EnvelopeError, decode_record
+from promptprof.envelope import ColumnBatch, EnvelopeError, decode_batch
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.validation import validate_events
+from promptprof_processor.validation import CallColumns, validate_columns, validate_events
 from promptprof_processor.windows import StateError, WindowAggregator
 
 log = structlog.get_logger("promptprof.worker")
@@ -96,14 +96,22 @@ class PartitionWindows:
         state.last_record_s = time.monotonic()
         raw_events = self._decode(value, outcome)
         if raw_events:
-            good, bad = validate_events(raw_events)
+            good, bad = (
+                validate_columns(raw_events)
+                if isinstance(raw_events, ColumnBatch)
+                else validate_events(raw_events)
+            )
             outcome.dead.extend(DeadLetter(_dump(raw), reason) for raw, reason in bad)
-            state.aggregator.add(good)
-            outcome.accepted = len(good)
+            if isinstance(good, CallColumns):
+                state.aggregator.add_columns(good)
+                outcome.accepted = good.count
+            else:
+                state.aggregator.add(good)
+                outcome.accepted = len(good)
         outcome.closed = self._advance(state, now_ns)
         return outcome
 
-    def _decode(self, value: bytes | None, outcome: Outcome) -> list[Any]:
+    def _decode(self, value: bytes | None, outcome: Outcome) -> list[Any] | ColumnBatch:
         if value is None:
             outcome.dead.append(DeadLetter(b"", "empty record"))
             return []
@@ -112,7 +120,7 @@ class PartitionWindows:
             outcome.dead.append(DeadLetter(value[:65536], reason))
             return []
         try:
-            return decode_record(value)
+            return decode_batch(value)
         except EnvelopeError as exc:
             outcome.dead.append(DeadLetter(value, str(exc)))
             return []

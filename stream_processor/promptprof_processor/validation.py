@@ -8,6 +8,12 @@ and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, no
 models' own fields (types, constraints, aliases, defaults, config), so the same events are
 accepted; building a dict costs about half of building a model.
 
+A columnar envelope (:class:`~promptprof.envelope.ColumnBatch`) is validated column by column
+into :class:`CallColumns`: each column is one pydantic-core call over its values with the
+field's own constraints, and a value the events share is validated once. The contract has no
+rule across fields, so this accepts exactly what validating each event would. A batch with any
+bad value takes the row path below, which finds the bad events and their reasons.
+
 The whole batch is validated in one pydantic-core call (one call per batch costs less than one
 call per event). A batch without quality events, the usual one, is validated as a list of call
 records, which spares the per-event discriminator callable. When the batch holds bad events,
@@ -18,13 +24,16 @@ models themselves (same texts as the models give), and the rest is validated aga
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
+from promptprof.envelope import ColumnBatch
 from promptprof.event import CallEvent, QualityEvent, Status
 
 MAX_REASONS = 3
@@ -132,6 +141,86 @@ def validate_events(raw_events: Sequence[Any]) -> tuple[list[Record], list[tuple
     rejects = [raws[i] for i in rejected]
     bad.extend(zip(rejects, model_reasons(rejects), strict=True))
     return good, bad
+
+
+@dataclass(frozen=True, slots=True)
+class CallColumns:
+    """Validated call events by field name (as in :class:`CallRecord`): a list holds one value
+    per event, any other value is every event's."""
+
+    count: int
+    fields: dict[str, Any]
+
+    def column(self, name: str) -> list[Any]:
+        """One value per event of field ``name``."""
+        value = self.fields[name]
+        return value if type(value) is list else [value] * self.count
+
+    def select(self, indices: list[int]) -> CallColumns:
+        """The events at ``indices``, in that order."""
+        if len(indices) == self.count:
+            return self
+        pick = itemgetter(*indices)
+        if len(indices) == 1:
+            return CallColumns(1, {k: [pick(v)] if type(v) is list else v
+                                   for k, v in self.fields.items()})
+        return CallColumns(
+            len(indices),
+            {k: list(pick(v)) if type(v) is list else v for k, v in self.fields.items()},
+        )
+
+    @classmethod
+    def of_records(cls, records: Sequence[CallRecord], names: Sequence[str]) -> CallColumns:
+        """The ``names`` columns of validated row records."""
+        return cls(len(records), {name: list(map(itemgetter(name), records)) for name in names})
+
+
+class _Field:
+    """How one call-event field is validated as a value and as a column."""
+
+    def __init__(self, name: str, info: Any) -> None:
+        self.name = name
+        self.required = info.is_required()
+        self.default = None if self.required else info.get_default(call_default_factory=True)
+        annotated: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else (
+            info.annotation
+        )
+        self.one: TypeAdapter[Any] = TypeAdapter(annotated)
+        column: Any = list.__class_getitem__(annotated)
+        self.many: TypeAdapter[list[Any]] = TypeAdapter(column)
+
+
+_call_fields = [_Field(name, info) for name, info in CallEvent.model_fields.items()]
+_fields_by_key = {
+    key: field
+    for field, info in zip(_call_fields, CallEvent.model_fields.values(), strict=True)
+    for key in dict.fromkeys((field.name, info.alias or field.name))
+}
+
+
+def validate_columns(
+    batch: ColumnBatch,
+) -> tuple[CallColumns | list[Record], list[tuple[Any, str]]]:
+    """Validate a columnar envelope: its columns when every value is good, else (through
+    :func:`validate_events` on its rows) the good records and the rejected events."""
+    fields: dict[str, Any] = {}
+    try:
+        for key, value in batch.fields.items():
+            field = _fields_by_key.get(key)
+            if field is None:
+                continue  # as the model, ignore keys outside the contract
+            if field.name in fields:
+                raise ValueError("a field given by its name and its alias")
+            adapter = field.many if type(value) is list else field.one
+            fields[field.name] = adapter.validate_python(value)
+        for field in _call_fields:
+            if field.name not in fields:
+                if field.required:
+                    raise ValueError("a required field is missing")
+                fields[field.name] = field.default
+    except (ValidationError, ValueError):
+        return validate_events(batch.rows())
+    return CallColumns(batch.count, fields), []
 
 
 def model_reasons(raws: list[Any]) -> list[str]:

@@ -28,22 +28,28 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from promptprof_processor.aggregate import Accumulator, SeriesTags, WindowAggregate
+from promptprof_processor.aggregate import (
+    CALL_FIELDS,
+    QUALITY_FIELDS,
+    Accumulator,
+    SeriesTags,
+    WindowAggregate,
+)
 from promptprof_processor.series import Prompt, Series, SeriesRegistry
 from promptprof_processor.settings import NS_PER_S, WindowSettings
-from promptprof_processor.validation import CallRecord, QualityRecord, Record
+from promptprof_processor.validation import CallColumns, CallRecord, Record
 
 STATE_FORMAT = 1
 
-E = TypeVar("E", CallRecord, QualityRecord)
+T = TypeVar("T")
 K = TypeVar("K")
 FEW_KEYS = 8
 # (service, prompt id, version, model), label values (a string for one dimension), base start
 GroupKey = tuple[tuple[str, str, str, str], Any, int]
 
-_identity = itemgetter("service", "prompt_id", "prompt_version", "request_model")
-_start_time = itemgetter("start_time_unix_nano")
-_labels = itemgetter("labels")
+_IDENTITY = ("service", "prompt_id", "prompt_version", "request_model")
+_CALL_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *CALL_FIELDS)
+_QUALITY_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *QUALITY_FIELDS)
 
 
 class StateError(ValueError):
@@ -97,56 +103,81 @@ class WindowAggregator:
         """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
         if not events:
             return
-        calls = cast(list[CallRecord], [e for e in events if "kind" not in e])
-        quality = (
-            cast(list[QualityRecord], [e for e in events if "kind" in e])
-            if len(calls) < len(events)
-            else []
-        )
-        self.stats.events += len(events)
-        self._max_event_ns = max(self._max_event_ns, max(map(_start_time, events)))
+        calls = [e for e in events if "kind" not in e]
+        quality = [e for e in events if "kind" in e] if len(calls) < len(events) else []
         if calls:
-            for key, group in self._group(calls, self._label_keys(calls)).items():
-                self._add_group(key, group, Accumulator.add_calls)
+            self.add_columns(CallColumns.of_records(calls, _CALL_ROW_FIELDS))
         if quality:
-            for key, scores in self._group(quality, self._label_keys(quality)).items():
-                self._add_group(key, scores, Accumulator.add_quality)
+            self.stats.events += len(quality)
+            scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
+            self._add_columns(scores, Accumulator.add_quality)
 
-    def _label_keys(self, events: Sequence[Record]) -> list[Any]:
-        """Each event's label values: a string for one dimension, else a tuple."""
-        if not self._dims:
-            return [()] * len(events)
-        get = self._label_getter
-        try:
-            return list(map(get, map(_labels, events)))
-        except KeyError:  # some event lacks a label: fill in empty values
-            return [get({**self._label_defaults, **e["labels"]}) for e in events]
+    def add_columns(self, calls: CallColumns) -> None:
+        """Aggregate validated call events given by column (any order, any series)."""
+        if calls.count:
+            self.stats.events += calls.count
+            self._add_columns(calls, Accumulator.add_calls)
 
-    def _group(self, events: list[E], labels: list[Any]) -> dict[GroupKey, list[E]]:
-        """Events by (identity, label values, base window start)."""
-        base = self._base_ns
-        ids = list(map(_identity, events))
-        times = list(map(_start_time, events))
+    def _add_columns(
+        self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None]
+    ) -> None:
+        times = events.column("start_time_unix_nano")
+        self._max_event_ns = max(self._max_event_ns, max(times))
+        for key, indices in self._group(events, times).items():
+            part = events.select(indices)
+            identity, labels, base = key
+            labels = labels if type(labels) is tuple else (labels,)
+            series = self._registry.resolve(Series(*identity, labels), base, part.count)
+            if self._count_late(series, base, part.count):
+                add(self._accumulator(base, series), part)
+
+    def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
+        """Event indices by (identity, label values, base window start)."""
+        base, count = self._base_ns, events.count
+        fields = events.fields
+        labels = self._label_keys(fields["labels"], count)
         earliest, latest = min(times), max(times)
         start = earliest - earliest % base
-        if latest - latest % base == start and ids.count(ids[0]) == len(ids):
+        identity = tuple(fields[name] for name in _IDENTITY)
+        if latest - latest % base == start and list not in map(type, identity):
             # the usual envelope: one identity, one base window, perhaps a few label values
-            return {(ids[0], label, start): part for label, part in _split(events, labels).items()}
-        return _split(events, list(zip(ids, labels, [t - t % base for t in times], strict=True)))
+            everyone = list(range(count))
+            if type(labels) is not list:
+                return {(identity, labels, start): everyone}
+            return {(identity, lab, start): part for lab, part in _split(everyone, labels).items()}
+        ids = list(zip(*(events.column(name) for name in _IDENTITY), strict=True))
+        if type(labels) is not list:
+            labels = [labels] * count
+        keys = list(zip(ids, labels, [t - t % base for t in times], strict=True))
+        return _split(list(range(count)), keys)
 
-    def _add_group(
-        self, key: GroupKey, group: list[E], add: Callable[[Accumulator, list[E]], None]
-    ) -> None:
-        identity, labels, base = key
-        labels = labels if type(labels) is tuple else (labels,)
-        series = self._registry.resolve(Series(*identity, labels), base, len(group))
+    def _label_keys(self, labels: dict[str, str] | list[dict[str, str]], count: int) -> Any:
+        """The label values of every event (one key when ``labels`` is shared), each a string
+        for one dimension, else a tuple."""
+        if not self._dims:
+            return ()
+        get = self._label_getter
+        if not isinstance(labels, list):
+            return get({**self._label_defaults, **labels})
+        try:
+            return list(map(get, labels))
+        except KeyError:  # some event lacks a label: fill in empty values
+            return [get({**self._label_defaults, **e}) for e in labels]
+
+    def _count_late(self, series: Series, base: int, events: int) -> bool:
+        """Count events whose window of some width has closed; False when every width has."""
         late = [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
-        if late:
-            self._count_late(series, late, len(group))
-            if len(late) == len(self._widths):
-                self.stats.dropped_events += len(group)
-                return
-        add(self._accumulator(base, series), group)
+        if not late:
+            return True
+        self.stats.late_events += events
+        now = self._closed_until_ns
+        acc = self._accumulator(now - now % self._base_ns, series)
+        for width in late:
+            acc.add_late(width, events)
+        if len(late) < len(self._widths):
+            return True
+        self.stats.dropped_events += events
+        return False
 
     def _accumulator(self, base: int, series: Series) -> Accumulator:
         accumulators = self._bases.setdefault(base, {})
@@ -154,13 +185,6 @@ class WindowAggregator:
         if acc is None:
             acc = accumulators[series] = Accumulator()
         return acc
-
-    def _count_late(self, series: Series, widths: list[int], events: int) -> None:
-        self.stats.late_events += events
-        now = self._closed_until_ns
-        acc = self._accumulator(now - now % self._base_ns, series)
-        for width in widths:
-            acc.add_late(width, events)
 
     def advance(self, watermark_ns: int | None = None) -> list[WindowAggregate]:
         """Close every window ending at or before the watermark; return their aggregates.
@@ -256,14 +280,14 @@ class WindowAggregator:
         return agg
 
 
-def _split(items: list[E], keys: list[K]) -> dict[K, list[E]]:
+def _split(items: list[T], keys: list[K]) -> dict[K, list[T]]:
     """Items by key (``keys[i]`` is the key of ``items[i]``), in first-seen order of the keys."""
     distinct = dict.fromkeys(keys)
     if len(distinct) == 1:
         return {keys[0]: items}
     if len(distinct) <= FEW_KEYS:  # one C-level pass per key beats a Python loop per item
         return {key: list(compress(items, map(eq, keys, repeat(key)))) for key in distinct}
-    groups: defaultdict[K, list[E]] = defaultdict(list)
+    groups: defaultdict[K, list[T]] = defaultdict(list)
     for key, item in zip(keys, items, strict=True):
         groups[key].append(item)
     return groups

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from promptprof.event import CallEvent, QualityEvent
+from promptprof_processor.aggregate import CALL_FIELDS, QUALITY_FIELDS, Accumulator
 from promptprof_processor.settings import NS_PER_S
-from promptprof_processor.validation import CallRecord, QualityRecord, validate_events
+from promptprof_processor.validation import (
+    CallColumns,
+    CallRecord,
+    QualityRecord,
+    validate_events,
+)
 
 # A time aligned to every test window width (10 s, 60 s, 3600 s).
 T0_S = 1_699_999_200
@@ -59,3 +66,14 @@ def _record(event: CallEvent | QualityEvent) -> object:
     good, bad = validate_events([event.model_dump(by_alias=True)])
     assert not bad, bad
     return good[0]
+
+
+def add_calls(acc: Accumulator, records: Sequence[CallRecord]) -> None:
+    """Aggregate validated call records into ``acc``."""
+    acc.add_calls(CallColumns.of_records(records, CALL_FIELDS))
+
+
+def add_quality(acc: Accumulator, records: Sequence[QualityRecord]) -> None:
+    """Aggregate validated quality records into ``acc``."""
+    rows = cast(Sequence[CallRecord], records)
+    acc.add_quality(CallColumns.of_records(rows, QUALITY_FIELDS))

@@ -21,7 +21,7 @@ from promptprof_processor.aggregate import (
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.validation import CallRecord
 
-from .factories import T0, call, quality
+from .factories import T0, add_calls, add_quality, call, quality
 
 TAGS = SeriesTags(service="svc", prompt_id="summarise", prompt_version="v1", model="gpt-4o-mini")
 
@@ -32,7 +32,7 @@ def finish(acc: Accumulator, width_s: int = 10, start: int = T0) -> WindowAggreg
 
 def test_counts_errors_costs_and_tokens() -> None:
     acc = Accumulator()
-    acc.add_calls(
+    add_calls(acc,
         [
             call(latency_ms=100, input_tokens=100, output_tokens=10, cost_usd=0.01),
             call(latency_ms=200, input_tokens=300, output_tokens=30, cost_usd=0.03),
@@ -59,7 +59,7 @@ def test_counts_errors_costs_and_tokens() -> None:
 
 def test_sampled_events_are_weighted() -> None:
     acc = Accumulator()
-    acc.add_calls(
+    add_calls(acc,
         [
             call(latency_ms=100, sample_rate=0.25, cost_usd=1.0, status="error"),
             call(latency_ms=100, sample_rate=0.5),
@@ -76,8 +76,8 @@ def test_sampled_events_are_weighted() -> None:
 
 def test_quality_from_calls_and_quality_events() -> None:
     acc = Accumulator()
-    acc.add_calls([call(quality_score=0.2), call(), call(quality_score=0.8)])
-    acc.add_quality([quality(0, 0.5), quality(0, 1.0, sample_rate=0.5)])
+    add_calls(acc, [call(quality_score=0.2), call(), call(quality_score=0.8)])
+    add_quality(acc, [quality(0, 0.5), quality(0, 1.0, sample_rate=0.5)])
     w = finish(acc)
     assert w.quality_scored == 5.0
     assert w.quality_mean == pytest.approx((0.2 + 0.8 + 0.5 + 2 * 1.0) / 5)
@@ -86,7 +86,7 @@ def test_quality_from_calls_and_quality_events() -> None:
 
 def test_quality_only_window_has_no_call_figures() -> None:
     acc = Accumulator()
-    acc.add_quality([quality(0, 0.5)])
+    add_quality(acc, [quality(0, 0.5)])
     w = finish(acc)
     assert (w.events, w.calls, w.error_rate, w.latency_ms) == (0, 0.0, None, None)
     assert w.quality_mean == 0.5
@@ -94,7 +94,7 @@ def test_quality_only_window_has_no_call_figures() -> None:
 
 def test_error_types_are_capped() -> None:
     acc = Accumulator()
-    acc.add_calls([call(status="error", error_type=f"E{i}") for i in range(MAX_ERROR_TYPES + 5)])
+    add_calls(acc, [call(status="error", error_type=f"E{i}") for i in range(MAX_ERROR_TYPES + 5)])
     w = finish(acc)
     assert len(w.errors_by_type) == MAX_ERROR_TYPES + 1
     assert w.errors_by_type[OTHER_ERRORS] == 5.0
@@ -103,8 +103,8 @@ def test_error_types_are_capped() -> None:
 
 def test_window_bytes_round_trip() -> None:
     acc = Accumulator()
-    acc.add_calls([call(latency_ms=120, ttft_ms=30.0, input_tokens=7, status="error")])
-    acc.add_quality([quality(0, 0.9)])
+    add_calls(acc, [call(latency_ms=120, ttft_ms=30.0, input_tokens=7, status="error")])
+    add_quality(acc, [quality(0, 0.9)])
     window = finish(acc)
     restored = WindowAggregate.from_bytes(window.to_bytes())
     assert restored == window
@@ -113,7 +113,7 @@ def test_window_bytes_round_trip() -> None:
 
 def test_accumulator_state_round_trip() -> None:
     acc = Accumulator()
-    acc.add_calls([call(latency_ms=5.0, output_tokens=3, cost_usd=0.5, status="error")])
+    add_calls(acc, [call(latency_ms=5.0, output_tokens=3, cost_usd=0.5, status="error")])
     acc.add_late(10, 2)
     restored = Accumulator.from_state(orjson.loads(orjson.dumps(acc.to_state())))
     assert restored.to_state() == acc.to_state()
@@ -174,10 +174,10 @@ def test_rollup_equals_aggregating_the_union(events: list[CallRecord]) -> None:
     windows = []
     for start, group in parts.items():
         acc = Accumulator()
-        acc.add_calls(group)
+        add_calls(acc, group)
         windows.append(finish(acc, 10, T0 + start))
     whole = Accumulator()
-    whole.add_calls(events)
+    add_calls(whole, events)
     expected = finish(whole, 60)
     assert_figures_equal(rollup(windows, T0, T0 + 60 * NS_PER_S), expected)
 
@@ -186,7 +186,7 @@ def test_rollup_defaults_to_the_span_of_its_windows_and_sums_late_events() -> No
     windows = []
     for i in (1, 2):
         acc = Accumulator()
-        acc.add_calls([call(10 * i)])
+        add_calls(acc, [call(10 * i)])
         windows.append(acc.finish(TAGS, T0 + 10 * i * NS_PER_S, T0 + 10 * (i + 1) * NS_PER_S, i))
     rolled = rollup(windows)
     assert (rolled.window_start_ns, rolled.window_end_ns) == (
@@ -200,7 +200,7 @@ def test_rollup_of_rollups_is_a_rollup() -> None:
     tens = []
     for i in range(12):
         acc = Accumulator()
-        acc.add_calls([call(10 * i, latency_ms=float(i + 1))])
+        add_calls(acc, [call(10 * i, latency_ms=float(i + 1))])
         tens.append(finish(acc, 10, T0 + 10 * i * NS_PER_S))
     minutes = [rollup(tens[:6], T0, T0 + 60 * NS_PER_S), rollup(tens[6:])]
     assert_figures_equal(rollup(minutes), rollup(tens))
@@ -217,7 +217,7 @@ def test_rollup_of_rollups_is_a_rollup() -> None:
 )
 def test_rollup_rejects_bad_input(case: str, message: str) -> None:
     acc = Accumulator()
-    acc.add_calls([call()])
+    add_calls(acc, [call()])
     window = finish(acc)
     other = acc.finish(TAGS.model_copy(update={"model": "x"}), T0, T0 + 10 * NS_PER_S, 0)
     args: dict[str, tuple[list[WindowAggregate], int | None]] = {

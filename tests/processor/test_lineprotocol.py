@@ -19,7 +19,7 @@ from promptprof_processor.lineprotocol import (
 )
 from promptprof_processor.settings import NS_PER_S
 
-from .factories import T0, call
+from .factories import T0, add_calls, call
 
 Parsed = tuple[str, dict[str, str], dict[str, str], int]
 
@@ -102,7 +102,7 @@ def test_a_point_needs_a_field() -> None:
 
 def window() -> WindowAggregate:
     acc = Accumulator()
-    acc.add_calls(
+    add_calls(acc,
         [
             call(latency_ms=100, ttft_ms=20.0, input_tokens=10, cost_usd=0.5),
             call(latency_ms=300, status="error", error_type="Rate Limit"),

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from processor_integration.conftest import MODEL, SERVICE, Pipeline, wait_until
-from promptprof.envelope import ENVELOPE_NAME, encode_envelope
+from promptprof.envelope import ENVELOPE_NAME, encode_envelope, encode_rows
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder
@@ -67,9 +67,9 @@ def _records(events: Events) -> tuple[list[bytes | None], dict[bytes, str]]:
     events.good -= 1
     assert b"NaN" in nan_token
     bad(nan_token, r"^not JSON")
-    future = {"envelope": ENVELOPE_NAME, "envelope_version": 2, "events": events.make(3)}
+    future = {"envelope": ENVELOPE_NAME, "envelope_version": 3, "events": events.make(3)}
     events.good -= 3
-    bad(orjson.dumps(future), r"^unknown envelope 'promptprof\.batch' version 2")
+    bad(orjson.dumps(future), r"^unknown envelope 'promptprof\.batch' version 3")
     bad(orjson.dumps({"envelope": "someone.else", "envelope_version": 1, "events": []}),
         r"^unknown envelope 'someone\.else'")
     bad(orjson.dumps({"envelope": ENVELOPE_NAME, "envelope_version": "1", "events": []}),
@@ -109,7 +109,7 @@ def _records(events: Events) -> tuple[list[bytes | None], dict[bytes, str]]:
     filler = "x" * 256
     big = [{**e, "promptprof.labels": {"pad": filler}} for e in events.make(40)]
     events.good -= 40
-    oversized = encode_envelope(big * (MAX_RECORD // len(encode_envelope(big)) + 2))
+    oversized = encode_rows(big * (MAX_RECORD // len(encode_rows(big)) + 2))
     assert len(oversized) > MAX_RECORD
     bad(oversized, rf"^oversized record: {len(oversized)} bytes > {MAX_RECORD}")
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from promptprof.envelope import encode_envelope
+from promptprof.envelope import encode_envelope, encode_rows
 from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import WindowSettings
 
@@ -81,8 +81,8 @@ def test_the_wall_clock_caps_the_watermark() -> None:
          "not JSON: "),
         (b"[]", "expected a JSON object, got list"),
         (b'"text"', "expected a JSON object, got str"),
-        (b'{"envelope": "promptprof.batch", "envelope_version": 2, "events": []}',
-         "unknown envelope 'promptprof.batch' version 2"),
+        (b'{"envelope": "promptprof.batch", "envelope_version": 3, "events": []}',
+         "unknown envelope 'promptprof.batch' version 3"),
         (b'{"envelope": "other", "envelope_version": 1, "events": []}',
          "unknown envelope 'other' version 1"),
         (b'{"envelope": "promptprof.batch", "envelope_version": 1, "events": {}}',
@@ -104,7 +104,7 @@ def test_records_that_cannot_be_decoded_are_dead_letters(
 
 def test_an_oversized_record_is_a_dead_letter_with_its_head_only() -> None:
     state = windows(max_record_bytes=100_000)
-    value = encode_envelope([event(0.0, prompt_id="x" * 200) for _ in range(400)])
+    value = encode_rows([event(0.0, prompt_id="x" * 200) for _ in range(400)])
     assert len(value) > 100_000
     outcome = state.handle(0, value, at(1.0))
     assert outcome.accepted == 0
