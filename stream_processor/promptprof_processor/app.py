@@ -27,6 +27,7 @@ from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink import WindowSink
+from promptprof_processor.transport import fetch_wait_transport
 
 log = structlog.get_logger("promptprof.worker")
 
@@ -55,6 +56,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         datadir=worker.data_dir,
         autodiscover=False,
     )
+    app.transport = fetch_wait_transport(app, worker.fetch_max_wait_ms)
     topics = settings.topics
     calls = app.topic(topics.calls, value_type=bytes, partitions=topics.partitions)
     windows_topic = app.topic(settings.topics.windows, value_type=bytes)

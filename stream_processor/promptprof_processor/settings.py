@@ -79,6 +79,10 @@ class WorkerSettings(BaseModel):
     app_id: str = Field(default="promptprof-worker", min_length=1)
     checkpoint_interval_s: float = Field(default=2.0, gt=0, description="seconds, > 0")
     idle_timeout_s: float = Field(default=5.0, gt=0, description="seconds, > 0")
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=10_000,
+        description="ms the consumer waits for new records per fetch, 1..10000 (Faust: 1500)",
+    )
     sink_enabled: bool = True
     web_port: int | None = Field(default=None, description="Faust web port; None disables it")
     data_dir: str = ".promptprof/worker"

@@ -1,0 +1,21 @@
+"""The worker's Kafka consumer takes its fetch wait from the settings, not Faust's 1500 ms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from promptprof_processor.app import build_app
+from promptprof_processor.settings import ProcessorSettings
+
+
+@pytest.mark.parametrize("wait_ms", [100, 7])
+async def test_the_worker_consumer_waits_as_configured(tmp_path: Path, wait_ms: int) -> None:
+    worker = {"fetch_max_wait_ms": wait_ms, "data_dir": str(tmp_path)}
+    app = build_app(ProcessorSettings.model_validate({"worker": worker}))
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == wait_ms
+    finally:
+        await consumer.stop()
