@@ -25,6 +25,8 @@ dict. A record holding one bare event object (``{"schema_version": 1, ...}``) is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -94,29 +96,37 @@ def _columns(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The version 2 fields of call events, or None when some event does not fit the form."""
     if not events or set(map(type, events)) != {dict}:
         return None
-    keys = dict.fromkeys(key for event in events for key in event)
-    if not keys.keys() <= _FILL.keys():
+    keys = set().union(*events)
+    if not keys <= _FILL.keys():
         return None  # a quality event, or keys outside the contract
     fields: dict[str, Any] = {}
-    count = len(events)
     for key, fill in _FILL.items():
-        if key not in keys:
-            if fill is _REQUIRED:
+        if key in keys:
+            column = _column(events, key, fill)
+            if column is None:
                 return None
-            continue
-        column = [event.get(key, fill) for event in events]
-        if fill is _REQUIRED and _REQUIRED in column:
+            fields[key] = column if _varies(column) else column[0]
+        elif fill is _REQUIRED:
             return None
-        fields[key] = column if _varies(column, count) else column[0]
     return fields
 
 
-def _varies(column: list[Any], count: int) -> bool:
+def _column(events: list[dict[str, Any]], key: str, fill: Any) -> list[Any] | None:
+    """Every event's value of ``key`` (``fill`` for an event without it); None when a required
+    key is missing from some event."""
+    if fill is not _REQUIRED:
+        return list(map(dict.get, events, repeat(key), repeat(fill)))
+    try:
+        return list(map(itemgetter(key), events))
+    except KeyError:
+        return None
+
+
+def _varies(column: list[Any]) -> bool:
     first = column[0]
-    if type(first) is list or column.count(first) != count:
+    if type(first) is list or column.count(first) != len(column):
         return True
-    kind = type(first)  # 1 == 1.0 == True: shared only when the types agree too
-    return any(type(value) is not kind for value in column)
+    return len(set(map(type, column))) > 1  # 1 == 1.0 == True: shared only of one type
 
 
 def decode_record(value: bytes) -> list[Any]:
