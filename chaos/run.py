@@ -126,7 +126,7 @@ class Result:
     producer_dropped: int = 0
     duplicated: int = 0
     lost: int = 0
-    pending: int = 0
+    dead_lettered: int = 0
     recovery_s: float | None = None  # from the end of the fault until every call counted
     recovery_bound_s: float = 60.0
     workers_crashed: int = 0
@@ -553,8 +553,8 @@ def cardinality(stack: Stack, distinct: int) -> Result:
 
 def clock_skew(stack: Stack) -> Result:
     """Producers whose clocks are off: an hour behind (late for every width: dropped, counted
-    in late_events), 10 s ahead (counted once their time comes), a day ahead (held in the open
-    windows until then: pending, neither counted nor dropped yet)."""
+    in late_events), 10 s ahead (counted once their time comes), a day ahead (beyond
+    windows.max_future_s: dead letters with the reason, counted as dropped)."""
     result = Result("clock_skew", recovery_bound_s=40.0)
     crashes = stack.crashes
     settings: Settings = load_settings(
@@ -581,7 +581,7 @@ def clock_skew(stack: Stack) -> Result:
     got, recovery = settle(stack, "chaos-skew", int(stats["sent_events"]) - per, sent_end,
                            timeout_s=60.0, quiet_s=30.0)
     account(result, stats, got)
-    result.pending = per  # the far-future ones
+    result.dead_lettered = per  # the far-future ones
     result.lost = max(0, result.lost - per)
     result.recovery_s = recovery
     far = stack.influx.rows("SELECT events FROM llm_window WHERE prompt_id='skew-far-future'")
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             "producer": sum(r.producer_dropped for r in results),
             "lost_with_broker": sum(r.lost for r in results if r.name == "broker_restart"),
             "lost_other": sum(r.lost for r in results if r.name != "broker_restart"),
-            "pending_far_future": sum(r.pending for r in results),
+            "dead_lettered_far_future": sum(r.dead_lettered for r in results),
         },
         "events_duplicated": sum(r.duplicated for r in results),
         "worker_crashes": sum(r.workers_crashed for r in results),

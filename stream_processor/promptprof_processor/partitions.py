@@ -13,6 +13,7 @@ for ``idle_timeout_s`` advances by the wall clock alone, so its last windows clo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,13 @@ import structlog
 
 from promptprof.envelope import ColumnBatch, EnvelopeError, decode_batch
 from promptprof_processor.aggregate import WindowAggregate
-from promptprof_processor.settings import WindowSettings
-from promptprof_processor.validation import CallColumns, validate_columns, validate_events
+from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.validation import (
+    CallColumns,
+    Record,
+    validate_columns,
+    validate_events,
+)
 from promptprof_processor.windows import StateError, WindowAggregator
 
 log = structlog.get_logger("promptprof.worker")
@@ -94,6 +100,17 @@ class PartitionWindows:
             self.restore(partition, None)
         state = self._partitions[partition]
         state.last_record_s = time.monotonic()
+        try:
+            self._aggregate(state, value, now_ns, outcome)
+        except Exception as exc:  # a bug must not stop the worker: keep the record to replay
+            log.exception("promptprof.record_failed", partition=partition)
+            outcome.dead.append(DeadLetter(value or b"", f"internal error: {exc!r}"))
+        outcome.closed = self._advance(state, now_ns)
+        return outcome
+
+    def _aggregate(
+        self, state: _Partition, value: bytes | None, now_ns: int | None, outcome: Outcome
+    ) -> None:
         raw_events = self._decode(value, outcome)
         if raw_events:
             good, bad = (
@@ -102,14 +119,41 @@ class PartitionWindows:
                 else validate_events(raw_events)
             )
             outcome.dead.extend(DeadLetter(_dump(raw), reason) for raw, reason in bad)
+            good = self._drop_far_future(good, now_ns or time.time_ns(), outcome)
             if isinstance(good, CallColumns):
                 state.aggregator.add_columns(good)
                 outcome.accepted = good.count
             else:
                 state.aggregator.add(good)
                 outcome.accepted = len(good)
-        outcome.closed = self._advance(state, now_ns)
-        return outcome
+
+    def _drop_far_future(
+        self, good: CallColumns | list[Record], now_ns: int, outcome: Outcome
+    ) -> CallColumns | list[Record]:
+        """Dead-letter the events that start further ahead of ``now_ns`` than allowed: they
+        would hold their windows open, and their state, until the clock caught up."""
+        limit = now_ns + self.settings.max_future_ns
+        if isinstance(good, CallColumns):
+            times = good.column("start_time_unix_nano")
+            if max(times, default=0) <= limit:
+                return good
+            far = [i for i, t in enumerate(times) if t > limit]
+            keep = [i for i, t in enumerate(times) if t <= limit]
+            self._dead_future(good.rows(far), now_ns, outcome)
+            return good.select(keep)
+        if max((r["start_time_unix_nano"] for r in good), default=0) <= limit:
+            return good
+        self._dead_future([r for r in good if r["start_time_unix_nano"] > limit], now_ns, outcome)
+        return [r for r in good if r["start_time_unix_nano"] <= limit]
+
+    def _dead_future(self, rows: Sequence[Any], now_ns: int, outcome: Outcome) -> None:
+        for row in rows:
+            ahead_s = (row["start_time_unix_nano"] - now_ns) / NS_PER_S
+            reason = (
+                f"start_time_unix_nano: {ahead_s:.0f} s ahead of the worker's clock "
+                f"(windows.max_future_s is {self.settings.max_future_s:g})"
+            )
+            outcome.dead.append(DeadLetter(_dump(row), reason))
 
     def _decode(self, value: bytes | None, outcome: Outcome) -> list[Any] | ColumnBatch:
         if value is None:

@@ -47,6 +47,13 @@ class WindowSettings(BaseModel):
         le=100_000,
         description="distinct label combinations per prompt before the overflow series, 1..100000",
     )
+    max_future_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="seconds an event may start ahead of the worker's clock, 0..86400; "
+        "later ones go to the dead-letter topic",
+    )
 
     @field_validator("widths_s")
     @classmethod
@@ -66,6 +73,11 @@ class WindowSettings(BaseModel):
             if name in RESERVED_TAG_KEYS:
                 raise ValueError(f"label dimension {name!r} would shadow a series tag")
         return names
+
+    @property
+    def max_future_ns(self) -> int:
+        """The furthest an event may start ahead of the worker's clock, in nanoseconds."""
+        return round(self.max_future_s * NS_PER_S)
 
     @property
     def allowed_lateness_ns(self) -> int:

@@ -144,12 +144,9 @@ def validate_events(raw_events: Sequence[Any]) -> tuple[list[Record], list[tuple
 
 
 @dataclass(frozen=True, slots=True)
-class CallColumns:
+class CallColumns(ColumnBatch):
     """Validated call events by field name (as in :class:`CallRecord`): a list holds one value
     per event, any other value is every event's."""
-
-    count: int
-    fields: dict[str, Any]
 
     def column(self, name: str) -> list[Any]:
         """One value per event of field ``name``."""
@@ -160,19 +157,19 @@ class CallColumns:
         """The events at ``indices``, in that order."""
         if len(indices) == self.count:
             return self
-        pick = itemgetter(*indices)
-        if len(indices) == 1:
-            return CallColumns(1, {k: [pick(v)] if type(v) is list else v
-                                   for k, v in self.fields.items()})
-        return CallColumns(
-            len(indices),
-            {k: list(pick(v)) if type(v) is list else v for k, v in self.fields.items()},
-        )
+        fields = {k: _take(v, indices) if type(v) is list else v for k, v in self.fields.items()}
+        return CallColumns(len(indices), fields)
 
     @classmethod
     def of_records(cls, records: Sequence[CallRecord], names: Sequence[str]) -> CallColumns:
         """The ``names`` columns of validated row records."""
         return cls(len(records), {name: list(map(itemgetter(name), records)) for name in names})
+
+
+def _take(values: list[Any], indices: list[int]) -> list[Any]:
+    if len(indices) > 1:
+        return list(itemgetter(*indices)(values))
+    return [values[i] for i in indices]
 
 
 class _Field:

@@ -133,7 +133,7 @@ def test_a_label_with_many_values_is_capped_into_the_overflow_series(
     assert worker.alive(), worker.log_tail()
 
 
-def test_skewed_clocks_past_is_counted_late_future_when_due(
+def test_skewed_clocks_past_is_counted_late_future_when_due_far_future_dead_letters(
     pipeline_factory: Callable[..., Pipeline],
 ) -> None:
     pipeline = pipeline_factory(widths_s=[WIDTH])
@@ -175,8 +175,11 @@ def test_skewed_clocks_past_is_counted_late_future_when_due(
     future_rows = pipeline.rows("SELECT events FROM llm_window WHERE prompt_id='future'")
     earliest = first_start + round((skews_s["future"] - WIDTH) * NS)
     assert future_rows and all(r["time"] >= earliest for r in future_rows), (earliest, future_rows)
-    # far future: held in the open state until their time; nothing written, nothing closed early
+    # far future: beyond windows.max_future_s, so dead letters with the reason; nothing held
     assert pipeline.rows("SELECT events FROM llm_window WHERE prompt_id='far-future'") == []
+    dead = pipeline.read_topic(pipeline.topics.dead_letter, per_prompt, timeout_s=60)
+    assert len(dead) == per_prompt
+    assert all(b"ahead of the worker's clock" in headers["reason"] for _, headers in dead)
     assert sum(pipeline.calls_by_prompt(WIDTH).values()) == len(normal.sent) + per_prompt
     assert worker.alive(), worker.log_tail()
 

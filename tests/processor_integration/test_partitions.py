@@ -193,3 +193,43 @@ def test_a_checkpoint_of_other_widths_is_discarded() -> None:
     other = windows(widths=[5])
     other.restore(0, first.checkpoint(0))
     assert other.stats()["events"] == 0
+
+
+@pytest.mark.parametrize("encode", [encode_envelope, encode_rows])
+def test_events_too_far_ahead_of_the_clock_are_dead_letters_and_the_rest_count(
+    encode: Any,
+) -> None:
+    state = PartitionWindows(WindowSettings(widths_s=[2], max_future_s=60))
+    value = encode([event(0.5), event(60.5), event(61.5), event(1.0)])
+    outcome = state.handle(0, value, at(0.5))
+    assert outcome.accepted == 3
+    assert [d.reason for d in outcome.dead] == [
+        "start_time_unix_nano: 61 s ahead of the worker's clock (windows.max_future_s is 60)"
+    ]
+    dead = orjson.loads(outcome.dead[0].value)
+    assert dead["start_time_unix_nano"] == at(61.5) and dead["latency_ms"] == 100.0
+    assert state.stats()["events"] == 3
+
+
+def test_a_record_of_only_far_future_events_is_all_dead_letters() -> None:
+    state = PartitionWindows(WindowSettings(widths_s=[2], max_future_s=60))
+    outcome = state.handle(0, encode_envelope([event(100.0), event(101.0)]), at(0.5))
+    assert outcome.accepted == 0 and len(outcome.dead) == 2
+
+
+def test_a_failure_inside_the_worker_keeps_the_record_as_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = windows()
+    value = encode_envelope([event(0.5)])
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("promptprof_processor.partitions.validate_columns", broken)
+    outcome = state.handle(0, value, at(1.0))
+    assert outcome.accepted == 0
+    assert [(d.value, d.reason) for d in outcome.dead] == [
+        (value, "internal error: RuntimeError('bug')")
+    ]
+    assert state.handle(0, encode_rows([event(0.6)]), at(1.0)).accepted == 1
