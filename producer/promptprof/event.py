@@ -30,7 +30,7 @@ Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 class CallEvent(BaseModel):
     """One measured LLM call, as published to Kafka (schema version 1)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, strict=True)
 
     schema_version: Literal[1] = Field(description="Version of this event schema.")
     event_id: str = Field(min_length=1, max_length=64, description="Unique id of the call.")
@@ -103,7 +103,7 @@ class CallEvent(BaseModel):
 class QualityEvent(BaseModel):
     """A quality score attached to an earlier call after it was sent (schema version 1)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, strict=True)
 
     kind: Literal["quality"]
     schema_version: Literal[1]

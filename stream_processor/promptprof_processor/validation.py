@@ -29,7 +29,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
@@ -98,6 +98,7 @@ def _record_schema(model: type[BaseModel]) -> Any:
     record.__pydantic_config__ = {
         "populate_by_name": model.model_config.get("populate_by_name", False),
         "extra": model.model_config.get("extra", "ignore"),
+        "strict": model.model_config.get("strict", False),
     }
     return record
 
@@ -182,9 +183,10 @@ class _Field:
         annotated: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else (
             info.annotation
         )
-        self.one: TypeAdapter[Any] = TypeAdapter(annotated)
+        config = ConfigDict(strict=CallEvent.model_config.get("strict", False))
+        self.one: TypeAdapter[Any] = TypeAdapter(annotated, config=config)
         column: Any = list.__class_getitem__(annotated)
-        self.many: TypeAdapter[list[Any]] = TypeAdapter(column)
+        self.many: TypeAdapter[list[Any]] = TypeAdapter(column, config=config)
 
 
 _call_fields = [_Field(name, info) for name, info in CallEvent.model_fields.items()]
