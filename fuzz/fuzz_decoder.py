@@ -7,16 +7,16 @@ Run by hand (not part of the test suite), e.g. for ten minutes::
 
 An empty corpus directory given as the last argument is first seeded with valid envelopes.
 
-Any exception other than a dead letter (the path catches EnvelopeError itself) is a finding.
+Any exception, and any dead letter for an internal error (the worker turns an unexpected
+exception into one rather than stop), is a finding.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
-import atheris  # type: ignore[import-untyped]
+from _harness import fuzz
 
 from promptprof.envelope import EnvelopeError, decode_record
 from promptprof_processor.partitions import PartitionWindows
@@ -35,6 +35,7 @@ def test_one_input(data: bytes) -> None:
     outcome = WINDOWS.handle(0, data)
     for letter in outcome.dead:
         assert isinstance(letter.reason, str) and letter.reason
+        assert not letter.reason.startswith("internal error"), letter.reason
 
 
 def _seed(directory: Path) -> None:
@@ -56,23 +57,11 @@ def _seed(directory: Path) -> None:
         (directory / f"seed-{i}").write_bytes(encode_envelope(events[:i]))
 
 
-def _instrument() -> None:
-    """Coverage for promptprof's own modules only (instrument_all() takes minutes)."""
-    for name, module in list(sys.modules.items()):
-        if name.startswith(("promptprof", "promptprof_processor", "promptprof_compare")):
-            for value in list(vars(module).values()):
-                if callable(value) and getattr(value, "__module__", None) == name:
-                    with contextlib.suppress(TypeError, AttributeError):
-                        setattr(module, value.__name__, atheris.instrument_func(value))
-
-
 def main() -> None:
     corpus = Path(sys.argv[-1]) if len(sys.argv) > 1 else None
     if corpus is not None and corpus.is_dir() and not any(corpus.iterdir()):
         _seed(corpus)
-    _instrument()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    fuzz(test_one_input)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ Run by hand (not part of the test suite)::
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import atheris  # type: ignore[import-untyped]
 import yaml
+from _harness import fuzz
 
 from promptprof.config import ConfigError, load_settings
 from promptprof_compare.dataset import load_dataset
@@ -66,20 +65,8 @@ def test_one_input(data: bytes) -> None:
         assert str(exc)
 
 
-def _instrument() -> None:
-    """Coverage for promptprof's own modules only (instrument_all() takes minutes)."""
-    for name, module in list(sys.modules.items()):
-        if name.startswith(("promptprof", "promptprof_processor", "promptprof_compare")):
-            for value in list(vars(module).values()):
-                if callable(value) and getattr(value, "__module__", None) == name:
-                    with contextlib.suppress(TypeError, AttributeError):
-                        setattr(module, value.__name__, atheris.instrument_func(value))
-
-
 def main() -> None:
-    _instrument()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    fuzz(test_one_input)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_partition_windows_never_crash_and_give_reasons(values: list[bytes], par
         outcome = windows.handle(part, value)
         for letter in outcome.dead:
             assert isinstance(letter.value, bytes) and isinstance(letter.reason, str)
-            assert letter.reason
+            assert letter.reason and not letter.reason.startswith("internal error")
         assert outcome.accepted >= 0
         # what is accepted or dead-lettered accounts for every event of a decodable record
         try:
