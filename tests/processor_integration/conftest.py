@@ -5,6 +5,8 @@ partitions), a fresh Faust app id (its consumer group), a fresh InfluxDB databas
 windows. ``pipeline.start_worker()`` runs ``promptprof worker`` as a real subprocess configured
 only through ``PROMPTPROF_*`` environment variables; every worker is stopped (SIGTERM, then
 SIGKILL) when the test ends, pass or fail, and dies with the test process if that is killed.
+Their output is printed when the test ends, after they stopped: pytest shows a test's captured
+output only when it failed, so every failure report carries the workers' logs.
 
 Calls go in through the real producer (:class:`promptprof.profiler.Profiler`): :class:`Traffic`
 enqueues calls whose start time is "now" and whose latency is chosen, paced in real time like a
@@ -68,6 +70,8 @@ FAUST_ENV = {
 # test's copy of the producer's clock offset puts each call in the same window as the worker.
 BOUNDARY_GUARD_NS = 5_000_000
 NS = 1_000_000_000
+# Lines of each worker's output shown with a failed test (its whole log, unless a runaway one).
+FAILURE_LOG_LINES = 5000
 
 
 class WorkerProcess:
@@ -381,9 +385,9 @@ class Pipeline:
         )
         return result
 
-    def logs(self) -> str:
-        """The tails of every worker's output."""
-        return "\n".join(w.log_tail() for w in self.workers)
+    def logs(self, lines: int = 40) -> str:
+        """The last ``lines`` of every worker's output."""
+        return "\n".join(w.log_tail(lines) for w in self.workers)
 
     # -- Kafka ---------------------------------------------------------------------------
 
@@ -453,7 +457,8 @@ def pipeline_factory(
     tmp_path: Path,
 ) -> Iterator[Callable[..., Pipeline]]:
     """``pipeline_factory(widths_s=[2], influx=None, **timings)`` -> a :class:`Pipeline` with
-    fresh topics (4 partitions), app id and database; its workers are stopped at the end."""
+    fresh topics (4 partitions), app id and database; its workers are stopped at the end and
+    their logs printed (shown if the test failed)."""
     made: list[Pipeline] = []
 
     def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
@@ -485,6 +490,7 @@ def pipeline_factory(
             pipeline.close()
         except AssertionError as exc:
             errors.append(str(exc))
+        print(pipeline.logs(FAILURE_LOG_LINES))
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
 
