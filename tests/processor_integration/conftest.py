@@ -30,6 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,20 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Calls sent and calls counted in InfluxDB once every window arrived."""
+
+    sent: int
+    counted: float
+    rate: float  # calls per second, as the producer paced them
+
+    @property
+    def duplicates(self) -> float:
+        """Calls counted more than once."""
+        return self.counted - self.sent
+
+
 @dataclass
 class Pipeline:
     """One isolated deployment of the processor on the test servers."""
@@ -388,6 +403,33 @@ class Pipeline:
     def logs(self, lines: int = 40) -> str:
         """The last ``lines`` of every worker's output."""
         return "\n".join(w.log_tail(lines) for w in self.workers)
+
+    @contextmanager
+    def steady_traffic(
+        self, rate_per_s: float, make_call: Callable[[int], tuple[str, float, str | None]],
+    ) -> Iterator[Traffic]:
+        """Calls at ``rate_per_s`` on a background thread (for two minutes at most) while the
+        block runs; stopped when it ends, and flushed unless it raised."""
+        traffic = self.traffic()
+        thread, stop = traffic.run_in_thread(120.0, rate_per_s, make_call)
+        try:
+            yield traffic
+        finally:
+            stop.set()
+            thread.join()
+        traffic.flush()
+
+    def tally(self, traffic: Traffic, width_s: int, timeout_s: float = 90.0) -> Tally:
+        """Wait for every window the traffic touched, check that none is extra and no call
+        is missing from any series, and count what was sent and what was counted."""
+        sent = traffic.sent
+        rate = len(sent) / ((sent[-1].time_ns - sent[0].time_ns) / NS)
+        points = self.wait_for_windows(traffic, width_s, timeout_s)
+        assert set(points) == set(traffic.windows(width_s))
+        by_prompt = traffic.count_by_prompt()
+        counted = self.calls_by_prompt(width_s)
+        assert all(counted[p] >= n for p, n in by_prompt.items()), (counted, by_prompt)
+        return Tally(sum(by_prompt.values()), sum(counted.values()), rate)
 
     # -- Kafka ---------------------------------------------------------------------------
 
