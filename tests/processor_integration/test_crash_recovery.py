@@ -90,7 +90,14 @@ def test_sigterm_mid_stream_stops_promptly_and_counts_nothing_twice(
 ) -> None:
     pipeline = pipeline_factory(widths_s=[WIDTH], checkpoint_interval_s=CHECKPOINT_S)
     stop_s: list[float] = []
-    outcome = _interrupt_and_restart(pipeline, lambda worker: stop_s.append(worker.stop()))
+
+    def stop(worker: WorkerProcess) -> None:
+        stop_s.append(worker.stop())
+        # Left, not waiting out its session: the restarted worker must not join a group that
+        # still lists the dead member (it did in generation 0 on Tansu, see app.py).
+        assert pipeline.group_members()[1] == []
+
+    outcome = _interrupt_and_restart(pipeline, stop)
     print(
         f"\nSIGTERM mid-stream: stopped in {stop_s[0]:.1f} s; {outcome.tally.sent} calls sent, "
         f"{outcome.tally.duplicates:.0f} counted twice; windows resumed "
