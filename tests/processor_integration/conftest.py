@@ -5,6 +5,8 @@ partitions), a fresh Faust app id (its consumer group), a fresh InfluxDB databas
 windows. ``pipeline.start_worker()`` runs ``promptprof worker`` as a real subprocess configured
 only through ``PROMPTPROF_*`` environment variables; every worker is stopped (SIGTERM, then
 SIGKILL) when the test ends, pass or fail, and dies with the test process if that is killed.
+Their output is printed when the test ends, after they stopped: pytest shows a test's captured
+output only when it failed, so every failure report carries the workers' logs.
 
 Calls go in through the real producer (:class:`promptprof.profiler.Profiler`): :class:`Traffic`
 enqueues calls whose start time is "now" and whose latency is chosen, paced in real time like a
@@ -28,6 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,8 @@ FAUST_ENV = {
 # test's copy of the producer's clock offset puts each call in the same window as the worker.
 BOUNDARY_GUARD_NS = 5_000_000
 NS = 1_000_000_000
+# Lines of each worker's output shown with a failed test (its whole log, unless a runaway one).
+FAILURE_LOG_LINES = 5000
 
 
 class WorkerProcess:
@@ -261,6 +266,20 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Calls sent and calls counted in InfluxDB once every window arrived."""
+
+    sent: int
+    counted: float
+    rate: float  # calls per second, as the producer paced them
+
+    @property
+    def duplicates(self) -> float:
+        """Calls counted more than once."""
+        return self.counted - self.sent
+
+
 @dataclass
 class Pipeline:
     """One isolated deployment of the processor on the test servers."""
@@ -381,9 +400,36 @@ class Pipeline:
         )
         return result
 
-    def logs(self) -> str:
-        """The tails of every worker's output."""
-        return "\n".join(w.log_tail() for w in self.workers)
+    def logs(self, lines: int = 40) -> str:
+        """The last ``lines`` of every worker's output."""
+        return "\n".join(w.log_tail(lines) for w in self.workers)
+
+    @contextmanager
+    def steady_traffic(
+        self, rate_per_s: float, make_call: Callable[[int], tuple[str, float, str | None]],
+    ) -> Iterator[Traffic]:
+        """Calls at ``rate_per_s`` on a background thread (for two minutes at most) while the
+        block runs; stopped when it ends, and flushed unless it raised."""
+        traffic = self.traffic()
+        thread, stop = traffic.run_in_thread(120.0, rate_per_s, make_call)
+        try:
+            yield traffic
+        finally:
+            stop.set()
+            thread.join()
+        traffic.flush()
+
+    def tally(self, traffic: Traffic, width_s: int, timeout_s: float = 90.0) -> Tally:
+        """Wait for every window the traffic touched, check that none is extra and no call
+        is missing from any series, and count what was sent and what was counted."""
+        sent = traffic.sent
+        rate = len(sent) / ((sent[-1].time_ns - sent[0].time_ns) / NS)
+        points = self.wait_for_windows(traffic, width_s, timeout_s)
+        assert set(points) == set(traffic.windows(width_s))
+        by_prompt = traffic.count_by_prompt()
+        counted = self.calls_by_prompt(width_s)
+        assert all(counted[p] >= n for p, n in by_prompt.items()), (counted, by_prompt)
+        return Tally(sum(by_prompt.values()), sum(counted.values()), rate)
 
     # -- Kafka ---------------------------------------------------------------------------
 
@@ -453,7 +499,8 @@ def pipeline_factory(
     tmp_path: Path,
 ) -> Iterator[Callable[..., Pipeline]]:
     """``pipeline_factory(widths_s=[2], influx=None, **timings)`` -> a :class:`Pipeline` with
-    fresh topics (4 partitions), app id and database; its workers are stopped at the end."""
+    fresh topics (4 partitions), app id and database; its workers are stopped at the end and
+    their logs printed (shown if the test failed)."""
     made: list[Pipeline] = []
 
     def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
@@ -485,6 +532,7 @@ def pipeline_factory(
             pipeline.close()
         except AssertionError as exc:
             errors.append(str(exc))
+        print(pipeline.logs(FAILURE_LOG_LINES))
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
 

@@ -24,11 +24,9 @@ def test_a_second_worker_takes_over_half_the_partitions(
 ) -> None:
     pipeline = pipeline_factory(widths_s=[WIDTH], checkpoint_interval_s=CHECKPOINT_S)
     first = pipeline.start_worker("worker-a")
-    traffic = pipeline.traffic()
-    thread, stop = traffic.run_in_thread(
-        120.0, RATE, lambda i: (SERIES[i % len(SERIES)], 30.0 + i % 70, None)
-    )
-    try:
+    with pipeline.steady_traffic(
+        RATE, lambda i: (SERIES[i % len(SERIES)], 30.0 + i % 70, None)
+    ) as traffic:
         wait_until(lambda: pipeline.calls_by_prompt(WIDTH), 60, "windows of the first worker",
                    pipeline.logs)
         second = pipeline.start_worker("worker-b")  # web is off by default: no port clash
@@ -41,23 +39,12 @@ def test_a_second_worker_takes_over_half_the_partitions(
         joined_ns = time.time_ns()
         # both workers run for two more windows, then the producer stops
         wait_until(lambda: time.time_ns() > joined_ns + 2 * WIDTH * NS, 10, "two windows")
-    finally:
-        stop.set()
-        thread.join()
-    traffic.flush()
-    rate = len(traffic.sent) / ((traffic.sent[-1].time_ns - traffic.sent[0].time_ns) / NS)
-
-    points = pipeline.wait_for_windows(traffic, WIDTH, timeout_s=90)
-    assert set(points) == set(traffic.windows(WIDTH))
-    sent = traffic.count_by_prompt()
-    counted = pipeline.calls_by_prompt(WIDTH)
-    duplicates = sum(counted.values()) - sum(sent.values())
-    bound = 3 * CHECKPOINT_S * rate  # as after a SIGKILL (test_crash_recovery)
-    record_property("scale_out_duplicates", duplicates)
-    print(f"\nsecond worker joined mid-stream: {sum(sent.values())} calls sent, "
-          f"{duplicates:.0f} counted twice (bound {bound:.0f})")
-    assert all(counted[p] >= n for p, n in sent.items()), (counted, sent)
-    assert 0 <= duplicates <= bound
+    tally = pipeline.tally(traffic, WIDTH)
+    bound = 3 * CHECKPOINT_S * tally.rate  # as after a SIGKILL (test_crash_recovery)
+    record_property("scale_out_duplicates", tally.duplicates)
+    print(f"\nsecond worker joined mid-stream: {tally.sent} calls sent, "
+          f"{tally.duplicates:.0f} counted twice (bound {bound:.0f})")
+    assert 0 <= tally.duplicates <= bound
 
     for worker in (first, second):
         assert worker.alive(), worker.log_tail()
