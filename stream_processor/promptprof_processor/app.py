@@ -8,6 +8,10 @@ table (its changelog is what a restarted worker recovers from) and only then are
 aggregated since the last checkpoint acknowledged, so a committed offset never runs ahead of
 the state: no call is lost, and a crash re-counts at most one checkpoint interval of calls.
 
+A broker that lost its data (a memory-only broker restarted) starts every log again at offset 0
+and forgets the group's commits: the workers rejoin, and partitions without a commit are read
+from their first offset (:mod:`promptprof_processor.rewind`).
+
 The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a background task.
 """
 
@@ -25,6 +29,7 @@ import structlog
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
+from promptprof_processor.rewind import RewindingConsumer
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink import WindowSink
 
@@ -55,6 +60,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         datadir=worker.data_dir,
         autodiscover=False,
     )
+    app.transport.Consumer = RewindingConsumer
     topics = settings.topics
     calls = app.topic(topics.calls, value_type=bytes, partitions=topics.partitions)
     windows_topic = app.topic(settings.topics.windows, value_type=bytes)
