@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,22 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     engine = AlertEngine.from_settings(settings.alerts)
     dispatcher = AlertDispatcher(settings, settings.alerts) if settings.alerts.enabled else None
 
+    unacked: dict[int, list[Any]] = {}
+    in_flight: dict[int, list[Awaitable[Any]]] = {}
+    last_checkpoint: dict[int, float] = {}
+    last_offset: dict[int, int] = {}
+    checkpointing = asyncio.Lock()
+
     async def publish(
         partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
     ) -> None:
+        # send() only queues the record: its delivery is awaited by the next checkpoint
+        sent = in_flight.setdefault(partition, [])
         for window in closed:
-            await windows_topic.send(key=_window_key(window), value=window.to_bytes())
+            sent.append(await windows_topic.send(key=_window_key(window), value=window.to_bytes()))
         for letter in dead:
             headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
-            await dead_topic.send(value=letter.value, headers=headers)
+            sent.append(await dead_topic.send(value=letter.value, headers=headers))
         if dispatcher is not None and closed:
             dispatcher.submit(engine.observe(closed, partition))
 
@@ -88,11 +97,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         table.data[key] = value
         table.send_changelog(partition, key, value)
 
-    unacked: dict[int, list[Any]] = {}
-    last_checkpoint: dict[int, float] = {}
-    last_offset: dict[int, int] = {}
-
-    def checkpoint_due(partition: int) -> None:
+    async def checkpoint_due(partition: int) -> None:
         # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
         # current event) so that the idle timer can checkpoint too: Faust waits for every
         # unacked event before a rebalance or shutdown completes, and without new records the
@@ -100,11 +105,23 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         now = time.monotonic()
         if now - last_checkpoint.get(partition, 0.0) < worker.checkpoint_interval_s:
             return
-        save(partition, _state_key(partition), state.checkpoint(partition))
-        save(partition, _alert_key(partition), engine.state_bytes(partition))
-        for pending in unacked.pop(partition, []):
-            pending.ack()
         last_checkpoint[partition] = now
+        async with checkpointing:
+            if state.owns(partition):
+                await checkpoint(partition)
+
+    async def checkpoint(partition: int) -> None:
+        # Taken at once, as the agent goes on during the wait: the records covered, the
+        # windows and dead letters they produced, and the state they left.
+        covered, sent = unacked.pop(partition, []), in_flight.pop(partition, [])
+        windows, alerts = state.checkpoint(partition), engine.state_bytes(partition)
+        # A failed send raises here: neither the state without the windows it closed is saved,
+        # nor are the records acked, so their offsets stay uncommitted and they are read again.
+        await asyncio.gather(*sent)
+        save(partition, _state_key(partition), windows)
+        save(partition, _alert_key(partition), alerts)
+        for pending in covered:
+            pending.ack()
 
     @app.agent(calls)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
@@ -122,7 +139,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             outcome = state.handle(partition, event.value)
             await publish(partition, outcome.closed, outcome.dead)
             unacked.setdefault(partition, []).append(event)
-            checkpoint_due(partition)
+            await checkpoint_due(partition)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
@@ -136,7 +153,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         while True:
             await asyncio.sleep(min(1.0, worker.checkpoint_interval_s))
             for partition in [p for p, events in unacked.items() if events and state.owns(p)]:
-                checkpoint_due(partition)
+                await checkpoint_due(partition)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -145,6 +162,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 state.forget(tp.partition)
                 engine.forget(tp.partition)
                 last_offset.pop(tp.partition, None)
+                in_flight.pop(tp.partition, None)
 
     if worker.sink_enabled:
         sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
