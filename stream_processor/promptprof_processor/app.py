@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import structlog
 
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.outbox import Outbox, Outgoing, deliver
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.rewind import RewindingConsumer
 from promptprof_processor.settings import ProcessorSettings
@@ -75,7 +75,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     dispatcher = AlertDispatcher(settings, settings.alerts) if settings.alerts.enabled else None
 
     unacked: dict[int, list[Any]] = {}
-    in_flight: dict[int, list[Awaitable[Any]]] = {}
+    outbox = Outbox()
     last_checkpoint: dict[int, float] = {}
     last_offset: dict[int, int] = {}
     checkpointing = asyncio.Lock()
@@ -83,13 +83,12 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     async def publish(
         partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
     ) -> None:
-        # send() only queues the record: its delivery is awaited by the next checkpoint
-        sent = in_flight.setdefault(partition, [])
         for window in closed:
-            sent.append(await windows_topic.send(key=_window_key(window), value=window.to_bytes()))
+            await outbox.send(partition, Outgoing(windows_topic, window.to_bytes(),
+                                                  key=_window_key(window)))
         for letter in dead:
             headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
-            sent.append(await dead_topic.send(value=letter.value, headers=headers))
+            await outbox.send(partition, Outgoing(dead_topic, letter.value, headers=headers))
         if dispatcher is not None and closed:
             dispatcher.submit(engine.observe(closed, partition))
 
@@ -113,11 +112,11 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     async def checkpoint(partition: int) -> None:
         # Taken at once, as the agent goes on during the wait: the records covered, the
         # windows and dead letters they produced, and the state they left.
-        covered, sent = unacked.pop(partition, []), in_flight.pop(partition, [])
+        covered, sent = unacked.pop(partition, []), outbox.take(partition)
         windows, alerts = state.checkpoint(partition), engine.state_bytes(partition)
-        # A failed send raises here: neither the state without the windows it closed is saved,
-        # nor are the records acked, so their offsets stay uncommitted and they are read again.
-        await asyncio.gather(*sent)
+        # Neither the state without the windows it closed, nor the offsets of the records
+        # whose dead letters these are, may be committed before the broker has them.
+        await deliver(sent)
         save(partition, _state_key(partition), windows)
         save(partition, _alert_key(partition), alerts)
         for pending in covered:
@@ -162,7 +161,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 state.forget(tp.partition)
                 engine.forget(tp.partition)
                 last_offset.pop(tp.partition, None)
-                in_flight.pop(tp.partition, None)
+                outbox.forget(tp.partition)
 
     if worker.sink_enabled:
         sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
