@@ -8,6 +8,10 @@ table (its changelog is what a restarted worker recovers from) and only then are
 aggregated since the last checkpoint acknowledged, so a committed offset never runs ahead of
 the state: no call is lost, and a crash re-counts at most one checkpoint interval of calls.
 
+A broker that lost its data (a memory-only broker restarted) starts every log again at offset 0
+and forgets the group's commits: the workers rejoin, and partitions without a commit are read
+from their first offset (:mod:`promptprof_processor.rewind`).
+
 The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a background task.
 """
 
@@ -21,16 +25,14 @@ from typing import Any
 
 import faust
 import structlog
-from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import KafkaError
-from aiokafka.protocol.group import LeaveGroupRequest
 
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.outbox import Outbox, Outgoing, deliver
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink import WindowSink
-from promptprof_processor.transport import fetch_wait_transport
+from promptprof_processor.transport import leave_groups_in_generation_zero, worker_consumer
 
 log = structlog.get_logger("promptprof.worker")
 
@@ -59,7 +61,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         datadir=worker.data_dir,
         autodiscover=False,
     )
-    app.transport = fetch_wait_transport(app, worker.fetch_max_wait_ms)
+    app.transport.Consumer = worker_consumer(worker.fetch_max_wait_ms)
     topics = settings.topics
     calls = app.topic(topics.calls, value_type=bytes, partitions=topics.partitions)
     windows_topic = app.topic(settings.topics.windows, value_type=bytes)
@@ -72,14 +74,21 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     engine = AlertEngine.from_settings(settings.alerts)
     dispatcher = AlertDispatcher(settings, settings.alerts) if settings.alerts.enabled else None
 
+    unacked: dict[int, list[Any]] = {}
+    outbox = Outbox()
+    last_checkpoint: dict[int, float] = {}
+    last_offset: dict[int, int] = {}
+    checkpointing = asyncio.Lock()
+
     async def publish(
         partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
     ) -> None:
         for window in closed:
-            await windows_topic.send(key=_window_key(window), value=window.to_bytes())
+            await outbox.send(partition, Outgoing(windows_topic, window.to_bytes(),
+                                                  key=_window_key(window)))
         for letter in dead:
             headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
-            await dead_topic.send(value=letter.value, headers=headers)
+            await outbox.send(partition, Outgoing(dead_topic, letter.value, headers=headers))
         if dispatcher is not None and closed:
             dispatcher.submit(engine.observe(closed, partition))
 
@@ -87,11 +96,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         table.data[key] = value
         table.send_changelog(partition, key, value)
 
-    unacked: dict[int, list[Any]] = {}
-    last_checkpoint: dict[int, float] = {}
-    last_offset: dict[int, int] = {}
-
-    def checkpoint_due(partition: int) -> None:
+    async def checkpoint_due(partition: int) -> None:
         # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
         # current event) so that the idle timer can checkpoint too: Faust waits for every
         # unacked event before a rebalance or shutdown completes, and without new records the
@@ -99,11 +104,23 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         now = time.monotonic()
         if now - last_checkpoint.get(partition, 0.0) < worker.checkpoint_interval_s:
             return
-        save(partition, _state_key(partition), state.checkpoint(partition))
-        save(partition, _alert_key(partition), engine.state_bytes(partition))
-        for pending in unacked.pop(partition, []):
-            pending.ack()
         last_checkpoint[partition] = now
+        async with checkpointing:
+            if state.owns(partition):
+                await checkpoint(partition)
+
+    async def checkpoint(partition: int) -> None:
+        # Taken at once, as the agent goes on during the wait: the records covered, the
+        # windows and dead letters they produced, and the state they left.
+        covered, sent = unacked.pop(partition, []), outbox.take(partition)
+        windows, alerts = state.checkpoint(partition), engine.state_bytes(partition)
+        # Neither the state without the windows it closed, nor the offsets of the records
+        # whose dead letters these are, may be committed before the broker has them.
+        await deliver(sent)
+        save(partition, _state_key(partition), windows)
+        save(partition, _alert_key(partition), alerts)
+        for pending in covered:
+            pending.ack()
 
     @app.agent(calls)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
@@ -121,7 +138,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             outcome = state.handle(partition, event.value)
             await publish(partition, outcome.closed, outcome.dead)
             unacked.setdefault(partition, []).append(event)
-            checkpoint_due(partition)
+            await checkpoint_due(partition)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
@@ -135,7 +152,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         while True:
             await asyncio.sleep(min(1.0, worker.checkpoint_interval_s))
             for partition in [p for p, events in unacked.items() if events and state.owns(p)]:
-                checkpoint_due(partition)
+                await checkpoint_due(partition)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -144,6 +161,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 state.forget(tp.partition)
                 engine.forget(tp.partition)
                 last_offset.pop(tp.partition, None)
+                outbox.forget(tp.partition)
 
     if worker.sink_enabled:
         sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
@@ -191,35 +209,6 @@ def _window_key(window: WindowAggregate) -> bytes:
     return "\x1f".join(
         (tags.service, tags.prompt_id, tags.prompt_version, tags.model, str(window.width_s))
     ).encode()
-
-
-def leave_groups_in_generation_zero() -> None:
-    """Make every aiokafka consumer of this process leave its group when it stops in
-    generation 0 too.
-
-    aiokafka sends LeaveGroup on stop only from generation 1 on, Kafka's first; Tansu numbers
-    its first generation 0. A worker stopped in it stayed in its groups until its session timed
-    out, and the join of a worker started meanwhile raced that expiry.
-    """
-    leave = GroupCoordinator._maybe_leave_group
-    if getattr(leave, "in_generation_zero", False):
-        return
-
-    async def maybe_leave_group(coordinator: Any) -> None:
-        if coordinator.generation == 0 and coordinator._group_instance_id is None:
-            try:
-                await coordinator._send_req(
-                    LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
-                )
-            except KafkaError as exc:
-                log.warning("promptprof.leave_group_failed", group=coordinator.group_id,
-                            error=repr(exc))
-            else:
-                log.info("promptprof.left_group", group=coordinator.group_id, generation=0)
-        await leave(coordinator)  # in generation 0 this only resets the generation
-
-    maybe_leave_group.in_generation_zero = True  # type: ignore[attr-defined]
-    GroupCoordinator._maybe_leave_group = maybe_leave_group
 
 
 def run_worker(settings: ProcessorSettings) -> int:

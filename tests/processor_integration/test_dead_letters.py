@@ -4,6 +4,7 @@ worker keeps running."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -167,3 +168,67 @@ def test_bad_input_goes_to_the_dead_letter_topic(
     assert pipeline.calls_by_prompt(2) == expected
     assert worker.alive(), worker.log_tail()
     assert worker.stop() < 10
+
+
+def _flood(events: Events, garbage: int, envelopes: int, per: int) -> tuple[
+    list[tuple[bytes | None, bytes]], set[bytes]
+]:
+    """(key, value) records: unkeyed bad records (each a dead letter), and every
+    ``garbage // envelopes`` of them an envelope of the ``mixed`` series with ``per`` bad events
+    between good ones (each bad event a dead letter); the dead letters' values are distinct."""
+    key = series_key(events.make(1, counted=False)[0])
+    records: list[tuple[bytes | None, bytes]] = []
+    dead: set[bytes] = set()
+    for i in range(garbage):
+        records.append((None, b"\x00garbage %d" % i))
+        dead.add(records[-1][1])
+        if i % (garbage // envelopes) == 0:
+            junk = [{"junk": i, "j": j} for j in range(per)]
+            dead.update(orjson.dumps(e) for e in junk)
+            records.append((key, encode_envelope(events.make(3) + junk + events.make(2))))
+    return records, dead
+
+
+def test_a_flood_of_bad_input_reaches_the_dead_letter_topic_exactly(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    # lateness covers the time from building the flood's good events to their aggregation
+    pipeline = pipeline_factory(widths_s=[2], allowed_lateness_s=5.0)
+    workers = [pipeline.start_worker(f"worker-{i}") for i in range(2)]
+    traffic = pipeline.traffic()
+    events = Events()
+    records, dead = _flood(events, garbage=6000, envelopes=60, per=50)
+    assert len(dead) == 6000 + 60 * 50
+
+    thread, _ = traffic.run_in_thread(8.0, 200, lambda i: (STEADY, 80.0, None))
+    run_sync(_send_many(pipeline.broker.bootstrap, pipeline.topics.calls, records))
+    thread.join()
+    traffic.flush()
+
+    letters = pipeline.read_topic(pipeline.topics.dead_letter, len(dead), timeout_s=90)
+    values = [v or b"" for v, _ in letters]
+    assert len(values) == len(dead), (len(values), len(dead), pipeline.logs())
+    assert set(values) == dead
+    expected = {MIXED: float(events.good), STEADY: float(len(traffic.sent))}
+
+    def counted() -> bool:
+        sums = pipeline.calls_by_prompt(2)
+        return all(sums.get(p, 0) >= n for p, n in expected.items())
+
+    wait_until(counted, 60, f"calls {expected}", lambda: str(pipeline.calls_by_prompt(2)))
+    pipeline.wait_for_windows(traffic, 2)
+    assert pipeline.calls_by_prompt(2) == expected
+    assert all(w.alive() for w in workers), pipeline.logs()
+
+
+async def _send_many(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]
+) -> None:
+    """Send (key, value) records as fast as the producer batches them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
