@@ -36,6 +36,8 @@ from promptprof_processor.transport import leave_groups_in_generation_zero, work
 
 log = structlog.get_logger("promptprof.worker")
 
+CHECKPOINT_FORMAT = b"\x02"
+
 
 def build_app(settings: ProcessorSettings) -> faust.App:
     """A Faust app with the aggregation agent, alerting, the idle timer and the sink task."""
@@ -92,9 +94,13 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         if dispatcher is not None and closed:
             dispatcher.submit(engine.observe(closed, partition))
 
-    def save(partition: int, key: bytes, value: bytes) -> None:
+    async def save(partition: int, value: bytes) -> None:
+        # One record per checkpoint, delivered before the next: Tansu reports a log's end as
+        # the last batch's first offset + 1, and Faust's recovery reads only up to that end, so
+        # a batch of two checkpoints restored the older one (the newer one's calls were lost).
+        key = _state_key(partition)
         table.data[key] = value
-        table.send_changelog(partition, key, value)
+        await table.send_changelog(partition, key, value)
 
     async def checkpoint_due(partition: int) -> None:
         # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
@@ -117,8 +123,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         # Neither the state without the windows it closed, nor the offsets of the records
         # whose dead letters these are, may be committed before the broker has them.
         await deliver(sent)
-        save(partition, _state_key(partition), windows)
-        save(partition, _alert_key(partition), alerts)
+        await save(partition, pack_checkpoint(windows, alerts))
         for pending in covered:
             pending.ack()
 
@@ -133,8 +138,9 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 continue
             last_offset[partition] = offset
             if not state.owns(partition):
-                state.restore(partition, table.get(_state_key(partition)))
-                engine.restore(partition, table.get(_alert_key(partition)))
+                windows, alerts = unpack_checkpoint(table.get(_state_key(partition)))
+                state.restore(partition, windows)
+                engine.restore(partition, alerts)
             outcome = state.handle(partition, event.value)
             await publish(partition, outcome.closed, outcome.dead)
             unacked.setdefault(partition, []).append(event)
@@ -200,8 +206,20 @@ def _state_key(partition: int) -> bytes:
     return b"p%d" % partition
 
 
-def _alert_key(partition: int) -> bytes:
-    return b"a%d" % partition
+def pack_checkpoint(windows: bytes, alerts: bytes) -> bytes:
+    """A partition's window and alert state as one table value."""
+    return CHECKPOINT_FORMAT + len(windows).to_bytes(4, "big") + windows + alerts
+
+
+def unpack_checkpoint(value: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """The window and alert state of a :func:`pack_checkpoint` value (None, None for none or
+    for a value of another format: the partition then starts empty, with a warning)."""
+    if not value or value[:1] != CHECKPOINT_FORMAT or len(value) < 5:
+        if value:
+            log.warning("promptprof.checkpoint_discarded", reason="unknown checkpoint format")
+        return None, None
+    size = int.from_bytes(value[1:5], "big")
+    return value[5 : 5 + size], value[5 + size :]
 
 
 def _window_key(window: WindowAggregate) -> bytes:

@@ -21,6 +21,7 @@ from promptprof_processor.alerts import (
     RetryPolicy,
     WebhookReceiver,
 )
+from promptprof_processor.app import pack_checkpoint, unpack_checkpoint
 from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 
@@ -71,14 +72,16 @@ class Worker:
 
     def handle(self, partition: int, value: bytes, now_ns: int) -> list[Alert]:
         if not self.windows.owns(partition):
-            self.windows.restore(partition, self.table.get(b"p%d" % partition))
-            self.engine.restore(partition, self.table.get(b"a%d" % partition))
+            windows, alerts = unpack_checkpoint(self.table.get(b"p%d" % partition))
+            self.windows.restore(partition, windows)
+            self.engine.restore(partition, alerts)
         outcome = self.windows.handle(partition, value, now_ns)
         return self.engine.observe(outcome.closed, partition)
 
     def checkpoint(self, partition: int) -> None:
-        self.table[b"p%d" % partition] = self.windows.checkpoint(partition)
-        self.table[b"a%d" % partition] = self.engine.state_bytes(partition)
+        self.table[b"p%d" % partition] = pack_checkpoint(
+            self.windows.checkpoint(partition), self.engine.state_bytes(partition)
+        )
 
 
 async def test_a_latency_jump_in_real_calls_reaches_the_topic_and_the_receiver(
