@@ -28,6 +28,7 @@ import structlog
 
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.offsets import HandledOffsets
 from promptprof_processor.outbox import Outbox, Outgoing, deliver
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.settings import ProcessorSettings
@@ -79,7 +80,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     unacked: dict[int, list[Any]] = {}
     outbox = Outbox()
     last_checkpoint: dict[int, float] = {}
-    last_offset: dict[int, int] = {}
+    handled: dict[int, HandledOffsets] = {}
     checkpointing = asyncio.Lock()
 
     async def publish(
@@ -131,12 +132,13 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():
             partition, offset = event.message.partition, event.message.offset
-            if offset <= last_offset.get(partition, -1):
+            seen = handled.setdefault(partition, HandledOffsets())
+            if offset in seen:
                 # Already aggregated: after recovery Faust seeks to the committed offsets a
                 # second time and re-delivers what was handled since the last commit.
                 unacked.setdefault(partition, []).append(event)
                 continue
-            last_offset[partition] = offset
+            seen.add(offset)
             if not state.owns(partition):
                 windows, alerts = unpack_checkpoint(table.get(_state_key(partition)))
                 state.restore(partition, windows)
@@ -166,7 +168,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             if tp.topic == settings.topics.calls:
                 state.forget(tp.partition)
                 engine.forget(tp.partition)
-                last_offset.pop(tp.partition, None)
+                handled.pop(tp.partition, None)
                 outbox.forget(tp.partition)
 
     if worker.sink_enabled:
