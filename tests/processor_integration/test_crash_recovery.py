@@ -87,7 +87,7 @@ def test_sigkill_loses_no_call_and_counts_few_twice(
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known gap (#3): about 1 run in 3 the restarted worker misses the calls of one "
+    reason="known gap (#3): now and then the restarted worker misses the calls of one "
     "producer record near the SIGTERM (a window short by 5 calls); cause not found yet",
 )
 def test_sigterm_mid_stream_stops_promptly_and_counts_nothing_twice(
