@@ -3,14 +3,20 @@
 One agent consumes the calls topic. Each record (a batch envelope, or a single event) is decoded,
 validated and aggregated whole by :class:`PartitionWindows`; windows that the watermark closes
 are published to the windows topic, bad records and events to the dead-letter topic with their
-reason. Every ``checkpoint_interval_s`` the partition's open-window state is written to a Faust
-table (its changelog is what a restarted worker recovers from) and only then are the records
-aggregated since the last checkpoint acknowledged, so a committed offset never runs ahead of
-the state: no call is lost, and a crash re-counts at most one checkpoint interval of calls.
+reason. Every ``checkpoint_interval_s`` a partition's open-window state, with the offset of the
+next record it has not aggregated, is written to a Faust table (its changelog is what a restarted
+worker recovers from), and only then are the records it covers acknowledged.
+
+The worker resumes from the offset in the checkpoint, not from Faust's committed offset: each
+record is aggregated exactly once into the state it is saved with, whatever Faust delivers twice
+or drops around a rebalance (:mod:`promptprof_processor.offsets`). Committed offsets only say
+where fetching starts. A crash re-sends at most the windows closed since the last checkpoint,
+and a re-sent window overwrites its own point in InfluxDB.
 
 A broker that lost its data (a memory-only broker restarted) starts every log again at offset 0
-and forgets the group's commits: the workers rejoin, and partitions without a commit are read
-from their first offset (:mod:`promptprof_processor.rewind`).
+and forgets the group's commits and the changelog. The worker notices when its next checkpoint
+lands at a changelog offset below the previous one: it keeps the open windows and reads the
+partition's new log from its start. Partitions without a checkpoint are read from their start.
 
 The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a background task.
 """
@@ -25,10 +31,14 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
-from promptprof_processor.offsets import HandledOffsets
+from promptprof_processor.checkpoint import Checkpoint
+from promptprof_processor.gaps import GapNotRead, read_gap
+from promptprof_processor.offsets import PartitionCursors, Verdict
 from promptprof_processor.outbox import Outbox, Outgoing, deliver
 from promptprof_processor.partitions import DeadLetter, PartitionWindows
 from promptprof_processor.settings import ProcessorSettings
@@ -36,9 +46,6 @@ from promptprof_processor.sink import WindowSink
 from promptprof_processor.transport import leave_groups_in_generation_zero, worker_consumer
 
 log = structlog.get_logger("promptprof.worker")
-
-CHECKPOINT_FORMAT = b"\x02"
-
 
 def build_app(settings: ProcessorSettings) -> faust.App:
     """A Faust app with the aggregation agent, alerting, the idle timer and the sink task."""
@@ -77,31 +84,37 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     engine = AlertEngine.from_settings(settings.alerts)
     dispatcher = AlertDispatcher(settings, settings.alerts) if settings.alerts.enabled else None
 
+    client_options = settings.kafka.client_options()
     unacked: dict[int, list[Any]] = {}
     outbox = Outbox()
+    cursors = PartitionCursors()
     last_checkpoint: dict[int, float] = {}
-    handled: dict[int, HandledOffsets] = {}
+    changelog_offsets: dict[int, int] = {}  # the last written per partition, kept across revokes
+    revocations: dict[int, int] = {}
     checkpointing = asyncio.Lock()
 
-    async def publish(
-        partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
-    ) -> None:
-        for window in closed:
-            await outbox.send(partition, Outgoing(windows_topic, window.to_bytes(),
-                                                  key=_window_key(window)))
-        for letter in dead:
-            headers = {"reason": letter.reason[:1000].encode(), "stage": b"worker"}
-            await outbox.send(partition, Outgoing(dead_topic, letter.value, headers=headers))
+    def publish(partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]) -> None:
+        records = [Outgoing(windows_topic, w.to_bytes(), key=_window_key(w)) for w in closed]
+        records.extend(
+            Outgoing(dead_topic, letter.value,
+                     headers={"reason": letter.reason[:1000].encode(), "stage": b"worker"})
+            for letter in dead
+        )
+        outbox.send(partition, records)
         if dispatcher is not None and closed:
             dispatcher.submit(engine.observe(closed, partition))
 
-    async def save(partition: int, value: bytes) -> None:
+    async def save(partition: int, value: bytes) -> bool:
         # One record per checkpoint, delivered before the next: Tansu reports a log's end as
         # the last batch's first offset + 1, and Faust's recovery reads only up to that end, so
         # a batch of two checkpoints restored the older one (the newer one's calls were lost).
+        # Returns False when the changelog's offsets went back: the broker lost its logs.
         key = _state_key(partition)
         table.data[key] = value
-        await table.send_changelog(partition, key, value)
+        written = await table.send_changelog(partition, key, value)
+        previous = changelog_offsets.get(partition, -1)
+        changelog_offsets[partition] = written.offset
+        return bool(written.offset > previous)
 
     async def checkpoint_due(partition: int) -> None:
         # Checkpoint, then ack what it covers. The partition is explicit (not taken from the
@@ -118,40 +131,101 @@ def build_app(settings: ProcessorSettings) -> faust.App:
 
     async def checkpoint(partition: int) -> None:
         # Taken at once, as the agent goes on during the wait: the records covered, the
-        # windows and dead letters they produced, and the state they left.
+        # windows and dead letters they produced, and the state and position they reached.
         covered, sent = unacked.pop(partition, []), outbox.take(partition)
-        windows, alerts = state.checkpoint(partition), engine.state_bytes(partition)
-        # Neither the state without the windows it closed, nor the offsets of the records
-        # whose dead letters these are, may be committed before the broker has them.
+        saved = Checkpoint(state.checkpoint(partition), engine.state_bytes(partition),
+                           cursors.next_offset(partition))
+        owner = revocations.get(partition, 0)
+        # The state may not be saved before the broker has the windows it no longer holds.
         await deliver(sent)
-        await save(partition, pack_checkpoint(windows, alerts))
+        if revocations.get(partition, 0) != owner:
+            return  # revoked meanwhile: acks now would commit offsets for the next owner
+        if not await save(partition, saved.pack()):
+            await read_again(partition)
         for pending in covered:
             pending.ack()
+
+    async def read_again(partition: int) -> None:
+        # The broker lost its data (a memory-only broker restarted): the calls log starts
+        # again at offset 0, and the position saved with the state points into the old one.
+        # Keep the open windows (their calls were counted), read the new log from its start.
+        tp = TP(settings.topics.calls, partition)
+        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if not state.owns(partition):
+            return  # revoked during the wait: its next owner restores it
+        log.warning("promptprof.broker_lost_data", partition=partition,
+                    old_next_offset=cursors.next_offset(partition), new_next_offset=start)
+        cursors.start(partition, start)
+        await save(partition, Checkpoint(state.checkpoint(partition),
+                                         engine.state_bytes(partition), start).pack())
+
+    async def restore(tp: TP) -> None:
+        saved = Checkpoint.unpack(table.get(_state_key(tp.partition)))
+        next_offset = saved.next_offset
+        if next_offset is None:
+            next_offset = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if tp not in app.consumer.assignment():
+            return  # revoked during the wait
+        state.restore(tp.partition, saved.windows)
+        engine.restore(tp.partition, saved.alerts)
+        cursors.start(tp.partition, next_offset)
+        log.info("promptprof.partition_restored", partition=tp.partition,
+                 next_offset=next_offset, from_checkpoint=saved.next_offset is not None)
+
+    def take(partition: int, offset: int, value: bytes | None) -> None:
+        outcome = state.handle(partition, value)
+        cursors.taken(partition, offset)
+        publish(partition, outcome.closed, outcome.dead)
+
+    async def fill_gap(tp: TP, offset: int) -> bool:
+        # Records before ``offset`` never came: read them ourselves (see gaps.py).
+        start = cursors.next_offset(tp.partition)
+        try:
+            gap = await read_gap(client_options, tp.topic, tp.partition, start, offset)
+        except (GapNotRead, KafkaError) as exc:
+            log.warning("promptprof.gap_not_read", partition=tp.partition, start=start,
+                        end=offset, error=repr(exc))
+            return False
+        if not state.owns(tp.partition) or cursors.next_offset(tp.partition) != start:
+            return False  # revoked, or restarted, during the read
+        if gap.first_offset > start:
+            log.warning("promptprof.records_expired", partition=tp.partition,
+                        records=cursors.skip_to(tp.partition, gap.first_offset))
+        for record_offset, value in gap.records:
+            if cursors.judge(tp.partition, record_offset) is Verdict.TAKE:
+                take(tp.partition, record_offset, value)
+        log.info("promptprof.gap_read", partition=tp.partition, start=start, end=offset,
+                 records=len(gap.records), complete=gap.complete)
+        # not complete: the record is from a log the broker lost since, not in this one
+        return gap.complete and cursors.judge(tp.partition, offset) is Verdict.TAKE
+
+    async def admit(tp: TP, offset: int) -> bool:
+        # Whether the record is the partition's next one; see offsets.py for why Faust's
+        # delivery order is not trusted.
+        if not state.owns(tp.partition):
+            await restore(tp)
+            if not state.owns(tp.partition):
+                return False
+        verdict = cursors.judge(tp.partition, offset)
+        if verdict is Verdict.AHEAD:
+            return await fill_gap(tp, offset)
+        return verdict is Verdict.TAKE
 
     @app.agent(calls)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():
-            partition, offset = event.message.partition, event.message.offset
-            seen = handled.setdefault(partition, HandledOffsets())
-            if offset in seen:
-                # Already aggregated: after recovery Faust seeks to the committed offsets a
-                # second time and re-delivers what was handled since the last commit.
-                unacked.setdefault(partition, []).append(event)
-                continue
-            seen.add(offset)
-            if not state.owns(partition):
-                windows, alerts = unpack_checkpoint(table.get(_state_key(partition)))
-                state.restore(partition, windows)
-                engine.restore(partition, alerts)
-            outcome = state.handle(partition, event.value)
-            await publish(partition, outcome.closed, outcome.dead)
-            unacked.setdefault(partition, []).append(event)
-            await checkpoint_due(partition)
+            tp, offset = event.message.tp, event.message.offset
+            if tp not in app.consumer.assignment():
+                continue  # fetched before its partition was revoked: the next owner has it
+            if await admit(tp, offset):
+                take(tp.partition, offset, event.value)
+            unacked.setdefault(tp.partition, []).append(event)
+            await checkpoint_due(tp.partition)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
         for partition, windows in state.close_idle().items():
-            await publish(partition, windows, [])
+            publish(partition, windows, [])
 
     @app.task
     async def checkpoint_quiet_partitions() -> None:
@@ -168,8 +242,13 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             if tp.topic == settings.topics.calls:
                 state.forget(tp.partition)
                 engine.forget(tp.partition)
-                handled.pop(tp.partition, None)
+                cursors.forget(tp.partition)
                 outbox.forget(tp.partition)
+                revocations[tp.partition] = revocations.get(tp.partition, 0) + 1
+                # Not acked: Faust forgets its acks of a revoked partition, so a late ack
+                # would commit this owner's offsets under the next assignment (after a broker
+                # restart, offsets of the lost log). Faust holds unacked events weakly.
+                unacked.pop(tp.partition, None)
 
     if worker.sink_enabled:
         sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
@@ -206,22 +285,6 @@ async def wait_for_kafka(bootstrap: str, max_delay_s: float = 10.0) -> None:
 
 def _state_key(partition: int) -> bytes:
     return b"p%d" % partition
-
-
-def pack_checkpoint(windows: bytes, alerts: bytes) -> bytes:
-    """A partition's window and alert state as one table value."""
-    return CHECKPOINT_FORMAT + len(windows).to_bytes(4, "big") + windows + alerts
-
-
-def unpack_checkpoint(value: bytes | None) -> tuple[bytes | None, bytes | None]:
-    """The window and alert state of a :func:`pack_checkpoint` value (None, None for none or
-    for a value of another format: the partition then starts empty, with a warning)."""
-    if not value or value[:1] != CHECKPOINT_FORMAT or len(value) < 5:
-        if value:
-            log.warning("promptprof.checkpoint_discarded", reason="unknown checkpoint format")
-        return None, None
-    size = int.from_bytes(value[1:5], "big")
-    return value[5 : 5 + size], value[5 + size :]
 
 
 def _window_key(window: WindowAggregate) -> bytes:

@@ -1,53 +1,60 @@
-"""Which offsets of a partition this worker has aggregated, as a few ranges.
+"""Where each partition's aggregation stands: the offset of the next record to aggregate.
 
-After a rebalance or its table recovery, Faust may deliver some records, then seek back to the
-committed offsets and deliver from there again: records already aggregated come twice, and
-records fetched but dropped before delivery may come for the first time. Skipping every offset
-up to the highest one seen would skip the second kind for good; skipping exactly the offsets
-aggregated skips only the first. Offsets are mostly aggregated in order, so the set is one
-range, rarely a few.
+The worker keeps this position itself, in the same checkpoint as the window state, instead of
+trusting the order in which Faust delivers records. Around a rebalance Faust resumes fetching
+before it seeks to the committed offsets, delivers some records twice, drops others from its
+queues, and counts an offset jump as acknowledged; each of these lost or doubled calls now and
+then. Against a position saved with the state, every record is judged on arrival: the next one
+is aggregated, an earlier one is already in the state and skipped, and a later one means records
+are missing: the worker reads them itself (:mod:`promptprof_processor.gaps`) before it goes on.
 """
 
 from __future__ import annotations
 
-import bisect
+import enum
 
 
-class HandledOffsets:
-    """A set of offsets kept as sorted, disjoint, non-adjacent ``[start, end)`` ranges."""
+class Verdict(enum.Enum):
+    """What to do with a record, given the partition's position."""
 
-    __slots__ = ("_ends", "_starts")
+    TAKE = "take"  # the next record: aggregate it
+    SEEN = "seen"  # before the position: already in the state
+    AHEAD = "ahead"  # after the position: records before it are missing
+
+
+class PartitionCursors:
+    """The next offset to aggregate of every partition the worker holds state for."""
 
     def __init__(self) -> None:
-        """An empty set."""
-        self._starts: list[int] = []
-        self._ends: list[int] = []
+        """No partition held."""
+        self._next: dict[int, int] = {}
 
-    def __contains__(self, offset: int) -> bool:
-        """Whether ``offset`` was added."""
-        i = bisect.bisect_right(self._starts, offset) - 1
-        return i >= 0 and offset < self._ends[i]
+    def start(self, partition: int, next_offset: int) -> None:
+        """Hold ``partition`` from ``next_offset``."""
+        self._next[partition] = next_offset
 
-    def add(self, offset: int) -> None:
-        """Add ``offset`` (adding one twice changes nothing)."""
-        starts, ends = self._starts, self._ends
-        if ends and ends[-1] == offset:  # the usual case: the next offset
-            ends[-1] = offset + 1
-        elif offset not in self:
-            i = bisect.bisect_right(starts, offset)
-            starts.insert(i, offset)
-            ends.insert(i, offset + 1)
-            self._merge(i)
+    def forget(self, partition: int) -> None:
+        """Stop holding a revoked partition."""
+        self._next.pop(partition, None)
 
-    def _merge(self, i: int) -> None:
-        starts, ends = self._starts, self._ends
-        if i + 1 < len(starts) and ends[i] == starts[i + 1]:
-            ends[i] = ends.pop(i + 1)
-            del starts[i + 1]
-        if i > 0 and ends[i - 1] == starts[i]:
-            ends[i - 1] = ends.pop(i)
-            del starts[i]
+    def next_offset(self, partition: int) -> int:
+        """The offset of the partition's next record to aggregate."""
+        return self._next[partition]
 
-    def ranges(self) -> list[tuple[int, int]]:
-        """The ``[start, end)`` ranges, in order."""
-        return list(zip(self._starts, self._ends, strict=True))
+    def judge(self, partition: int, offset: int) -> Verdict:
+        """Whether the record at ``offset`` is the next one, an old one or one too far."""
+        expected = self._next[partition]
+        if offset == expected:
+            return Verdict.TAKE
+        return Verdict.SEEN if offset < expected else Verdict.AHEAD
+
+    def taken(self, partition: int, offset: int) -> None:
+        """The record at ``offset`` was aggregated."""
+        self._next[partition] = offset + 1
+
+    def skip_to(self, partition: int, next_offset: int) -> int:
+        """Move the position forward to ``next_offset`` (the log no longer holds the records
+        before it); return how many offsets were skipped."""
+        skipped = max(next_offset - self._next[partition], 0)
+        self._next[partition] += skipped
+        return skipped

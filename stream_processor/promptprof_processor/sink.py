@@ -10,9 +10,10 @@ the series. Records that are not windows go to the dead-letter topic with the re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from promptprof.config import Settings
@@ -52,6 +53,7 @@ class WindowSink:
                 if values:
                     await self._write(values, producer)
                     await consumer.commit()
+                await rewind_lost_logs(consumer, consumer.assignment() - batches.keys())
         finally:
             await consumer.stop()
             await producer.stop()
@@ -78,6 +80,24 @@ class WindowSink:
         self.dead_letters += 1
         headers = [("reason", reason[:1000].encode()), ("stage", b"sink")]
         await producer.send_and_wait(self.settings.topics.dead_letter, value, headers=headers)
+
+
+async def rewind_lost_logs(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> None:
+    """Seek partitions whose position is past the log's end to their start.
+
+    Only a broker that lost its data (a memory-only broker restarted) has a log end below a
+    consumer's position; Tansu then answers fetches with no records and no error, so the
+    consumer would wait until the new log grew past the old offset. The end is the fetch's
+    high watermark (Tansu's ListOffsets answers the last batch's first offset + 1).
+    """
+    for tp in partitions:
+        end = consumer.highwater(tp)
+        if end is not None and await consumer.position(tp) > end:
+            log.warning("promptprof.log_lost", topic=tp.topic, partition=tp.partition,
+                        position=await consumer.position(tp), log_end=end)
+            await consumer.seek_to_beginning(tp)
 
 
 async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> None:

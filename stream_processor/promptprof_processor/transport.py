@@ -6,11 +6,16 @@
   InfluxDB: measured here, 0.7 s at worst with 1500 ms, 0.04 s with 100 ms. A shorter wait costs
   a few more empty fetches per second, nothing next to the records.
 * Rewinding partitions without a commit (:mod:`promptprof_processor.rewind`).
+* No read-offset filter. Faust drops a record below the last offset it delivered, and counts a
+  jump above it as acknowledged. After a seek, records of the batch fetched before it still set
+  that offset, so the records the seek asked for were dropped, and the partition stalled. The
+  agent orders records itself (:mod:`promptprof_processor.offsets`), so Faust's filter is off.
 * Leaving the group in generation 0 (:func:`leave_groups_in_generation_zero`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -36,10 +41,33 @@ def worker_consumer(fetch_max_wait_ms: int) -> type[Any]:
             return consumer
 
     class Consumer(RewindingConsumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._read_offset = NoReadOffsets()
+
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     return Consumer
+
+
+class NoReadOffsets(MutableMapping[Any, int | None]):
+    """Faust's last-delivered offset per partition, never kept: every lookup finds none."""
+
+    def __getitem__(self, tp: Any) -> int | None:
+        return None
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        pass
+
+    def __delitem__(self, tp: Any) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def leave_groups_in_generation_zero() -> None:

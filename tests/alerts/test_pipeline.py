@@ -21,7 +21,7 @@ from promptprof_processor.alerts import (
     RetryPolicy,
     WebhookReceiver,
 )
-from promptprof_processor.app import pack_checkpoint, unpack_checkpoint
+from promptprof_processor.checkpoint import Checkpoint
 from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 
@@ -72,16 +72,16 @@ class Worker:
 
     def handle(self, partition: int, value: bytes, now_ns: int) -> list[Alert]:
         if not self.windows.owns(partition):
-            windows, alerts = unpack_checkpoint(self.table.get(b"p%d" % partition))
-            self.windows.restore(partition, windows)
-            self.engine.restore(partition, alerts)
+            saved = Checkpoint.unpack(self.table.get(b"p%d" % partition))
+            self.windows.restore(partition, saved.windows)
+            self.engine.restore(partition, saved.alerts)
         outcome = self.windows.handle(partition, value, now_ns)
         return self.engine.observe(outcome.closed, partition)
 
     def checkpoint(self, partition: int) -> None:
-        self.table[b"p%d" % partition] = pack_checkpoint(
+        self.table[b"p%d" % partition] = Checkpoint(
             self.windows.checkpoint(partition), self.engine.state_bytes(partition)
-        )
+        ).pack()
 
 
 async def test_a_latency_jump_in_real_calls_reaches_the_topic_and_the_receiver(

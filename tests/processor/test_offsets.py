@@ -1,29 +1,40 @@
-"""The set of aggregated offsets behaves as a set, in as few ranges as its contents allow."""
+"""A partition's position takes the next record, skips the ones before it and marks the ones
+after it as ahead (records missing)."""
 
 from __future__ import annotations
-
-from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof_processor.offsets import HandledOffsets
+from promptprof_processor.offsets import PartitionCursors, Verdict
 
 
-@given(st.lists(st.integers(0, 60), max_size=80), st.integers(0, 61))
-def test_membership_is_that_of_a_set(added: list[int], probe: int) -> None:
-    handled = HandledOffsets()
-    for offset in added:
-        handled.add(offset)
-    assert (probe in handled) == (probe in set(added))
-    ranges = handled.ranges()
-    assert [o for start, end in ranges for o in range(start, end)] == sorted(set(added))
-    assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(ranges))
+@given(st.lists(st.integers(0, 40), max_size=200), st.integers(0, 40))
+def test_any_delivery_order_aggregates_each_offset_once_and_in_order(
+    delivered: list[int], start: int
+) -> None:
+    cursors = PartitionCursors()
+    cursors.start(0, start)
+    taken = []
+    for offset in delivered:
+        if cursors.judge(0, offset) is Verdict.TAKE:
+            cursors.taken(0, offset)
+            taken.append(offset)
+    assert taken == list(range(start, start + len(taken)))
+    assert cursors.next_offset(0) == start + len(taken)
 
 
-def test_offsets_in_order_are_one_range_and_a_redelivery_is_recognised() -> None:
-    handled = HandledOffsets()
-    for offset in [*range(5, 100), 200]:
-        handled.add(offset)
-    assert handled.ranges() == [(5, 100), (200, 201)]
-    assert 99 in handled and 100 not in handled and 4 not in handled
+def test_a_redelivery_is_seen_and_a_jump_is_ahead() -> None:
+    cursors = PartitionCursors()
+    cursors.start(3, 10)
+    assert [cursors.judge(3, o) for o in (9, 10, 11)] == [Verdict.SEEN, Verdict.TAKE,
+                                                           Verdict.AHEAD]
+
+
+def test_records_gone_from_the_log_are_skipped_and_counted() -> None:
+    cursors = PartitionCursors()
+    cursors.start(0, 5)
+    assert cursors.skip_to(0, 12) == 7
+    assert cursors.next_offset(0) == 12
+    assert cursors.skip_to(0, 3) == 0
+    assert cursors.next_offset(0) == 12
