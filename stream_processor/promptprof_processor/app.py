@@ -188,12 +188,17 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             return False
         if not state.owns(tp.partition) or cursors.next_offset(tp.partition) != start:
             return False  # revoked, or restarted, during the read
-        if gap.first_offset > start:
-            log.warning("promptprof.records_expired", partition=tp.partition,
-                        records=cursors.skip_to(tp.partition, gap.first_offset))
+        skipped = 0
         for record_offset, value in gap.records:
+            # an offset the log lacks (expired, or lost by the broker) cannot come later
+            skipped += cursors.skip_to(tp.partition, record_offset)
             if cursors.judge(tp.partition, record_offset) is Verdict.TAKE:
                 take(tp.partition, record_offset, value)
+        if gap.complete:
+            skipped += cursors.skip_to(tp.partition, offset)
+        if skipped:
+            log.warning("promptprof.offsets_skipped", partition=tp.partition, offsets=skipped,
+                        reason="not in the log: expired, or lost by the broker")
         log.info("promptprof.gap_read", partition=tp.partition, start=start, end=offset,
                  records=len(gap.records), complete=gap.complete)
         # not complete: the record is from a log the broker lost since, not in this one

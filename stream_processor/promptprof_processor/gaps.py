@@ -23,11 +23,10 @@ class GapNotRead(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """The records of ``[start, end)`` that the log has, where they really start (after
-    ``start`` when retention deleted the first ones), and whether the log reaches ``end`` (it
-    does not when the record that showed the gap came from a log the broker has since lost)."""
+    """The records of ``[start, end)`` that the log has (offsets it lacks were deleted by
+    retention, or lost by the broker), and whether the log reaches ``end`` (it does not when
+    the record that showed the gap came from a log the broker has since lost)."""
 
-    first_offset: int
     records: list[tuple[int, bytes | None]]
     complete: bool
 
@@ -55,15 +54,12 @@ async def read_gap(
 
 async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> Gap:
     records: list[tuple[int, bytes | None]] = []
-    first: int | None = None
     while (position := await consumer.position(tp)) < end:
         batch = await consumer.getmany(tp, timeout_ms=500)
         if not batch and position >= (consumer.highwater(tp) or 0) > 0:
             break  # at the end of the log, before ``end``
         for record in batch.get(tp, []):
-            if first is None:
-                first = record.offset
             if record.offset < end:
                 records.append((record.offset, record.value))
     complete = await consumer.position(tp) >= end
-    return Gap(start if first is None or first < start else first, records, complete)
+    return Gap(records, complete)

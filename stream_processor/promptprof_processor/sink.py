@@ -10,6 +10,7 @@ the series. Records that are not windows go to the dead-letter topic with the re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 import structlog
@@ -46,6 +47,7 @@ class WindowSink:
         )
         producer = AIOKafkaProducer(**options)
         await _start_with_retry(consumer, producer)
+        lost_logs = LostLogs()
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
@@ -53,7 +55,7 @@ class WindowSink:
                 if values:
                     await self._write(values, producer)
                     await consumer.commit()
-                await rewind_lost_logs(consumer, consumer.assignment() - batches.keys())
+                await lost_logs.rewind(consumer, consumer.assignment() - batches.keys())
         finally:
             await consumer.stop()
             await producer.stop()
@@ -82,22 +84,36 @@ class WindowSink:
         await producer.send_and_wait(self.settings.topics.dead_letter, value, headers=headers)
 
 
-async def rewind_lost_logs(
-    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
-) -> None:
-    """Seek partitions whose position is past the log's end to their start.
+class LostLogs:
+    """Seeks partitions whose position stays past the log's end back to their start.
 
     Only a broker that lost its data (a memory-only broker restarted) has a log end below a
     consumer's position; Tansu then answers fetches with no records and no error, so the
     consumer would wait until the new log grew past the old offset. The end is the fetch's
-    high watermark (Tansu's ListOffsets answers the last batch's first offset + 1).
+    high watermark (Tansu's ListOffsets answers the last batch's first offset + 1), and it must
+    stay below the position for ``grace_s``: a fetch answer now and then runs a record behind.
     """
-    for tp in partitions:
-        end = consumer.highwater(tp)
-        if end is not None and await consumer.position(tp) > end:
-            log.warning("promptprof.log_lost", topic=tp.topic, partition=tp.partition,
-                        position=await consumer.position(tp), log_end=end)
-            await consumer.seek_to_beginning(tp)
+
+    def __init__(self, grace_s: float = 2.0) -> None:
+        """Watch positions; rewind one that stays past the end for ``grace_s``."""
+        self.grace_s = grace_s
+        self._since: dict[TopicPartition, float] = {}
+
+    async def rewind(
+        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+        now: float | None = None,
+    ) -> None:
+        """Check ``partitions`` (those without records in the last fetch)."""
+        now = time.monotonic() if now is None else now
+        for tp in partitions:
+            end, position = consumer.highwater(tp), await consumer.position(tp)
+            if end is None or position <= end:
+                self._since.pop(tp, None)
+            elif now - self._since.setdefault(tp, now) >= self.grace_s:
+                log.warning("promptprof.log_lost", topic=tp.topic, partition=tp.partition,
+                            position=position, log_end=end)
+                await consumer.seek_to_beginning(tp)
+                del self._since[tp]
 
 
 async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> None:

@@ -31,7 +31,7 @@ async def test_a_gap_is_read_whole_and_in_order(
     await _produce(kafka_broker.bootstrap, fresh_topics.calls, 60)
     options = {"bootstrap_servers": kafka_broker.bootstrap}
     gap = await read_gap(options, fresh_topics.calls, 2, 17, 45)
-    assert gap.first_offset == 17 and gap.complete
+    assert gap.complete
     assert gap.records == [(o, b"%d" % o) for o in range(17, 45)]
 
 
