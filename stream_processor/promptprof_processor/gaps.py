@@ -44,7 +44,6 @@ async def read_gap(
     try:
         await consumer.start()
         consumer.assign([tp])
-        consumer.seek(tp, start)
         return await asyncio.wait_for(_read(consumer, tp, start, end), timeout_s)
     except TimeoutError as exc:
         raise GapNotRead(f"{topic}:{partition} [{start}, {end}) not read in {timeout_s} s") from exc
@@ -53,13 +52,27 @@ async def read_gap(
 
 
 async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> Gap:
-    records: list[tuple[int, bytes | None]] = []
+    records = await _from_the_batch_holding(consumer, tp, start)
     while (position := await consumer.position(tp)) < end:
         batch = await consumer.getmany(tp, timeout_ms=500)
         if not batch and position >= (consumer.highwater(tp) or 0) > 0:
             break  # at the end of the log, before ``end``
-        for record in batch.get(tp, []):
-            if record.offset < end:
-                records.append((record.offset, record.value))
+        records.extend((record.offset, record.value) for record in batch.get(tp, []))
     complete = await consumer.position(tp) >= end
-    return Gap(records, complete)
+    return Gap([r for r in records if start <= r[0] < end], complete)
+
+
+async def _from_the_batch_holding(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
+) -> list[tuple[int, bytes | None]]:
+    """The first records from ``start`` on. Tansu answers a fetch from inside a batch with the
+    next batch, so the rest of the batch holding ``start`` would be skipped: seek further back
+    until the records returned begin at ``start`` or before (those before are dropped later)."""
+    low, reach = start, 0
+    while True:
+        consumer.seek(tp, low)
+        batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+        if not batch or batch[0].offset <= start or low == 0:
+            return [(record.offset, record.value) for record in batch]
+        reach = reach * 16 or 16
+        low = max(0, start - reach)

@@ -30,7 +30,8 @@ log = structlog.get_logger("promptprof.worker")
 
 
 class RewindingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # Faust is untyped here
-    """Faust's aiokafka consumer, seeking partitions that have no commit to their beginning."""
+    """Faust's aiokafka consumer, seeking partitions that have no commit to their beginning,
+    and those whose commit is past the log's end to the end."""
 
     async def seek_to_committed(self) -> Mapping[Any, int | None]:
         """Seek to the committed offsets, and to the first offset where there is none."""
@@ -58,6 +59,6 @@ class RewindingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # Faust
         if past:
             await self.seek_wait(past)
             log.info("promptprof.commits_past_log_end",
-                        partitions={f"{tp.topic}:{tp.partition}": (committed[tp], end)
-                                    for tp, end in past.items()})
+                     partitions={f"{tp.topic}:{tp.partition}": (committed[tp], end)
+                                 for tp, end in past.items()})
         return past
