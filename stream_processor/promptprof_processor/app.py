@@ -91,6 +91,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     last_checkpoint: dict[int, float] = {}
     changelog_offsets: dict[int, int] = {}  # the last written per partition, kept across revokes
     revocations: dict[int, int] = {}
+    stall_checked: dict[int, int] = {}  # the position a partition had at the last stall check
     checkpointing = asyncio.Lock()
 
     def publish(partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]) -> None:
@@ -150,7 +151,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         # again at offset 0, and the position saved with the state points into the old one.
         # Keep the open windows (their calls were counted), read the new log from its start.
         tp = TP(settings.topics.calls, partition)
-        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        start = await earliest(tp)
         if not state.owns(partition):
             return  # revoked during the wait: its next owner restores it
         log.warning("promptprof.broker_lost_data", partition=partition,
@@ -163,14 +164,25 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         saved = Checkpoint.unpack(table.get(_state_key(tp.partition)))
         next_offset = saved.next_offset
         if next_offset is None:
-            next_offset = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
-        if tp not in app.consumer.assignment():
-            return  # revoked during the wait
+            next_offset = await earliest(tp)
+        if tp not in app.consumer.assignment() or state.owns(tp.partition):
+            return  # revoked, or restored by the stall check, during the wait
         state.restore(tp.partition, saved.windows)
         engine.restore(tp.partition, saved.alerts)
         cursors.start(tp.partition, next_offset)
         log.info("promptprof.partition_restored", partition=tp.partition,
                  next_offset=next_offset, from_checkpoint=saved.next_offset is not None)
+
+    async def earliest(tp: TP) -> int:
+        delay = 0.1
+        while True:
+            try:
+                return int((await app.consumer.earliest_offsets(tp)).get(tp, 0))
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("promptprof.offsets_unavailable", partition=tp.partition,
+                            error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def take(partition: int, offset: int, value: bytes | None) -> None:
         outcome = state.handle(partition, value)
@@ -186,8 +198,10 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             log.warning("promptprof.gap_not_read", partition=tp.partition, start=start,
                         end=offset, error=repr(exc))
             return False
-        if not state.owns(tp.partition) or cursors.next_offset(tp.partition) != start:
-            return False  # revoked, or restarted, during the read
+        if not state.owns(tp.partition):
+            return False  # revoked during the read
+        if cursors.next_offset(tp.partition) != start:  # moved on (or restarted) meanwhile
+            return cursors.judge(tp.partition, offset) is Verdict.TAKE
         skipped = 0
         for record_offset, value in gap.records:
             # an offset the log lacks (expired, or lost by the broker) cannot come later
@@ -226,6 +240,39 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 take(tp.partition, offset, event.value)
             unacked.setdefault(tp.partition, []).append(event)
             await checkpoint_due(tp.partition)
+
+    async def catch_up(tp: TP) -> None:
+        # Faust now and then stops delivering a partition altogether (seen after a broker
+        # restart: rewound, and then nothing fetched). A partition whose position has not
+        # moved since the last check while its log holds more is read by the worker itself.
+        if app.rebalancing:
+            return
+        if not state.owns(tp.partition):
+            await restore(tp)
+            if not state.owns(tp.partition):
+                return
+        position = cursors.next_offset(tp.partition)
+        if stall_checked.get(tp.partition) != position:
+            stall_checked[tp.partition] = position
+            return
+        end = (await app.consumer.highwaters(tp)).get(tp, 0)
+        if end > position and state.owns(tp.partition):
+            log.warning("promptprof.partition_stalled", partition=tp.partition,
+                        next_offset=position, log_end=end)
+            await fill_gap(tp, end)
+
+    @app.task
+    async def catch_up_stalled_partitions() -> None:
+        while True:
+            await asyncio.sleep(worker.stall_check_s)
+            for tp in app.consumer.assignment():
+                if tp.topic != settings.topics.calls:
+                    continue
+                try:
+                    await catch_up(tp)
+                except (KafkaError, TimeoutError) as exc:
+                    log.warning("promptprof.stall_check_failed", partition=tp.partition,
+                                error=repr(exc))
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
