@@ -92,6 +92,8 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     changelog_offsets: dict[int, int] = {}  # the last written per partition, kept across revokes
     revocations: dict[int, int] = {}
     stall_checked: dict[int, int] = {}  # the position a partition had at the last stall check
+    behind: set[int] = set()  # stalled partitions whose log holds more
+    gap_retry_at: dict[int, float] = {}  # no gap reads for a partition before (monotonic)
     checkpointing = asyncio.Lock()
 
     def publish(partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]) -> None:
@@ -197,6 +199,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         except (GapNotRead, KafkaError) as exc:
             log.warning("promptprof.gap_not_read", partition=tp.partition, start=start,
                         end=offset, error=repr(exc))
+            gap_retry_at[tp.partition] = time.monotonic() + worker.stall_check_s
             return False
         if not state.owns(tp.partition):
             return False  # revoked during the read
@@ -215,8 +218,12 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                         reason="not in the log: expired, or lost by the broker")
         log.info("promptprof.gap_read", partition=tp.partition, start=start, end=offset,
                  records=len(gap.records), complete=gap.complete)
-        # not complete: the record is from a log the broker lost since, not in this one
-        return gap.complete and cursors.judge(tp.partition, offset) is Verdict.TAKE
+        if not gap.complete:
+            # The broker does not serve the whole range (yet): the record may be from a log
+            # it lost since. Not every record after it tries again; the stall check does.
+            gap_retry_at[tp.partition] = time.monotonic() + worker.stall_check_s
+            return False
+        return cursors.judge(tp.partition, offset) is Verdict.TAKE
 
     async def admit(tp: TP, offset: int) -> bool:
         # Whether the record is the partition's next one; see offsets.py for why Faust's
@@ -226,7 +233,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             if not state.owns(tp.partition):
                 return False
         verdict = cursors.judge(tp.partition, offset)
-        if verdict is Verdict.AHEAD:
+        if verdict is Verdict.AHEAD and time.monotonic() >= gap_retry_at.get(tp.partition, 0.0):
             return await fill_gap(tp, offset)
         return verdict is Verdict.TAKE
 
@@ -244,7 +251,8 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     async def catch_up(tp: TP) -> None:
         # Faust now and then stops delivering a partition altogether (seen after a broker
         # restart: rewound, and then nothing fetched). A partition whose position has not
-        # moved since the last check while its log holds more is read by the worker itself.
+        # moved since the last check while its log holds more is read by the worker itself,
+        # and is not idle meanwhile (the idle timer would close its windows by the clock).
         if app.rebalancing:
             return
         if not state.owns(tp.partition):
@@ -254,12 +262,16 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         position = cursors.next_offset(tp.partition)
         if stall_checked.get(tp.partition) != position:
             stall_checked[tp.partition] = position
+            behind.discard(tp.partition)
             return
         end = (await app.consumer.highwaters(tp)).get(tp, 0)
-        if end > position and state.owns(tp.partition):
-            log.warning("promptprof.partition_stalled", partition=tp.partition,
-                        next_offset=position, log_end=end)
-            await fill_gap(tp, end)
+        if end <= position or not state.owns(tp.partition):
+            behind.discard(tp.partition)
+            return
+        behind.add(tp.partition)
+        log.warning("promptprof.partition_stalled", partition=tp.partition,
+                    next_offset=position, log_end=end)
+        await fill_gap(tp, end)
 
     @app.task
     async def catch_up_stalled_partitions() -> None:
@@ -276,7 +288,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
-        for partition, windows in state.close_idle().items():
+        for partition, windows in state.close_idle(behind=behind).items():
             publish(partition, windows, [])
 
     @app.task
@@ -297,6 +309,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
                 cursors.forget(tp.partition)
                 outbox.forget(tp.partition)
                 revocations[tp.partition] = revocations.get(tp.partition, 0) + 1
+                behind.discard(tp.partition)
                 # Not acked: Faust forgets its acks of a revoked partition, so a late ack
                 # would commit this owner's offsets under the next assignment (after a broker
                 # restart, offsets of the lost log). Faust holds unacked events weakly.

@@ -55,11 +55,13 @@ async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end:
     records = await _from_the_batch_holding(consumer, tp, start)
     while (position := await consumer.position(tp)) < end:
         batch = await consumer.getmany(tp, timeout_ms=500)
-        if not batch and position >= (consumer.highwater(tp) or 0) > 0:
-            break  # at the end of the log, before ``end``
+        served = consumer.highwater(tp)  # what the broker serves, as its last fetch answer says
+        if not batch and served is not None and position >= served:
+            break  # at the end of what the broker serves, before ``end``
         records.extend((record.offset, record.value) for record in batch.get(tp, []))
     complete = await consumer.position(tp) >= end
-    return Gap([r for r in records if start <= r[0] < end], complete)
+    in_range = {offset: value for offset, value in records if start <= offset < end}
+    return Gap(sorted(in_range.items()), complete)
 
 
 async def _from_the_batch_holding(

@@ -13,7 +13,7 @@ for ``idle_timeout_s`` advances by the wall clock alone, so its last windows clo
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,13 +173,16 @@ class PartitionWindows:
         wall = (now_ns or time.time_ns()) - self.settings.allowed_lateness_ns
         return state.aggregator.advance(min(state.aggregator.watermark_ns, wall))
 
-    def close_idle(self, now_ns: int | None = None) -> dict[int, list[WindowAggregate]]:
-        """Advance partitions that received nothing lately by the wall clock alone."""
+    def close_idle(
+        self, now_ns: int | None = None, behind: Collection[int] = ()
+    ) -> dict[int, list[WindowAggregate]]:
+        """Advance partitions that received nothing lately by the wall clock alone; not those
+        ``behind`` (their log holds records they did not get yet: they are not idle)."""
         now = time.monotonic()
         wall = (now_ns or time.time_ns()) - self.settings.allowed_lateness_ns
         closed = {}
         for partition, state in self._partitions.items():
-            if now - state.last_record_s >= self.idle_timeout_s:
+            if now - state.last_record_s >= self.idle_timeout_s and partition not in behind:
                 windows = state.aggregator.advance(wall)
                 if windows:
                     closed[partition] = windows

@@ -158,6 +158,13 @@ def test_idle_partitions_close_by_the_wall_clock_alone() -> None:
     assert state.close_idle(at(60.0)) == {}
 
 
+def test_a_partition_behind_its_log_is_not_idle() -> None:
+    state = windows(idle=0.0)
+    state.handle(0, encode_envelope([event(0.5)]), at(0.6))
+    assert state.close_idle(at(60.0), behind={0}) == {}
+    assert list(state.close_idle(at(60.0))) == [0]
+
+
 def test_a_busy_partition_is_not_closed_by_the_idle_timer() -> None:
     state = windows(idle=3600.0)
     state.handle(0, encode_envelope([event(0.5)]), at(0.6))
