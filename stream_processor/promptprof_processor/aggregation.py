@@ -61,22 +61,22 @@ class Aggregation:
         tp, offset = event.message.tp, event.message.offset
         if tp not in self.app.consumer.assignment():
             return  # fetched before its partition was revoked: the next owner has it
-        if await self.admit(tp, offset):
-            self.take(tp.partition, offset, event.value)
+        if await self._admit(tp, offset):
+            self._take(tp.partition, offset, event.value)
         self.unacked.setdefault(tp.partition, []).append(event)
-        await self.checkpoint_due(tp.partition)
+        await self._checkpoint_due(tp.partition)
 
     def close_idle(self) -> None:
         """Close, by the wall clock, the windows of partitions that received nothing lately."""
         for partition, windows in self.state.close_idle(behind=self.behind).items():
-            self.publish(partition, windows, [])
+            self._publish(partition, windows, [])
 
     async def checkpoint_quiet(self) -> None:
         """Checkpoint partitions with unacked records that the agent has not seen lately:
         Faust waits for every unacked event before a rebalance or shutdown completes."""
         for partition in [p for p, events in self.unacked.items()
                           if events and self.state.owns(p)]:
-            await self.checkpoint_due(partition)
+            await self._checkpoint_due(partition)
 
     async def catch_up_stalled(self) -> None:
         """Read, for each owned partition that Faust stopped delivering, what its log holds."""
@@ -106,11 +106,11 @@ class Aggregation:
             # offsets of the lost log). Faust holds unacked events weakly.
             self.unacked.pop(partition, None)
 
-    def publish(
+    def _publish(
         self, partition: int, closed: list[WindowAggregate], dead: list[DeadLetter]
     ) -> None:
         """Send closed windows and dead letters, held in the outbox until the next checkpoint."""
-        records = [Outgoing(self.windows_topic, w.to_bytes(), key=window_key(w)) for w in closed]
+        records = [Outgoing(self.windows_topic, w.to_bytes(), key=_window_key(w)) for w in closed]
         records.extend(
             Outgoing(self.dead_topic, letter.value,
                      headers={"reason": letter.reason[:1000].encode(), "stage": b"worker"})
@@ -125,14 +125,14 @@ class Aggregation:
         # the last batch's first offset + 1, and Faust's recovery reads only up to that end, so
         # a batch of two checkpoints restored the older one (the newer one's calls were lost).
         # Returns False when the changelog's offsets went back: the broker lost its logs.
-        key = state_key(partition)
+        key = _state_key(partition)
         self.table.data[key] = value
         written = await self.table.send_changelog(partition, key, value)
         previous = self.changelog_offsets.get(partition, -1)
         self.changelog_offsets[partition] = written.offset
         return bool(written.offset > previous)
 
-    async def checkpoint_due(self, partition: int) -> None:
+    async def _checkpoint_due(self, partition: int) -> None:
         """Checkpoint ``partition`` if its interval has passed, then ack what it covers."""
         # The partition is explicit The partition is explicit (not taken from the
         # current event) so that the idle timer can checkpoint too: Faust waits for every
@@ -178,7 +178,7 @@ class Aggregation:
         await self._save(partition, restarted.pack())
 
     async def _restore(self, tp: TP) -> None:
-        saved = Checkpoint.unpack(self.table.get(state_key(tp.partition)))
+        saved = Checkpoint.unpack(self.table.get(_state_key(tp.partition)))
         next_offset = saved.next_offset
         if next_offset is None:
             next_offset = await self._earliest(tp)
@@ -201,11 +201,11 @@ class Aggregation:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def take(self, partition: int, offset: int, value: bytes | None) -> None:
+    def _take(self, partition: int, offset: int, value: bytes | None) -> None:
         """Aggregate the partition's next record and publish what it closed."""
         outcome = self.state.handle(partition, value)
         self.cursors.taken(partition, offset)
-        self.publish(partition, outcome.closed, outcome.dead)
+        self._publish(partition, outcome.closed, outcome.dead)
 
     async def _fill_gap(self, tp: TP, offset: int) -> bool:
         # Records before ``offset`` never came: read them ourselves (see gaps.py).
@@ -237,14 +237,14 @@ class Aggregation:
             # an offset the log lacks (expired, or lost by the broker) cannot come later
             skipped += self.cursors.skip_to(partition, record_offset)
             if self.cursors.judge(partition, record_offset) is Verdict.TAKE:
-                self.take(partition, record_offset, value)
+                self._take(partition, record_offset, value)
         if gap.complete:
             skipped += self.cursors.skip_to(partition, end)
         if skipped:
             log.warning("promptprof.offsets_skipped", partition=partition, offsets=skipped,
                         reason="not in the log: expired, or lost by the broker")
 
-    async def admit(self, tp: TP, offset: int) -> bool:
+    async def _admit(self, tp: TP, offset: int) -> bool:
         """Whether the record at ``offset`` is the partition's next one, once the records
         before it that Faust skipped are read and aggregated."""
         if not self.state.owns(tp.partition):
@@ -283,12 +283,12 @@ class Aggregation:
         await self._fill_gap(tp, end)
 
 
-def state_key(partition: int) -> bytes:
+def _state_key(partition: int) -> bytes:
     """The table key of a partition's checkpoint."""
     return b"p%d" % partition
 
 
-def window_key(window: WindowAggregate) -> bytes:
+def _window_key(window: WindowAggregate) -> bytes:
     """The windows topic key of a closed window: its series and width."""
     tags = window.series
     return "\x1f".join(
