@@ -19,6 +19,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from promptprof.sender import Backoff
 from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.checkpoint import Checkpoint
@@ -134,10 +135,10 @@ class Aggregation:
 
     async def _checkpoint_due(self, partition: int) -> None:
         """Checkpoint ``partition`` if its interval has passed, then ack what it covers."""
-        # The partition is explicit The partition is explicit (not taken from the
-        # current event) so that the idle timer can checkpoint too: Faust waits for every
-        # unacked event before a rebalance or shutdown completes, and without new records the
-        # agent alone would never ack the last ones.
+        # The partition is explicit (not taken from the current event) so that the quiet-
+        # partition loop can checkpoint too: Faust waits for every unacked event before a
+        # rebalance or shutdown completes, and without new records the agent alone would never
+        # ack the last ones.
         now = time.monotonic()
         if now - self.last_checkpoint.get(partition, 0.0) < self.worker.checkpoint_interval_s:
             return
@@ -150,8 +151,7 @@ class Aggregation:
         # Taken at once, as the agent goes on during the wait: the records covered, the
         # windows and dead letters they produced, and the state and position they reached.
         covered, sent = self.unacked.pop(partition, []), self.outbox.take(partition)
-        saved = Checkpoint(self.state.checkpoint(partition), self.engine.state_bytes(partition),
-                           self.cursors.next_offset(partition))
+        saved = self._snapshot(partition)
         owner = self.revocations.get(partition, 0)
         # The state may not be saved before the broker has the windows it no longer holds.
         await deliver(sent)
@@ -173,9 +173,17 @@ class Aggregation:
         log.warning("promptprof.broker_lost_data", partition=partition,
                     old_next_offset=self.cursors.next_offset(partition), new_next_offset=start)
         self.cursors.start(partition, start)
-        restarted = Checkpoint(self.state.checkpoint(partition),
-                               self.engine.state_bytes(partition), start)
-        await self._save(partition, restarted.pack())
+        await self._save(partition, self._snapshot(partition).pack())
+
+    def _snapshot(self, partition: int) -> Checkpoint:
+        return Checkpoint(self.state.checkpoint(partition), self.engine.state_bytes(partition),
+                          self.cursors.next_offset(partition))
+
+    async def _owned(self, tp: TP) -> bool:
+        """Whether the partition's state is loaded, restoring it first if it is not."""
+        if not self.state.owns(tp.partition):
+            await self._restore(tp)
+        return self.state.owns(tp.partition)
 
     async def _restore(self, tp: TP) -> None:
         saved = Checkpoint.unpack(self.table.get(_state_key(tp.partition)))
@@ -191,15 +199,15 @@ class Aggregation:
                  next_offset=next_offset, from_checkpoint=saved.next_offset is not None)
 
     async def _earliest(self, tp: TP) -> int:
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 return int((await self.app.consumer.earliest_offsets(tp)).get(tp, 0))
             except (KafkaError, TimeoutError) as exc:
+                delay = backoff.next()
                 log.warning("promptprof.offsets_unavailable", partition=tp.partition,
                             error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _take(self, partition: int, offset: int, value: bytes | None) -> None:
         """Aggregate the partition's next record and publish what it closed."""
@@ -247,10 +255,8 @@ class Aggregation:
     async def _admit(self, tp: TP, offset: int) -> bool:
         """Whether the record at ``offset`` is the partition's next one, once the records
         before it that Faust skipped are read and aggregated."""
-        if not self.state.owns(tp.partition):
-            await self._restore(tp)
-            if not self.state.owns(tp.partition):
-                return False
+        if not await self._owned(tp):
+            return False
         verdict = self.cursors.judge(tp.partition, offset)
         retry_at = self.gap_retry_at.get(tp.partition, 0.0)
         if verdict is Verdict.AHEAD and time.monotonic() >= retry_at:
@@ -262,12 +268,8 @@ class Aggregation:
         # restart: rewound, and then nothing fetched). A partition whose position has not
         # moved since the last check while its log holds more is read by the worker itself,
         # and is not idle meanwhile (the idle timer would close its windows by the clock).
-        if self.app.rebalancing:
+        if self.app.rebalancing or not await self._owned(tp):
             return
-        if not self.state.owns(tp.partition):
-            await self._restore(tp)
-            if not self.state.owns(tp.partition):
-                return
         position = self.cursors.next_offset(tp.partition)
         if self.stall_checked.get(tp.partition) != position:
             self.stall_checked[tp.partition] = position

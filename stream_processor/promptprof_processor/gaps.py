@@ -52,7 +52,8 @@ async def read_gap(
 
 
 async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> Gap:
-    records = await _from_the_batch_holding(consumer, tp, start)
+    consumer.seek(tp, start)
+    records: list[tuple[int, bytes | None]] = []
     while (position := await consumer.position(tp)) < end:
         batch = await consumer.getmany(tp, timeout_ms=500)
         served = consumer.highwater(tp)  # what the broker serves, as its last fetch answer says
@@ -62,19 +63,3 @@ async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end:
     complete = await consumer.position(tp) >= end
     in_range = {offset: value for offset, value in records if start <= offset < end}
     return Gap(sorted(in_range.items()), complete)
-
-
-async def _from_the_batch_holding(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
-) -> list[tuple[int, bytes | None]]:
-    """The first records from ``start`` on. Tansu answers a fetch from inside a batch with the
-    next batch, so the rest of the batch holding ``start`` would be skipped: seek further back
-    until the records returned begin at ``start`` or before (those before are dropped later)."""
-    low, reach = start, 0
-    while True:
-        consumer.seek(tp, low)
-        batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
-        if not batch or batch[0].offset <= start or low == 0:
-            return [(record.offset, record.value) for record in batch]
-        reach = reach * 16 or 16
-        low = max(0, start - reach)

@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from promptprof.sender import Backoff
+
 log = structlog.get_logger("promptprof.worker")
 
 RETRY_MAX_S = 5.0
@@ -74,7 +76,7 @@ class Outbox:
 
 async def deliver(records: list[Outgoing]) -> None:
     """Wait until every record is delivered, sending the failed ones again with backoff."""
-    delay = 0.1
+    backoff = Backoff(0.1, RETRY_MAX_S)
     while records:
         results = await asyncio.gather(*(r.delivered() for r in records),
                                        return_exceptions=True)
@@ -82,10 +84,10 @@ async def deliver(records: list[Outgoing]) -> None:
                   if isinstance(e, BaseException)]
         failed = [r for r, _ in errors]
         if errors:
+            delay = backoff.next()
             log.warning("promptprof.send_retried", records=len(errors), error=repr(errors[0][1]),
                         retry_in_s=delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
             for record in failed:
                 record.send()
         records = failed
