@@ -19,7 +19,8 @@ windows (every rule of the default set). The same for the EWMA baseline as an ex
 Throughput (in-process, no Kafka, same records for both): call-event envelopes of 20 series
 (skewed shares; each series' envelope is cut at 500 events or every 2 s of event time, as the
 producer's linger does) over 10 s and 60 s windows, fed to
-:class:`~promptprof_processor.partitions.PartitionWindows` (decode, validate, aggregate, close
+:class:`~promptprof_processor.windows.partitions.PartitionWindows` (decode, validate, aggregate,
+close
 by watermark) alone, and to PartitionWindows followed by :meth:`AlertEngine.observe` on every
 closed window. Rounds alternate between the two; the best round of each is kept (the machine's
 noise only ever slows a round down).
@@ -44,11 +45,11 @@ from typing import Any
 import _common
 
 from promptprof.envelope import encode_envelope
-from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertEngine, parse_rules
 from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
-from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.partitions import PartitionWindows
 
 CHANGE_AT = 60
 AFTER = 12

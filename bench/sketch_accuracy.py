@@ -2,7 +2,8 @@
 
 For several distributions (lognormal latencies, a heavy-tailed lognormal, a bimodal mix of fast
 and slow calls, uniform, integer token counts) and several seeds, values are added the way the
-processor adds them (:func:`promptprof_processor.sketches.add_values`, batches of 500) in two
+processor adds them (:func:`promptprof_processor.windows.sketches.add_values`, batches of 500) in
+two
 ways: into one sketch, and into ten partial sketches that go through the checkpoint codec
 (orjson) and are merged, as a rollup does. The relative error of p50/p95/p99 is measured against
 the exact percentile of the same rank convention (numpy ``method="lower"``: the element at rank
@@ -24,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from promptprof_processor.sketches import (
+from promptprof_processor.windows.sketches import (
     Sketch,
     add_values,
     decode_sketch,

@@ -9,7 +9,7 @@ envelopes of up to 500 events of one series (each spanning at most 2 s of event 
 aggregates them; once the data are over, the idle timeout closes the last windows.
 
 Pipeline figures: every closed window is read back from the windows topic and rendered with
-:func:`promptprof_processor.lineprotocol.render_windows`, the exact request body the sink sends
+:func:`promptprof_processor.sink.lineprotocol.render_windows`, the exact request body the sink sends
 to ``/write`` (one ``llm_window`` point per window plus one ``llm_window_errors`` point per error
 type seen): ``points`` and ``bytes`` are its lines and UTF-8 bytes. These are line-protocol bytes
 (what is sent to InfluxDB and what hosted InfluxDB bills as data in), not bytes on disk. InfluxDB
@@ -40,8 +40,8 @@ from typing import Any
 import _common
 import _stack
 
-from promptprof_processor.aggregate import WindowAggregate
-from promptprof_processor.lineprotocol import encode_line, render_windows
+from promptprof_processor.sink.lineprotocol import encode_line, render_windows
+from promptprof_processor.windows.figures import WindowAggregate
 
 NS = _stack.NS
 WIDTHS = [10, 60]

@@ -19,9 +19,9 @@ from pathlib import Path
 from _harness import fuzz
 
 from promptprof.envelope import EnvelopeError, decode_record
-from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.validation import validate_events
+from promptprof_processor.windows.partitions import PartitionWindows
 
 WINDOWS = PartitionWindows(WindowSettings(), max_record_bytes=1 << 16)
 

@@ -104,7 +104,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(config: Path | None) -> int:
-    from promptprof_processor.app import run_worker
+    from promptprof_processor.runtime.worker import run_worker
     from promptprof_processor.settings import ProcessorSettings
 
     try:

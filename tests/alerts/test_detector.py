@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from promptprof_processor.aggregate import SeriesTags, WindowAggregate
 from promptprof_processor.alerts import Alert, AlertEngine, parse_rules
 from promptprof_processor.alerts.synthetic import (
     DEFAULT_SERIES,
@@ -16,6 +15,7 @@ from promptprof_processor.alerts.synthetic import (
     Traffic,
     synthetic_windows,
 )
+from promptprof_processor.windows.figures import SeriesTags, WindowAggregate
 
 CHANGE_AT = 60
 LATENCY = {"latency_p95_ms", "latency_p99_ms"}

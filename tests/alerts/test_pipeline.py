@@ -21,9 +21,9 @@ from promptprof_processor.alerts import (
     RetryPolicy,
     WebhookReceiver,
 )
-from promptprof_processor.checkpoint import Checkpoint
-from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.runtime.checkpoint import Checkpoint
 from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.windows.partitions import PartitionWindows
 
 from .conftest import SECRET
 from .test_delivery import consume

@@ -23,7 +23,7 @@ class WithAlerts(ProcessorSettings):
 def test_importing_the_settings_loads_neither_the_processor_nor_clients() -> None:
     code = (
         "import sys, promptprof_processor.alerts.settings\n"
-        "heavy = ('promptprof_processor.settings', 'promptprof_processor.aggregate', "
+        "heavy = ('promptprof_processor.settings', 'promptprof_processor.windows.figures', "
         "'aiokafka', 'httpx')\n"
         "print([m for m in sys.modules if m.startswith(heavy)])\n"
     )

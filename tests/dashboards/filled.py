@@ -30,8 +30,8 @@ from promptprof.config import KafkaSettings, TopicSettings
 from promptprof.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
 from promptprof.simulate import Completion, ModelProfile, SimulatedProvider
 from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
-from promptprof_processor.lineprotocol import encode_line
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
+from promptprof_processor.sink.lineprotocol import encode_line
 
 SERVICE = "support-bot"
 WIDTHS_S = (1, 5)

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from promptprof.event import CallEvent, QualityEvent
-from promptprof_processor.aggregate import CALL_FIELDS, QUALITY_FIELDS, Accumulator
-from promptprof_processor.settings import NS_PER_S
-from promptprof_processor.validation import (
+from promptprof_processor.ingest.validation import (
     CallColumns,
     CallRecord,
     QualityRecord,
     validate_events,
 )
+from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import CALL_FIELDS, QUALITY_FIELDS, Accumulator
 
 # A time aligned to every test window width (10 s, 60 s, 3600 s).
 T0_S = 1_699_999_200

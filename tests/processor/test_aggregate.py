@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof_processor.aggregate import (
+from promptprof_processor.ingest.validation import CallRecord
+from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import (
     MAX_ERROR_TYPES,
     OTHER_ERRORS,
     Accumulator,
@@ -18,8 +20,6 @@ from promptprof_processor.aggregate import (
     WindowAggregate,
     rollup,
 )
-from promptprof_processor.settings import NS_PER_S
-from promptprof_processor.validation import CallRecord
 
 from .factories import T0, add_calls, add_quality, call, quality
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof_processor.checkpoint import Checkpoint
+from promptprof_processor.runtime.checkpoint import Checkpoint
 
 states = st.one_of(st.none(), st.binary(min_size=1))
 

@@ -22,9 +22,9 @@ from promptprof.envelope import (
     encode_rows,
 )
 from promptprof.event import CallEvent
-from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.ingest.validation import CallColumns, validate_columns
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.validation import CallColumns, validate_columns
+from promptprof_processor.windows.partitions import PartitionWindows
 from tests.processor.test_validation import raw_call, raw_quality
 from tests.processor.test_validation_equivalence import CALL_KEYS, values
 

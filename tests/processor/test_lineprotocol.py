@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof_processor.aggregate import Accumulator, SeriesTags, WindowAggregate
-from promptprof_processor.lineprotocol import (
+from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.sink.lineprotocol import (
     ERRORS_MEASUREMENT,
     WINDOW_MEASUREMENT,
     encode_line,
@@ -17,7 +17,7 @@ from promptprof_processor.lineprotocol import (
     render_windows,
     window_lines,
 )
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import Accumulator, SeriesTags, WindowAggregate
 
 from .factories import T0, add_calls, call
 

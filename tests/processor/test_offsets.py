@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof_processor.offsets import PartitionCursors, Verdict
+from promptprof_processor.runtime.position import PartitionCursors, Verdict
 
 
 @given(st.lists(st.integers(0, 40), max_size=200), st.integers(0, 40))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.windows import WindowAggregator
+from promptprof_processor.windows.aggregator import WindowAggregator
 
 from .factories import call, ns, quality
 

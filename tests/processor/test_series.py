@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from promptprof_processor.series import OVERFLOW, Series, SeriesRegistry
+from promptprof_processor.windows.series import OVERFLOW, Series, SeriesRegistry
 
 
 def series(tenant: str, prompt: str = "p") -> Series:

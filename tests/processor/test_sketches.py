@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof_processor.sketches import (
+from promptprof_processor.windows.sketches import (
     BIN_LIMIT,
     RELATIVE_ACCURACY,
     add_values,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from faust.types import TP
 
-from promptprof_processor.app import build_app
+from promptprof_processor.runtime.worker import build_app
 from promptprof_processor.settings import ProcessorSettings
 
 

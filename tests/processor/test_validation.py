@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from promptprof.event import CallEvent, QualityEvent
-from promptprof_processor.validation import validate_events
+from promptprof_processor.ingest.validation import validate_events
 
 
 def raw_call(**fields: Any) -> dict[str, Any]:

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from promptprof.event import CallEvent, QualityEvent
-from promptprof_processor.validation import MAX_REASONS, CallRecord, QualityRecord, validate_events
+from promptprof_processor.ingest.validation import (
+    MAX_REASONS,
+    CallRecord,
+    QualityRecord,
+    validate_events,
+)
 from tests.processor.test_validation import raw_call, raw_quality
 
 CALL_KEYS = [f.alias or name for name, f in CallEvent.model_fields.items()]

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof_processor.aggregate import WindowAggregate
-from promptprof_processor.series import OVERFLOW
+from promptprof_processor.ingest.validation import CallRecord
 from promptprof_processor.settings import NS_PER_S, WindowSettings
-from promptprof_processor.validation import CallRecord
-from promptprof_processor.windows import StateError, WindowAggregator
+from promptprof_processor.windows.aggregator import StateError, WindowAggregator
+from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.series import OVERFLOW
 
 from .factories import T0, call, ns, quality
 

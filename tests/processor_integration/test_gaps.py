@@ -9,7 +9,7 @@ from aiokafka.errors import KafkaError
 
 from promptprof.config import TopicSettings
 from promptprof.stack import TansuBroker
-from promptprof_processor.gaps import GapNotRead, read_gap
+from promptprof_processor.runtime.gaps import GapNotRead, read_gap
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.config import TopicSettings
 from promptprof.stack import TansuBroker
-from promptprof_processor.sink import LostLogs
+from promptprof_processor.sink.consumer import LostLogs
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from promptprof.envelope import encode_envelope, encode_rows
-from promptprof_processor.partitions import PartitionWindows
 from promptprof_processor.settings import WindowSettings
+from promptprof_processor.windows.partitions import PartitionWindows
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS  # a multiple of every width used here
@@ -234,7 +234,7 @@ def test_a_failure_inside_the_worker_keeps_the_record_as_a_dead_letter(
     def broken(*_: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("promptprof_processor.partitions.validate_columns", broken)
+    monkeypatch.setattr("promptprof_processor.windows.partitions.validate_columns", broken)
     outcome = state.handle(0, value, at(1.0))
     assert outcome.accepted == 0
     assert [(d.value, d.reason) for d in outcome.dead] == [

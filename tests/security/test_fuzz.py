@@ -27,9 +27,9 @@ from promptprof_compare.stats import ThresholdsError
 from promptprof_compare.stats import load_settings as load_thresholds
 from promptprof_compare.suite import load_suite
 from promptprof_processor.alerts.rules import RulesError, load_rules, parse_rules
-from promptprof_processor.partitions import PartitionWindows
+from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.validation import validate_events
+from promptprof_processor.windows.partitions import PartitionWindows
 
 # PROMPTPROF_FUZZ_EXAMPLES=5000 for a longer run by hand
 FUZZ = settings(max_examples=int(os.environ.get("PROMPTPROF_FUZZ_EXAMPLES", "200")), deadline=None,

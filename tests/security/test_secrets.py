@@ -28,13 +28,13 @@ from promptprof_processor.alerts import (
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.alerts.synthetic import Change, synthetic_windows
 from promptprof_processor.alerts.webhooks import Receiver, WebhookConfigError, WebhookSender
-from promptprof_processor.influx import (
+from promptprof_processor.settings import ProcessorSettings
+from promptprof_processor.sink.influx import (
     InfluxWriteError,
     RetryingWriter,
     V1Writer,
     V2Writer,
 )
-from promptprof_processor.settings import ProcessorSettings
 
 from .conftest import LogText
 

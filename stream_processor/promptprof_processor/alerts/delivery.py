@@ -8,7 +8,7 @@ queues independently, so a receiver that is down or slow delays only its own del
 - Alerts topic: key = the alert's fingerprint (one alert's events stay in order), value = the
   alert JSON, headers ``state``, ``severity``, ``rule``. Retried with backoff.
 - InfluxDB: the ``llm_alert`` point (:func:`promptprof_processor.alerts.events.alert_line`),
-  in batches, through :class:`~promptprof_processor.influx.RetryingWriter`; a re-written alert
+  in batches, through :class:`~promptprof_processor.sink.influx.RetryingWriter`; a re-written alert
   overwrites its own point.
 - Webhooks: the receivers of every matching route (every receiver when no route is configured),
   each delivery retried per the retry policy (:class:`~.webhooks.WebhookSender`). After the last
@@ -35,7 +35,7 @@ from promptprof.config import Settings
 from promptprof_processor.alerts.events import Alert, alert_line
 from promptprof_processor.alerts.settings import AlertSettings, RouteSettings
 from promptprof_processor.alerts.webhooks import Receiver, WebhookSender
-from promptprof_processor.influx import LineWriter, RetryingWriter, make_writer
+from promptprof_processor.sink.influx import LineWriter, RetryingWriter, make_writer
 
 log = structlog.get_logger("promptprof.alerts")
 

@@ -39,7 +39,6 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from promptprof_processor.aggregate import SeriesTags, WindowAggregate
 from promptprof_processor.alerts.baseline import Baseline, Method, make_baseline
 from promptprof_processor.alerts.events import (
     Alert,
@@ -60,6 +59,7 @@ from promptprof_processor.alerts.rules import (
 )
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import SeriesTags, WindowAggregate
 
 log = structlog.get_logger("promptprof.alerts")
 

@@ -45,9 +45,9 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from promptprof_processor.aggregate import SeriesTags
 from promptprof_processor.alerts.rules import Severity
-from promptprof_processor.lineprotocol import FieldValue, encode_line
+from promptprof_processor.sink.lineprotocol import FieldValue, encode_line
+from promptprof_processor.windows.figures import SeriesTags
 
 ALERT_MEASUREMENT = "llm_alert"
 SCHEMA_VERSION: Literal[1] = 1

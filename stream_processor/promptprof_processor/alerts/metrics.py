@@ -1,6 +1,7 @@
 """The window figures that alert rules watch, by name, with the call count behind each.
 
-A figure is taken from a closed :class:`~promptprof_processor.aggregate.WindowAggregate`; it is
+A figure is taken from a closed :class:`~promptprof_processor.windows.figures.WindowAggregate`; it
+is
 ``None`` when the window has no value for it (no TTFT measured, no token counts, ...). The count
 is the number of calls the figure rests on, compared with a rule's ``min_calls``.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
-    from promptprof_processor.aggregate import WindowAggregate
+    from promptprof_processor.windows.figures import WindowAggregate
 
 MetricName = Literal[
     "latency_p50_ms",

@@ -18,8 +18,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from promptprof_processor.aggregate import Percentiles, SeriesTags, TokenStats, WindowAggregate
 from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import (
+    Percentiles,
+    SeriesTags,
+    TokenStats,
+    WindowAggregate,
+)
 
 T0_NS = 1_700_000_040 * NS_PER_S  # aligned to 60 s
 DEFAULT_SERIES = SeriesTags(

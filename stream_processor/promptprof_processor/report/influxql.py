@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from promptprof.config import InfluxSettings
-from promptprof_processor.lineprotocol import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
+from promptprof_processor.sink.lineprotocol import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 ALERT_MEASUREMENT = "llm_alert"
 """Alerts of the anomaly detector: tags service, prompt_id, prompt_version, model, rule,

@@ -2,9 +2,9 @@
 what they close published, the state checkpointed with the offset it reaches, and only then
 the records acknowledged.
 
-Faust's delivery order is not trusted (:mod:`promptprof_processor.offsets`): each record is
+Faust's delivery order is not trusted (:mod:`promptprof_processor.runtime.position`): each record is
 judged against the partition's position, records Faust skipped are read by the worker itself
-(:mod:`promptprof_processor.gaps`), and so is a partition Faust stopped delivering.
+(:mod:`promptprof_processor.runtime.gaps`), and so is a partition Faust stopped delivering.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from promptprof.sender import Backoff
-from promptprof_processor.aggregate import WindowAggregate
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
-from promptprof_processor.checkpoint import Checkpoint
-from promptprof_processor.gaps import Gap, GapNotRead, read_gap
-from promptprof_processor.offsets import PartitionCursors, Verdict
-from promptprof_processor.outbox import Outbox, Outgoing, deliver
-from promptprof_processor.partitions import DeadLetter, PartitionWindows
+from promptprof_processor.runtime.checkpoint import Checkpoint
+from promptprof_processor.runtime.gaps import Gap, GapNotRead, read_gap
+from promptprof_processor.runtime.outbox import Outbox, Outgoing, deliver
+from promptprof_processor.runtime.position import PartitionCursors, Verdict
 from promptprof_processor.settings import ProcessorSettings
+from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.partitions import DeadLetter, PartitionWindows
 
 log = structlog.get_logger("promptprof.worker")
 

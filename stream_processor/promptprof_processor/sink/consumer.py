@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from promptprof.config import Settings
-from promptprof_processor.aggregate import WindowAggregate
-from promptprof_processor.influx import RetryingWriter, make_writer
-from promptprof_processor.lineprotocol import window_lines
+from promptprof_processor.sink.influx import RetryingWriter, make_writer
+from promptprof_processor.sink.lineprotocol import window_lines
+from promptprof_processor.windows.figures import WindowAggregate
 
 log = structlog.get_logger("promptprof.sink")
 

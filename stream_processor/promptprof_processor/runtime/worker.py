@@ -1,7 +1,7 @@
 """The Faust worker: call envelopes in, closed windows out, state checkpointed in a table.
 
 One agent consumes the calls topic. Each record (a batch envelope, or a single event) is decoded,
-validated and aggregated whole (:mod:`promptprof_processor.aggregation`); windows that the
+validated and aggregated whole (:mod:`promptprof_processor.runtime.aggregation`); windows that the
 watermark closes are published to the windows topic, bad records and events to the dead-letter
 topic with their reason. Every ``checkpoint_interval_s`` a partition's open-window state, with
 the offset of the next record it has not aggregated, is written to a Faust table (its changelog
@@ -9,7 +9,8 @@ is what a restarted worker recovers from), and only then are the records it cove
 
 The worker resumes from the offset in the checkpoint, not from Faust's committed offset: each
 record is aggregated exactly once into the state it is saved with, whatever Faust delivers twice
-or drops around a rebalance (:mod:`promptprof_processor.offsets`). Committed offsets only say
+or drops around a rebalance (:mod:`promptprof_processor.runtime.position`). Committed offsets only
+say
 where fetching starts. A crash re-sends at most the windows closed since the last checkpoint,
 and a re-sent window overwrites its own point in InfluxDB.
 
@@ -18,7 +19,7 @@ and forgets the group's commits and the changelog. The worker notices when its n
 lands at a changelog offset below the previous one: it keeps the open windows and reads the
 partition's new log from its start. Partitions without a checkpoint are read from their start.
 
-The sink (:mod:`promptprof_processor.sink`) runs in the same worker as a background task.
+The sink (:mod:`promptprof_processor.sink.consumer`) runs in the same worker as a background task.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from typing import Any
 import faust
 import structlog
 
-from promptprof_processor.aggregation import Aggregation
 from promptprof_processor.alerts import AlertDispatcher
+from promptprof_processor.runtime.aggregation import Aggregation
+from promptprof_processor.runtime.transport import leave_groups_in_generation_zero, worker_consumer
 from promptprof_processor.settings import ProcessorSettings
-from promptprof_processor.sink import WindowSink
-from promptprof_processor.transport import leave_groups_in_generation_zero, worker_consumer
+from promptprof_processor.sink.consumer import WindowSink
 
 log = structlog.get_logger("promptprof.worker")
 

@@ -1,7 +1,8 @@
 """Per-partition window state: decode, validate, aggregate, close by watermark.
 
 This is the stream processor's logic without Faust, so it is tested directly. The Faust agent
-(:mod:`promptprof_processor.app`) feeds it records, publishes what it returns, and checkpoints
+(:mod:`promptprof_processor.runtime.worker`) feeds it records, publishes what it returns, and
+checkpoints
 its state in a table.
 
 Watermarks are per partition (a series lives on one partition). A partition's watermark is the
@@ -21,15 +22,15 @@ import orjson
 import structlog
 
 from promptprof.envelope import ColumnBatch, EnvelopeError, decode_batch
-from promptprof_processor.aggregate import WindowAggregate
-from promptprof_processor.settings import NS_PER_S, WindowSettings
-from promptprof_processor.validation import (
+from promptprof_processor.ingest.validation import (
     CallColumns,
     Record,
     validate_columns,
     validate_events,
 )
-from promptprof_processor.windows import StateError, WindowAggregator
+from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.windows.aggregator import StateError, WindowAggregator
+from promptprof_processor.windows.figures import WindowAggregate
 
 log = structlog.get_logger("promptprof.worker")
 

@@ -6,7 +6,8 @@ events received; every other count, sum and percentile is the weighted estimate 
 (they coincide when nothing is sampled).
 
 A closed window keeps its DDSketches (``sketches``, encoded by
-:func:`promptprof_processor.sketches.encode_sketch`) and the exact sums and counts behind every
+:func:`promptprof_processor.windows.sketches.encode_sketch`) and the exact sums and counts behind
+every
 mean and rate, so :func:`rollup` of windows gives the same figures as aggregating their events
 in one window: percentiles bin for bin, sums up to float rounding.
 
@@ -26,8 +27,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from promptprof_processor.ingest.validation import CallColumns
 from promptprof_processor.settings import NS_PER_S
-from promptprof_processor.sketches import (
+from promptprof_processor.windows.sketches import (
     Sketch,
     SketchData,
     add_values,
@@ -37,7 +39,6 @@ from promptprof_processor.sketches import (
     new_sketch,
     quantile,
 )
-from promptprof_processor.validation import CallColumns
 
 UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"

@@ -1,7 +1,7 @@
 """A partition's checkpoint: its window state, its alert state and the offset they reach.
 
 One table value holds all three, so the state a restarted worker restores and the record it
-resumes from can never disagree (:mod:`promptprof_processor.offsets`).
+resumes from can never disagree (:mod:`promptprof_processor.runtime.position`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ Measurements (timestamp = window start in ns, so a re-written window overwrites 
     error type seen in the window. (A re-processed window overwrites the types it has, but a
     type that disappeared keeps its old point.)
 
-Sketches are not written; they travel in :class:`~promptprof_processor.aggregate.WindowAggregate`.
+Sketches are not written; they travel in
+:class:`~promptprof_processor.windows.figures.WindowAggregate`.
 
 Escaping follows the line protocol reference: commas and spaces in measurements; commas, equals
 signs and spaces in tag keys, tag values and field keys; double quotes and backslashes in string
@@ -39,7 +40,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from promptprof_processor.aggregate import Percentiles, TokenStats, WindowAggregate
+from promptprof_processor.windows.figures import Percentiles, TokenStats, WindowAggregate
 
 WINDOW_MEASUREMENT = "llm_window"
 ERRORS_MEASUREMENT = "llm_window_errors"

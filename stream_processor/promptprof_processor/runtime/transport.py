@@ -5,11 +5,12 @@
   arrives (Tansu, the local default, does), then adds up to that wait to every window's way into
   InfluxDB: measured here, 0.7 s at worst with 1500 ms, 0.04 s with 100 ms. A shorter wait costs
   a few more empty fetches per second, nothing next to the records.
-* Rewinding partitions without a commit (:mod:`promptprof_processor.rewind`).
+* Rewinding partitions without a commit (:mod:`promptprof_processor.runtime.rewind`).
 * No read-offset filter. Faust drops a record below the last offset it delivered, and counts a
   jump above it as acknowledged. After a seek, records of the batch fetched before it still set
   that offset, so the records the seek asked for were dropped, and the partition stalled. The
-  agent orders records itself (:mod:`promptprof_processor.offsets`), so Faust's filter is off.
+  agent orders records itself (:mod:`promptprof_processor.runtime.position`), so Faust's filter is
+  off.
 * Leaving the group in generation 0 (:func:`leave_groups_in_generation_zero`).
 """
 
@@ -24,7 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from promptprof_processor.rewind import RewindingConsumer
+from promptprof_processor.runtime.rewind import RewindingConsumer
 
 log = structlog.get_logger("promptprof.worker")
 

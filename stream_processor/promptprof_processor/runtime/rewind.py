@@ -13,7 +13,8 @@ A committed offset past the log's end is one from a log the broker lost (a stale
 reached the new broker). Tansu answers a fetch there with no records and no error, so the
 partition would stall until the new log grew that long: such partitions start at the log's end
 instead, and the agent reads what it has not aggregated before that itself
-(:mod:`promptprof_processor.gaps`). Tansu answers a log's end as its last batch's first offset
+(:mod:`promptprof_processor.runtime.gaps`). Tansu answers a log's end as its last batch's first
+offset
 + 1, so a commit inside the last batch also lands there; the agent skips the few records it
 gets again.
 """

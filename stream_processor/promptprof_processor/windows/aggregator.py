@@ -28,16 +28,16 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from promptprof_processor.aggregate import (
+from promptprof_processor.ingest.validation import CallColumns, CallRecord, Record
+from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.windows.figures import (
     CALL_FIELDS,
     QUALITY_FIELDS,
     Accumulator,
     SeriesTags,
     WindowAggregate,
 )
-from promptprof_processor.series import Prompt, Series, SeriesRegistry
-from promptprof_processor.settings import NS_PER_S, WindowSettings
-from promptprof_processor.validation import CallColumns, CallRecord, Record
+from promptprof_processor.windows.series import Prompt, Series, SeriesRegistry
 
 STATE_FORMAT = 1
 

@@ -6,7 +6,8 @@ before it seeks to the committed offsets, delivers some records twice, drops oth
 queues, and counts an offset jump as acknowledged; each of these lost or doubled calls now and
 then. Against a position saved with the state, every record is judged on arrival: the next one
 is aggregated, an earlier one is already in the state and skipped, and a later one means records
-are missing: the worker reads them itself (:mod:`promptprof_processor.gaps`) before it goes on.
+are missing: the worker reads them itself (:mod:`promptprof_processor.runtime.gaps`) before it goes
+on.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Ingest: a Kafka record's bytes decoded into envelopes and validated into call columns."""
