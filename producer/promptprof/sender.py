@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from promptprof.backoff import Backoff
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
 from promptprof.envelope import encode_envelope
@@ -74,24 +75,6 @@ class Envelope:
     key: bytes
     value: bytes
     events: int
-
-
-class Backoff:
-    """Exponential backoff from ``initial`` to ``maximum`` seconds, reset on success."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.current = initial
-
-    def next(self) -> float:
-        """The delay to wait now; doubles the next one."""
-        delay = self.current
-        self.current = min(self.current * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        """Start again from the initial delay."""
-        self.current = self.initial
 
 
 class Sender:

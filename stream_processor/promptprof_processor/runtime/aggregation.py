@@ -19,7 +19,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from promptprof.sender import Backoff
+from promptprof.backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.runtime.checkpoint import Checkpoint
 from promptprof_processor.runtime.gaps import Gap, GapNotRead, read_gap

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from promptprof.sender import Backoff
+from promptprof.backoff import Backoff
 
 log = structlog.get_logger("promptprof.worker")
 
