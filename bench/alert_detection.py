@@ -19,10 +19,9 @@ windows (every rule of the default set). The same for the EWMA baseline as an ex
 Throughput (in-process, no Kafka, same records for both): call-event envelopes of 20 series
 (skewed shares; each series' envelope is cut at 500 events or every 2 s of event time, as the
 producer's linger does) over 10 s and 60 s windows, fed to
-:class:`~promptprof_processor.windows.partitions.PartitionWindows` (decode, validate, aggregate,
-close
-by watermark) alone, and to PartitionWindows followed by :meth:`AlertEngine.observe` on every
-closed window. Rounds alternate between the two; the best round of each is kept (the machine's
+:class:`~promptprof_processor.runtime.partition.PartitionRun` per partition (decode, validate,
+aggregate, close by watermark) alone, and with :meth:`AlertEngine.observe` on every closed
+window. Rounds alternate between the two; the best round of each is kept (the machine's
 noise only ever slows a round down).
 ``throughput_ratio_detection_on_vs_off`` = windows/s with detection / windows/s without.
 ``detector_only_windows_per_s`` times the engine alone on the same closed windows. The
@@ -47,9 +46,9 @@ import _common
 from promptprof.envelope import encode_envelope
 from promptprof_processor.alerts import AlertEngine, parse_rules
 from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
+from promptprof_processor.runtime.partition import Clock, Output, PartitionRun
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 from promptprof_processor.windows.figures import WindowAggregate
-from promptprof_processor.windows.partitions import PartitionWindows
 
 CHANGE_AT = 60
 AFTER = 12
@@ -178,22 +177,24 @@ def one_pass(
 ) -> tuple[float, list[WindowAggregate], int]:
     """Seconds to handle every record (and close the rest), the closed windows, alerts."""
     settings = WindowSettings(widths_s=[10, 60], allowed_lateness_s=5)
-    state = PartitionWindows(settings, idle_timeout_s=0.0)
     engine = AlertEngine() if detect else None
-    now_ns = end_ns + 3600 * NS_PER_S
-    closed: list[WindowAggregate] = []
-    alerts = 0
+    runs: dict[int, PartitionRun] = {}
+    clock = Clock(end_ns + 3600 * NS_PER_S, time.monotonic())
+    outputs: list[Output] = []
     started = time.perf_counter()
     for partition, value in records:
-        windows = state.handle(partition, value, now_ns).closed
-        if engine is not None:
-            alerts += len(engine.observe(windows, partition))
-        closed += windows
-    for partition, windows in state.close_idle(now_ns).items():
-        if engine is not None:
-            alerts += len(engine.observe(windows, partition))
-        closed += windows
-    return time.perf_counter() - started, closed, alerts
+        run = runs.get(partition)
+        if run is None:
+            if engine is not None:
+                engine.restore(partition, None)
+            run = runs[partition] = PartitionRun(partition, settings, next_offset=0,
+                                                 alerts=engine, idle_timeout_s=0.0)
+        outputs += run.take(run.next_offset, value, clock)
+    for run in runs.values():
+        outputs += run.close_idle(clock)
+    elapsed = time.perf_counter() - started
+    closed = [o.window for o in outputs if o.window is not None]
+    return elapsed, closed, sum(o.alert is not None for o in outputs)
 
 
 def throughput(plan: Plan) -> dict[str, Any]:

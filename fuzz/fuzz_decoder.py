@@ -14,16 +14,19 @@ exception into one rather than stop), is a finding.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from _harness import fuzz
 
 from promptprof.envelope import EnvelopeError, decode_record
 from promptprof_processor.ingest.validation import validate_events
+from promptprof_processor.ingest.records import RecordReader
+from promptprof_processor.runtime.partition import Clock, PartitionRun
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.windows.partitions import PartitionWindows
 
-WINDOWS = PartitionWindows(WindowSettings(), max_record_bytes=1 << 16)
+RUN = PartitionRun(0, WindowSettings(), next_offset=0,
+                   reader=RecordReader(WindowSettings(), max_record_bytes=1 << 16))
 
 
 def test_one_input(data: bytes) -> None:
@@ -32,8 +35,10 @@ def test_one_input(data: bytes) -> None:
     except EnvelopeError:
         events = []
     validate_events(events)
-    outcome = WINDOWS.handle(0, data)
-    for letter in outcome.dead:
+    for output in RUN.take(RUN.next_offset, data, Clock(time.time_ns(), time.monotonic())):
+        letter = output.rejected
+        if letter is None:
+            continue
         assert isinstance(letter.reason, str) and letter.reason
         assert not letter.reason.startswith("internal error"), letter.reason
 

@@ -1,6 +1,6 @@
-"""The alert path as the worker runs it, without Faust: call envelopes -> PartitionWindows ->
-AlertEngine (its state checkpointed as bytes beside the window state, restored by a restarted
-worker) -> AlertDispatcher -> the real alerts topic and a real webhook receiver."""
+"""The alert path as the worker runs it, without Faust: call envelopes -> a partition's run ->
+AlertEngine (its state checkpointed beside the window state, restored by a restarted worker)
+-> AlertDispatcher -> the real alerts topic and a real webhook receiver."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from promptprof_processor.alerts import (
     RetryPolicy,
     WebhookReceiver,
 )
-from promptprof_processor.runtime.checkpoint import Checkpoint
+from promptprof_processor.runtime.partition import PartitionRun
 from promptprof_processor.settings import NS_PER_S, WindowSettings
-from promptprof_processor.windows.partitions import PartitionWindows
+from tests.processor.runs import MemoryLog, clock
 
 from .conftest import SECRET
 from .test_delivery import consume
@@ -60,28 +60,16 @@ def calls_of_second(rng: random.Random, second: int, factor: float) -> list[dict
     return events
 
 
-class Worker:
-    """What the Faust agent does per record, with a dict standing in for its table."""
+SETTINGS = WindowSettings(widths_s=[WIDTH_S], allowed_lateness_s=0)
 
-    def __init__(self, table: dict[bytes, bytes]) -> None:
-        self.table = table
-        self.windows = PartitionWindows(
-            WindowSettings(widths_s=[WIDTH_S], allowed_lateness_s=0), idle_timeout_s=3600
-        )
-        self.engine = AlertEngine()
 
-    def handle(self, partition: int, value: bytes, now_ns: int) -> list[Alert]:
-        if not self.windows.owns(partition):
-            saved = Checkpoint.unpack(self.table.get(b"p%d" % partition))
-            self.windows.restore(partition, saved.windows)
-            self.engine.restore(partition, saved.alerts)
-        outcome = self.windows.handle(partition, value, now_ns)
-        return self.engine.observe(outcome.closed, partition)
-
-    def checkpoint(self, partition: int) -> None:
-        self.table[b"p%d" % partition] = Checkpoint(
-            self.windows.checkpoint(partition), self.engine.state_bytes(partition)
-        ).pack()
+def worker(saved: MemoryLog | None = None) -> PartitionRun:
+    """Partition 2's run: fresh, or restored from ``saved`` with an engine of its own."""
+    if saved is None:
+        engine = AlertEngine()
+        engine.restore(2, None)
+        return PartitionRun(2, SETTINGS, next_offset=0, alerts=engine, idle_timeout_s=3600)
+    return saved.restore(2, SETTINGS, alerts=AlertEngine(), idle_timeout_s=3600)
 
 
 async def test_a_latency_jump_in_real_calls_reaches_the_topic_and_the_receiver(
@@ -99,17 +87,18 @@ async def test_a_latency_jump_in_real_calls_reaches_the_topic_and_the_receiver(
     dispatcher = AlertDispatcher(settings, config)
     await dispatcher.start()
     rng = random.Random(5)
-    table: dict[bytes, bytes] = {}
-    worker = Worker(table)
+    saved = MemoryLog()
+    run = worker()
     fired: list[tuple[int, Alert]] = []
     for second in range(WINDOWS * WIDTH_S + 1):
         window = second // WIDTH_S
         if second == RESTART_AT * WIDTH_S:
-            worker.checkpoint(2)
-            worker = Worker(table)  # a crash after the checkpoint: state comes back from bytes
+            saved.checkpoint(run)
+            run = worker(saved)  # a crash after the checkpoint: state comes back from it
         factor = 2.0 if window >= CHANGE_AT else 1.0
         events = calls_of_second(rng, second, factor)
-        alerts = worker.handle(2, encode_envelope(events), T0 + (second + 1) * NS_PER_S)
+        outputs = run.take(second, encode_envelope(events), clock(T0 + (second + 1) * NS_PER_S))
+        alerts = [o.alert for o in outputs if o.alert is not None]
         dispatcher.submit(alerts)
         fired.extend((window - 1, a) for a in alerts)  # the window that closed is the previous
 

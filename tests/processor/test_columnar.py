@@ -24,7 +24,7 @@ from promptprof.envelope import (
 from promptprof.event import CallEvent
 from promptprof_processor.ingest.validation import CallColumns, validate_columns
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.windows.partitions import PartitionWindows
+from tests.processor.runs import Runs
 from tests.processor.test_validation import raw_call, raw_quality
 from tests.processor.test_validation_equivalence import CALL_KEYS, values
 
@@ -153,7 +153,7 @@ def test_columns_and_rows_give_the_same_windows_and_dead_letters(
     events: list[dict[str, Any]], now_s: int
 ) -> None:
     as_rows = serialisable(encode_rows, events)
-    by_columns, by_rows = PartitionWindows(SETTINGS), PartitionWindows(SETTINGS)
+    by_columns, by_rows = Runs(SETTINGS), Runs(SETTINGS)
     now = T0 + now_s * 10**9
     columns = by_columns.handle(0, encode_envelope(events), now)
     rows = by_rows.handle(0, as_rows, now)
@@ -162,7 +162,7 @@ def test_columns_and_rows_give_the_same_windows_and_dead_letters(
     assert [d.reason for d in columns.dead] == [d.reason for d in rows.dead]
     for mine, theirs in zip(columns.dead, rows.dead, strict=True):
         assert orjson.loads(theirs.value).items() <= orjson.loads(mine.value).items()
-    assert by_columns.checkpoint(0) == by_rows.checkpoint(0)
+    assert by_columns.run(0).windows.snapshot() == by_rows.run(0).windows.snapshot()
 
 
 @settings(max_examples=200, deadline=None)

@@ -51,10 +51,25 @@ def test_state_round_trip() -> None:
     registry.resolve(series("a"), 5, 1)
     registry.resolve(series("b"), 6, 3)
     restored = SeriesRegistry(["tenant", "region"], max_series_per_prompt=1)
-    restored.restore(orjson.loads(orjson.dumps(registry.to_state())))
-    assert restored.to_state() == registry.to_state()
+    restored.apply(orjson.loads(orjson.dumps(registry.snapshot())))
+    assert restored.snapshot() == registry.snapshot()
     assert restored.resolve(series("c"), 7, 1).labels == (OVERFLOW, OVERFLOW)
     assert restored.overflow_events == {("svc", "p"): 4}
+
+
+def test_changes_name_only_the_prompts_that_changed_and_rebuild_the_registry() -> None:
+    registry = SeriesRegistry(["tenant", "region"], max_series_per_prompt=2)
+    registry.resolve(series("a"), 5, 1)
+    restored = SeriesRegistry(["tenant", "region"], max_series_per_prompt=2)
+    restored.apply(registry.changes())
+    assert registry.changes() == []
+    registry.resolve(series("b"), 6, 1)
+    registry.expire(6)
+    changes = registry.changes()
+    assert [entry[:2] for entry in changes] == [["svc", "p"]]
+    restored.apply(changes)
+    assert restored.snapshot() == registry.snapshot()
+    assert restored.series_count("svc", "p") == 1
 
 
 def test_label_tags_skip_empty_values() -> None:

@@ -1,5 +1,5 @@
 """Property fuzzing (hypothesis) of everything that parses outside input: the event decoder
-(decode_record, validate_events, PartitionWindows.handle) and the suite, prompt, dataset,
+(decode_record, validate_events, PartitionRun.take) and the suite, prompt, dataset,
 thresholds, alert-rules and config file parsers. Arbitrary bytes, arbitrary JSON trees and
 mutated valid documents: nothing crashes; a bad input gives the parser's own error, with a
 message, or a dead letter with a reason."""
@@ -29,7 +29,7 @@ from promptprof_compare.suite import load_suite
 from promptprof_processor.alerts.rules import RulesError, load_rules, parse_rules
 from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.windows.partitions import PartitionWindows
+from tests.processor.runs import MemoryLog, Runs
 
 # PROMPTPROF_FUZZ_EXAMPLES=5000 for a longer run by hand
 FUZZ = settings(max_examples=int(os.environ.get("PROMPTPROF_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -151,7 +151,7 @@ def test_valid_events_are_all_good() -> None:
 @FUZZ
 @given(st.lists(records(), min_size=1, max_size=5), st.integers(0, 3))
 def test_partition_windows_never_crash_and_give_reasons(values: list[bytes], part: int) -> None:
-    windows = PartitionWindows(WindowSettings(), max_record_bytes=4096)
+    windows = Runs(WindowSettings(), max_record_bytes=4096)
     for value in [*values, None]:
         outcome = windows.handle(part, value)
         for letter in outcome.dead:
@@ -165,18 +165,17 @@ def test_partition_windows_never_crash_and_give_reasons(values: list[bytes], par
             events = None
         if events is not None:
             assert outcome.accepted + len(outcome.dead) == len(events)
-    state = windows.checkpoint(part)
-    restored = PartitionWindows(WindowSettings())
-    restored.restore(part, state)
-    assert restored.stats() == windows.stats()
+    saved = MemoryLog()
+    saved.checkpoint(windows.run(part))
+    assert saved.restore(part, WindowSettings()).windows.stats == windows.run(part).windows.stats
 
 
 def test_oversized_and_empty_records_are_dead_lettered_with_a_reason() -> None:
-    windows = PartitionWindows(WindowSettings(), max_record_bytes=100)
+    windows = Runs(WindowSettings(), max_record_bytes=100)
     big = windows.handle(0, b"{" * 1000)
     assert [d.reason for d in big.dead] == ["oversized record: 1000 bytes > 100"]
     assert [d.reason for d in windows.handle(0, None).dead] == ["empty record"]
-    deep = PartitionWindows(WindowSettings()).handle(0, b"[" * 5000 + b"]" * 5000)
+    deep = Runs(WindowSettings()).handle(0, b"[" * 5000 + b"]" * 5000)
     assert deep.dead and deep.dead[0].reason.startswith("not JSON")
 
 
@@ -343,5 +342,5 @@ def test_config_keys_that_are_not_names_are_a_config_error(tmp_path: Path) -> No
 
 def test_non_finite_numbers_in_json_text_are_dead_lettered() -> None:
     raw = b'{"schema_version": 1, "promptprof.latency_ms": 1e999}'  # orjson: not JSON
-    outcome = PartitionWindows(WindowSettings()).handle(0, raw)
+    outcome = Runs(WindowSettings()).handle(0, raw)
     assert outcome.accepted == 0 and len(outcome.dead) == 1 and outcome.dead[0].reason

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
 from operator import eq, itemgetter
 from typing import Any, TypeVar, cast
-
-import orjson
 
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, Record
 from promptprof_processor.settings import NS_PER_S, WindowSettings
@@ -83,6 +81,7 @@ class WindowAggregator:
         self._bases: dict[int, dict[Series, Accumulator]] = {}
         self._closed_until_ns = 0
         self._max_event_ns = 0
+        self._dirty: set[tuple[int, Series]] = set()
 
     @property
     def watermark_ns(self) -> int:
@@ -184,6 +183,7 @@ class WindowAggregator:
         acc = accumulators.get(series)
         if acc is None:
             acc = accumulators[series] = Accumulator()
+        self._dirty.add((base, series))
         return acc
 
     def advance(self, watermark_ns: int | None = None) -> list[WindowAggregate]:
@@ -212,7 +212,7 @@ class WindowAggregator:
 
     def _close(self, width: int, start: int, end: int) -> list[WindowAggregate]:
         by_series: dict[Series, list[Accumulator]] = {}
-        for base, accumulators in self._bases.items():
+        for base, accumulators in sorted(self._bases.items()):  # sums in one order, restored or not
             if start <= base < end:
                 for series, acc in accumulators.items():
                     by_series.setdefault(series, []).append(acc)
@@ -234,50 +234,73 @@ class WindowAggregator:
             labels=series.label_tags(self._dims),
         )
 
-    def to_bytes(self) -> bytes:
-        """The open windows and counters as orjson bytes, for :meth:`from_bytes`."""
-        return orjson.dumps(
-            {
-                "format": STATE_FORMAT,
-                "widths_s": self.settings.widths_s,
-                "label_dimensions": self.settings.label_dimensions,
-                "closed_until_ns": self._closed_until_ns,
-                "max_event_ns": self._max_event_ns,
-                "bases": [
-                    [base, [[*s[:4], list(s.labels), acc.to_state()] for s, acc in accs.items()]]
-                    for base, accs in self._bases.items()
-                ],
-                "registry": self._registry.to_state(),
-                "stats": asdict(self.stats),
-            }
-        )
+    def changes(self) -> dict[str, Any]:
+        """What changed since the last :meth:`changes` (or :meth:`snapshot`): the counters, the
+        accumulators written to since, and the registry's changed prompts, JSON-native.
+
+        Fed in order to :meth:`from_changes` after a :meth:`snapshot`, they rebuild this state.
+        An accumulator whose windows have all closed is not deleted here; :meth:`from_changes`
+        drops it by the restored ``closed_until_ns``.
+        """
+        dirty, self._dirty = self._dirty, set()
+        return self._state([(base, s) for base, s in dirty if base in self._bases],
+                           self._registry.changes())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state in the form of :meth:`changes`; clears what changed."""
+        self._dirty = set()
+        self._registry.changes()
+        keys = [(base, s) for base, accs in self._bases.items() for s in accs]
+        return self._state(keys, self._registry.snapshot())
+
+    def _state(
+        self, keys: list[tuple[int, Series]], registry: list[list[Any]]
+    ) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "widths_s": self.settings.widths_s,
+            "label_dimensions": self.settings.label_dimensions,
+            "closed_until_ns": self._closed_until_ns,
+            "max_event_ns": self._max_event_ns,
+            "stats": asdict(self.stats),
+            "windows": [[base, *s[:4], list(s.labels), self._bases[base][s].to_state()]
+                        for base, s in keys],
+            "registry": registry,
+        }
 
     @classmethod
-    def from_bytes(cls, data: bytes, settings: WindowSettings) -> WindowAggregator:
-        """Restore an aggregator checkpointed by :meth:`to_bytes`.
+    def from_changes(
+        cls, changes: Iterable[dict[str, Any]], settings: WindowSettings
+    ) -> WindowAggregator:
+        """Rebuild an aggregator from a :meth:`snapshot` and the :meth:`changes` after it.
 
         Raises :class:`StateError` when the state has another format, or was written with other
         window widths or label dimensions (its windows and series would not fit).
         """
-        state: dict[str, Any] = orjson.loads(data)
+        agg = cls(settings)
+        for state in changes:
+            agg._apply(state)
+        agg._bases = {
+            base: accs for base, accs in agg._bases.items()
+            if agg._last_end(base) > agg._closed_until_ns
+        }
+        return agg
+
+    def _apply(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
             raise StateError(f"unknown aggregator state format {state.get('format')!r}")
         if (state["widths_s"], state["label_dimensions"]) != (
-            settings.widths_s,
-            settings.label_dimensions,
+            self.settings.widths_s,
+            self.settings.label_dimensions,
         ):
             raise StateError("state was written with other window widths or label dimensions")
-        agg = cls(settings)
-        agg._closed_until_ns = state["closed_until_ns"]
-        agg._max_event_ns = state["max_event_ns"]
-        for base, entries in state["bases"]:
-            agg._bases[base] = {
-                Series(s, p, v, m, tuple(labels)): Accumulator.from_state(acc)
-                for s, p, v, m, labels, acc in entries
-            }
-        agg._registry.restore(state["registry"])
-        agg.stats = AggregatorStats(**state["stats"])
-        return agg
+        self._closed_until_ns = state["closed_until_ns"]
+        self._max_event_ns = state["max_event_ns"]
+        self.stats = AggregatorStats(**state["stats"])
+        for base, s, p, v, m, labels, acc in state["windows"]:
+            accs = self._bases.setdefault(base, {})
+            accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
+        self._registry.apply(state["registry"])
 
 
 def _split(items: list[T], keys: list[K]) -> dict[K, list[T]]:

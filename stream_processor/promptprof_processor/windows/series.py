@@ -46,12 +46,14 @@ class SeriesRegistry:
         self._cap = max_series_per_prompt
         self._last_seen: dict[Prompt, dict[Series, int]] = {}
         self.overflow_events: dict[Prompt, int] = {}
+        self._changed: set[Prompt] = set()
 
     def resolve(self, series: Series, seen_ns: int, events: int) -> Series:
         """The series ``events`` events seen up to ``seen_ns`` are aggregated under."""
         if not self._overflow_labels:
             return series
         prompt = (series.service, series.prompt_id)
+        self._changed.add(prompt)
         known = self._last_seen.setdefault(prompt, {})
         last = known.get(series)
         if last is not None or len(known) < self._cap:
@@ -65,6 +67,7 @@ class SeriesRegistry:
         for prompt, known in list(self._last_seen.items()):
             for series in [s for s, seen in known.items() if seen < before_ns]:
                 del known[series]
+                self._changed.add(prompt)
             if not known:
                 del self._last_seen[prompt]
 
@@ -72,21 +75,30 @@ class SeriesRegistry:
         """How many series of a prompt are admitted now."""
         return len(self._last_seen.get((service, prompt_id), {}))
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-native snapshot for :meth:`restore`."""
-        return {
-            "series": [
-                [*series[:4], list(series.labels), seen]
-                for known in self._last_seen.values()
-                for series, seen in known.items()
-            ],
-            "overflow": [[*prompt, count] for prompt, count in self.overflow_events.items()],
-        }
+    def changes(self) -> list[list[Any]]:
+        """The entries of the prompts whose series changed since the last call, for
+        :meth:`apply`: ``[service, prompt id, overflow events, [[version, model, labels,
+        last seen], ...]]`` each (no series: the prompt left the registry)."""
+        changed, self._changed = self._changed, set()
+        return [self._entry(prompt) for prompt in changed]
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Replace the contents with a :meth:`to_state` snapshot."""
-        self._last_seen = {}
-        for service, prompt_id, version, model, labels, seen in state["series"]:
-            series = Series(service, prompt_id, version, model, tuple(labels))
-            self._last_seen.setdefault((service, prompt_id), {})[series] = seen
-        self.overflow_events = {(s, p): count for s, p, count in state["overflow"]}
+    def snapshot(self) -> list[list[Any]]:
+        """Every prompt's entry, in the form of :meth:`changes`."""
+        return [self._entry(prompt) for prompt in self._last_seen.keys() | self.overflow_events]
+
+    def _entry(self, prompt: Prompt) -> list[Any]:
+        known = self._last_seen.get(prompt, {})
+        return [*prompt, self.overflow_events.get(prompt, 0),
+                [[s.prompt_version, s.model, list(s.labels), seen] for s, seen in known.items()]]
+
+    def apply(self, entries: list[list[Any]]) -> None:
+        """Replace the entries of the prompts in ``entries`` (from :meth:`changes`)."""
+        for service, prompt_id, overflow, series in entries:
+            prompt = (service, prompt_id)
+            self._last_seen.pop(prompt, None)
+            self.overflow_events.pop(prompt, None)
+            if overflow:
+                self.overflow_events[prompt] = overflow
+            for version, model, labels, seen in series:
+                key = Series(service, prompt_id, version, model, tuple(labels))
+                self._last_seen.setdefault(prompt, {})[key] = seen

@@ -1,4 +1,4 @@
-"""PartitionWindows without Faust or Kafka: decoding, validation, dead-letter reasons, the
+"""A partition's run without Faust or Kafka: decoding, validation, dead-letter reasons, the
 wall-clock cap on the watermark, idle close, checkpoint and restore."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from promptprof.envelope import encode_envelope, encode_rows
 from promptprof_processor.settings import WindowSettings
-from promptprof_processor.windows.partitions import PartitionWindows
+from promptprof_processor.windows.aggregator import StateError
+from tests.processor.runs import MemoryLog, Runs, clock
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS  # a multiple of every width used here
@@ -35,11 +36,14 @@ def event(
     }
 
 
+def settings(widths: list[int] | None = None, lateness: float = 1.0) -> WindowSettings:
+    return WindowSettings(widths_s=widths or [2], allowed_lateness_s=lateness)
+
+
 def windows(
     widths: list[int] | None = None, lateness: float = 1.0, idle: float = 5.0, **kw: Any
-) -> PartitionWindows:
-    settings = WindowSettings(widths_s=widths or [2], allowed_lateness_s=lateness)
-    return PartitionWindows(settings, idle_timeout_s=idle, **kw)
+) -> Runs:
+    return Runs(settings(widths, lateness), idle_timeout_s=idle, **kw)
 
 
 def at(seconds: float) -> int:
@@ -50,7 +54,6 @@ def test_an_envelope_is_aggregated_whole_and_closes_by_watermark() -> None:
     state = windows()
     outcome = state.handle(0, encode_envelope([event(0.1), event(0.5), event(1.9)]), at(2.0))
     assert (outcome.accepted, outcome.dead, outcome.closed) == (3, [], [])
-    assert state.owns(0) and not state.owns(1)
     # the watermark is the latest event time minus the lateness: [0, 2) closes at 3 s
     outcome = state.handle(0, encode_envelope([event(2.9)]), at(3.0))
     assert outcome.closed == []
@@ -161,7 +164,9 @@ def test_idle_partitions_close_by_the_wall_clock_alone() -> None:
 def test_a_partition_behind_its_log_is_not_idle() -> None:
     state = windows(idle=0.0)
     state.handle(0, encode_envelope([event(0.5)]), at(0.6))
-    assert state.close_idle(at(60.0), behind={0}) == {}
+    state.run(0).behind = True
+    assert state.close_idle(at(60.0)) == {}
+    state.run(0).behind = False
     assert list(state.close_idle(at(60.0))) == [0]
 
 
@@ -174,40 +179,33 @@ def test_a_busy_partition_is_not_closed_by_the_idle_timer() -> None:
 def test_checkpoint_and_restore_continue_where_the_state_left_off() -> None:
     first = windows()
     first.handle(2, encode_envelope([event(0.1), event(0.2, latency_ms=300.0)]), at(0.3))
-    saved = first.checkpoint(2)
+    saved = MemoryLog()
+    saved.checkpoint(first.run(2))
 
-    restored = windows()
-    restored.restore(2, saved)
-    outcome = restored.handle(2, encode_envelope([event(0.4), event(3.5)]), at(3.5))
-    assert [(w.calls, w.latency_ms and w.latency_ms.max) for w in outcome.closed] == [
+    restored = saved.restore(2, settings())
+    assert restored.next_offset == 1
+    outputs = restored.take(1, encode_envelope([event(0.4), event(3.5)]), clock(at(3.5)))
+    closed = [o.window for o in outputs if o.window is not None]
+    assert [(w.calls, w.latency_ms and w.latency_ms.max) for w in closed] == [
         (3.0, pytest.approx(300.0, rel=0.01))
     ]
-    assert restored.stats()["events"] == 4
-
-    restored.forget(2)
-    assert not restored.owns(2)
+    assert restored.windows.stats.events == 4
 
 
-@pytest.mark.parametrize("saved", [None, b"", b"garbage", b'{"format": 99}'])
-def test_an_unusable_checkpoint_starts_empty(saved: bytes | None) -> None:
-    state = windows()
-    state.restore(0, saved)
-    assert state.owns(0) and state.stats()["events"] == 0
-
-
-def test_a_checkpoint_of_other_widths_is_discarded() -> None:
+def test_a_checkpoint_of_other_widths_is_not_restored() -> None:
     first = windows(widths=[2])
     first.handle(0, encode_envelope([event(0.1)]), at(0.2))
-    other = windows(widths=[5])
-    other.restore(0, first.checkpoint(0))
-    assert other.stats()["events"] == 0
+    saved = MemoryLog()
+    saved.checkpoint(first.run(0))
+    with pytest.raises(StateError, match="widths"):
+        saved.restore(0, settings(widths=[5]))
 
 
 @pytest.mark.parametrize("encode", [encode_envelope, encode_rows])
 def test_events_too_far_ahead_of_the_clock_are_dead_letters_and_the_rest_count(
     encode: Any,
 ) -> None:
-    state = PartitionWindows(WindowSettings(widths_s=[2], max_future_s=60))
+    state = Runs(WindowSettings(widths_s=[2], max_future_s=60))
     value = encode([event(0.5), event(60.5), event(61.5), event(1.0)])
     outcome = state.handle(0, value, at(0.5))
     assert outcome.accepted == 3
@@ -216,11 +214,11 @@ def test_events_too_far_ahead_of_the_clock_are_dead_letters_and_the_rest_count(
     ]
     dead = orjson.loads(outcome.dead[0].value)
     assert dead["start_time_unix_nano"] == at(61.5) and dead["latency_ms"] == 100.0
-    assert state.stats()["events"] == 3
+    assert state.run(0).windows.stats.events == 3
 
 
 def test_a_record_of_only_far_future_events_is_all_dead_letters() -> None:
-    state = PartitionWindows(WindowSettings(widths_s=[2], max_future_s=60))
+    state = Runs(WindowSettings(widths_s=[2], max_future_s=60))
     outcome = state.handle(0, encode_envelope([event(100.0), event(101.0)]), at(0.5))
     assert outcome.accepted == 0 and len(outcome.dead) == 2
 
@@ -234,7 +232,7 @@ def test_a_failure_inside_the_worker_keeps_the_record_as_a_dead_letter(
     def broken(*_: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("promptprof_processor.windows.partitions.validate_columns", broken)
+    monkeypatch.setattr("promptprof_processor.ingest.records.validate_columns", broken)
     outcome = state.handle(0, value, at(1.0))
     assert outcome.accepted == 0
     assert [(d.value, d.reason) for d in outcome.dead] == [
