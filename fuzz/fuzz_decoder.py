@@ -20,8 +20,8 @@ from pathlib import Path
 from _harness import fuzz
 
 from promptprof.envelope import EnvelopeError, decode_record
-from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.ingest.records import RecordReader
+from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.runtime.partition import Clock, PartitionRun
 from promptprof_processor.settings import WindowSettings
 
