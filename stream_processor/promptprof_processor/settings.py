@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, field_validator
 from promptprof.config import Settings
 from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS
 from promptprof_processor.alerts.settings import AlertSettings
+from promptprof_processor.units import NS_PER_S as NS_PER_S
 
-NS_PER_S = 1_000_000_000
 MAX_WIDTH_S = 86_400
 # Tag keys the window measurements already use; a label dimension may not shadow them.
 RESERVED_TAG_KEYS = frozenset(

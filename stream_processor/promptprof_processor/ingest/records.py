@@ -22,7 +22,8 @@ from promptprof_processor.ingest.validation import (
     validate_columns,
     validate_events,
 )
-from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.settings import WindowSettings
+from promptprof_processor.units import NS_PER_S
 
 MAX_RECORD_BYTES = 4 * 1_048_576
 # What a dead letter keeps of a record too large to keep whole.

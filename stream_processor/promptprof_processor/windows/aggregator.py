@@ -27,7 +27,8 @@ from operator import eq, itemgetter
 from typing import Any, TypeVar, cast
 
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, Record
-from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.settings import WindowSettings
+from promptprof_processor.units import NS_PER_S
 from promptprof_processor.windows.figures import (
     CALL_FIELDS,
     QUALITY_FIELDS,

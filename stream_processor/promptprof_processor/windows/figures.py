@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from promptprof_processor.ingest.validation import CallColumns
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.units import NS_PER_S
 from promptprof_processor.windows.sketches import (
     Sketch,
     SketchData,
