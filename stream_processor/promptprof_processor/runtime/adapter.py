@@ -133,7 +133,10 @@ class CheckpointStore:
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=200)
                 records.extend((r.offset, r.value) for r in batch.get(tp, []))
-                stop = end if end is not None else consumer.highwater(tp)
+                # the log's end, or short of ``end`` when the log lacks records (then the
+                # checkpoint's assembly says which)
+                served = consumer.highwater(tp)
+                stop = served if end is None or served is None else min(end, served)
                 if stop is not None and await consumer.position(tp) >= stop:
                     return [(o, v) for o, v in records if end is None or o < end]
         finally:
@@ -320,31 +323,40 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Checkpoint the revoked partitions (their next owner goes on from there), then drop
-        their runs."""
-        async with self.lock:
-            for tp in revoked:
-                owned = self.owned.pop(tp.partition, None)
-                if owned is None:
-                    continue
-                try:
-                    await self._checkpoint(tp.partition, owned)
-                except KafkaError as exc:  # its next owner goes on from the last checkpoint
-                    log.warning("promptprof.handover_checkpoint_failed", partition=tp.partition,
-                                error=repr(exc))
-                if self.alerts is not None:
-                    self.alerts.forget(tp.partition)
-            log.info("promptprof.partitions_revoked", partitions=sorted(tp.partition
-                                                                         for tp in revoked))
+        their runs. (aiokafka only logs a listener's exception: a failure here is fatal.)"""
+        try:
+            async with self.lock:
+                for tp in revoked:
+                    await self._hand_over(tp)
+        except Exception as exc:
+            fatal("handing over revoked partitions", exc)
+
+    async def _hand_over(self, tp: TopicPartition) -> None:
+        owned = self.owned.pop(tp.partition, None)
+        if owned is None:
+            return
+        try:
+            await self._checkpoint(tp.partition, owned)
+        except KafkaError as exc:  # its next owner goes on from the last checkpoint
+            log.warning("promptprof.handover_checkpoint_failed", partition=tp.partition,
+                        error=repr(exc))
+        if self.alerts is not None:
+            self.alerts.forget(tp.partition)
+        log.info("promptprof.partition_revoked", partition=tp.partition)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Start a run for each assigned partition, from its checkpoint, and seek there."""
+        """Start a run for each assigned partition, from its checkpoint, and seek there.
+        A checkpoint that cannot be read is fatal: starting over would count calls twice."""
         assert self.consumer is not None
-        async with self.lock:
-            for tp in assigned:
-                if tp.partition not in self.owned:
-                    run = await self._start_run(tp)
-                    self.owned[tp.partition] = _Owned(run, last_checkpoint_s=time.monotonic())
-                self.consumer.seek(tp, self.owned[tp.partition].run.next_offset)
+        try:
+            async with self.lock:
+                for tp in assigned:
+                    if tp.partition not in self.owned:
+                        run = await self._start_run(tp)
+                        self.owned[tp.partition] = _Owned(run, last_checkpoint_s=time.monotonic())
+                    self.consumer.seek(tp, self.owned[tp.partition].run.next_offset)
+        except Exception as exc:
+            fatal("restoring assigned partitions", exc)
 
     async def _start_run(self, tp: TopicPartition) -> PartitionRun:
         assert self.store is not None and self.consumer is not None
