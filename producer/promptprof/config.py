@@ -96,7 +96,7 @@ class ProducerSettings(BaseModel):
     enabled: bool = True
     service_name: str = Field(
         default="unknown-service", min_length=1, max_length=MAX_SERVICE_LEN, pattern=TAG_SAFE,
-        description="1..128 characters, no newline or carriage return, no backslash before a "
+        description="1..128 characters, no newline, no backslash before a "
         "backslash, comma, equals sign, space or the end (an InfluxDB tag must read back exactly)",
     )
     environment: str = Field(default="dev", max_length=64)

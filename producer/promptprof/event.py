@@ -9,11 +9,12 @@ path would cost microseconds per call); the processor validates every event agai
 models (through plain-dict validators built from their fields, which is faster).
 
 Values that become InfluxDB tags (service, prompt id, version, request model, error type, label
-values) must be :data:`TAG_SAFE`: InfluxDB's line protocol has no way to write a newline or a
-carriage return in a tag, and reads a backslash before a backslash, a comma, an equals sign, a
-space or the end of the value as an escape (a tag value ending in one is refused). Every other
-character, emoji and control characters included, reads back exactly. The producer refuses
-(and counts) events with such values; the processor dead-letters them.
+values) must be :data:`TAG_SAFE`: no newline, and no backslash before a backslash, a comma, an
+equals sign, a space or the end of the value. InfluxDB 1.x (and 2.x, whose parser is the same)
+cannot read back a tag holding a newline or ending in a backslash; the rest of the rule keeps
+every written backslash an ordinary character for parsers that read ``\\\\`` as one backslash
+(InfluxDB 3). Every other character, emoji and control characters included, reads back exactly.
+The producer refuses (and counts) events with other values; the processor dead-letters them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ MAX_VERSION_LEN = 128
 MAX_MODEL_LEN = 128
 MAX_ERROR_TYPE_LEN = 128
 
-# No newline or carriage return; a backslash only before a character that it does not escape.
-TAG_SAFE = r"^(?:[^\\\n\r]|\\[^\\,= \n\r])*$"
+# No newline; a backslash only before a character that no line-protocol parser reads as escaped.
+TAG_SAFE = r"^(?:[^\\\n]|\\[^\\,= \n])*$"
 _TAG_SAFE = re.compile(TAG_SAFE)
 
 Status = Literal["ok", "error"]
@@ -176,8 +177,8 @@ def line_protocol_problem(value: str) -> str | None:
     """Why ``value`` cannot be written as a line-protocol tag key or value, or None."""
     if not _TAG_SAFE.fullmatch(value):
         return (
-            "holds a newline, a carriage return, or a backslash before a backslash, comma, "
-            "equals sign, space or the end, which InfluxDB line protocol cannot carry"
+            "holds a newline or a backslash before a backslash, comma, equals sign, space or "
+            "the end, which InfluxDB line protocol cannot carry"
         )
     return unicode_problem(value)
 

@@ -33,13 +33,14 @@ def test_escaping_examples() -> None:
     assert escape_measurement("a b,c=d") == r"a\ b\,c=d"
     assert escape_key("a b,c=d") == r"a\ b\,c\=d"
     assert escape_key("C:\\dir") == "C:\\dir"  # a backslash before a letter stays
+    assert escape_key("cr\r") == "cr\r"
     assert escape_key("tab\there \"q\" é😀") == 'tab\there\\ "q"\\ é😀'
     assert escape_string('say "hi" \\o/') == r'"say \"hi\" \\o/"'
     assert escape_string("two\nlines\\") == '"two\nlines\\\\"'
 
 
 @pytest.mark.parametrize(
-    "value", ["ends\\", "x\\,y", "x\\ y", "x\\=y", "x\\\\y", "two\nlines", "cr\r", "\ud800"]
+    "value", ["ends\\", "x\\,y", "x\\ y", "x\\=y", "x\\\\y", "two\nlines", "\ud800"]
 )
 def test_values_that_cannot_be_written_exactly_are_refused(value: str) -> None:
     with pytest.raises(ValueError, match=r"cannot carry|lone surrogate"):

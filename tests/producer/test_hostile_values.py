@@ -23,7 +23,7 @@ HOSTILE_SPECS: list[dict[str, Any]] = [
     {"prompt_id": "ends\\"},
     {"prompt_id": "two\nlines"},
     {"prompt_id": "p" * 65_536},
-    {"version": "v1\r"},
+    {"version": "v1\n"},
     {"version": "x\\,y"},
     {"model": "gpt\\"},
     {"model": "lone \ud800"},
@@ -33,7 +33,7 @@ HOSTILE_SPECS: list[dict[str, Any]] = [
 ]
 ACCEPTED_SPECS: list[dict[str, Any]] = [
     {"prompt_id": 'quo"te, a=b c\ttab 😀'},
-    {"version": "C:\\dir"},
+    {"version": "C:\\dir\r"},
     {"model": ""},
     {"labels": {"tenant": "acme,inc = \"x\" \x00"}},
 ]

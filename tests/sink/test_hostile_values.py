@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, InvalidValue
-from promptprof.stack import InfluxDB
+from promptprof.stack import InfluxDB, StackError
 from promptprof_processor.alerts.events import ALERT_MEASUREMENT, Alert, AlertWindow, alert_line
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.sink.consumer import WindowSink
@@ -99,7 +99,7 @@ async def test_every_hostile_value_reads_back_exactly_or_is_refused_by_the_produ
     accepted = [(p, v) for p in POSITIONS for v in HOSTILE if producer_accepts(p, v)]
     refused = {(p, v) for p in POSITIONS for v in HOSTILE} - set(accepted)
     # what line protocol cannot carry, and what does not fit, never reaches the pipeline
-    for value in ["ends\\", "x\\,y", "new\nline", "cr\rx", "lone \ud800", "k" * 65_536]:
+    for value in ["ends\\", "x\\,y", "new\nline", "lone \ud800", "k" * 65_536]:
         assert all((p, value) in refused for p in POSITIONS)
     assert ("label", "") in accepted and ("model", "") in accepted  # written as no tag
     assert ("prompt_id", "") in refused and ("service", "") in refused
@@ -108,6 +108,25 @@ async def test_every_hostile_value_reads_back_exactly_or_is_refused_by_the_produ
     for (position, value), w in zip(accepted, windows, strict=True):
         stored = read_tag(influxdb, influx_database, w.window_start_ns, tag_of(position))
         assert stored == (value or None), (position, value)
+
+
+@pytest.mark.parametrize(
+    "value", ["ends\\", "ends\\\\", "ends\\\\\\", "new\nline", "x\\ \nyz"]
+)
+def test_a_newline_or_a_final_backslash_does_not_read_back_from_influxdb_1x(
+    influxdb: InfluxDB, influx_database: str, value: str
+) -> None:
+    """Why the rule exists: written as line protocol would (escaping commas, equals signs and
+    spaces), InfluxDB refuses the point or reads back something else. (The rest of the rule,
+    a backslash before a backslash, comma, equals sign or space, is for InfluxDB 3's parser.)"""
+    escaped = value.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    try:
+        influxdb.write(f"probe,t={escaped} v=1 {next(_starts)}", influx_database)
+    except StackError as refused:
+        assert "unable to parse" in str(refused)
+        return
+    rows = influxdb.rows('SELECT * FROM "probe"', influx_database)
+    assert value not in [row.get("t") for row in rows]
 
 
 async def test_alert_messages_embedding_any_value_read_back_exactly(

@@ -114,3 +114,10 @@ async def test_a_poll_without_bad_records_writes_everything_in_one_request() -> 
     windows = sink(influx)
     await windows.write([window(str(i)).to_bytes() for i in range(50)], dead)
     assert dead.sent == [] and influx.requests == 1 and windows.windows_written == 50
+
+
+async def test_a_sink_refused_whatever_it_writes_stops_without_dead_letters() -> None:
+    dead = DeadLetters()
+    with pytest.raises(InfluxWriteError, match="denied"):
+        await sink(FakeInflux(deny_status=401)).write([window("a").to_bytes()], dead)
+    assert dead.sent == []

@@ -28,12 +28,13 @@ Sketches are not written; they travel in
 Escaping, checked against a real InfluxDB 1.x by writing and reading back
 (``tests/sink/test_hostile_values.py``): commas and spaces in measurements; commas, equals signs
 and spaces in tag keys, tag values and field keys; double quotes and backslashes in string field
-values, which may hold newlines and any other character. A tag key or value cannot hold a
-newline or a carriage return, nor a backslash before a backslash, comma, equals sign, space or
-the end (:data:`promptprof.event.TAG_SAFE`): InfluxDB 1.x reads such a backslash as an escape or
-refuses the line. The producer refuses such values and the processor dead-letters them; the
-encoder raises ``ValueError`` rather than write something else than it was given. Every other
-character (tab, quotes, emoji, control characters) is written as is and reads back exactly.
+values, which may hold newlines and any other character. A tag key or value is written only when
+it is :data:`promptprof.event.TAG_SAFE` (no newline, no backslash before a backslash, comma,
+equals sign, space or the end): InfluxDB 1.x refuses a tag ending in a backslash and cannot hold a
+newline, and parsers that read ``\\\\`` as one backslash would read the rest differently. The
+producer refuses such values and the processor dead-letters them; the encoder raises
+``ValueError`` rather than write something else than it was given. Every other character (tab,
+carriage return, quotes, emoji, control characters) is written as is and reads back exactly.
 """
 
 from __future__ import annotations
