@@ -118,6 +118,6 @@ async def test_a_poll_without_bad_records_writes_everything_in_one_request() -> 
 
 async def test_a_sink_refused_whatever_it_writes_stops_without_dead_letters() -> None:
     dead = DeadLetters()
-    with pytest.raises(InfluxWriteError, match="denied"):
-        await sink(FakeInflux(deny_status=401)).write([window("a").to_bytes()], dead)
+    with pytest.raises(InfluxWriteError, match="denied"):  # the poll is delivered again
+        await sink(FakeInflux(deny_status=401)).write([window("a").to_bytes(), b"junk"], dead)
     assert dead.sent == []

@@ -49,7 +49,7 @@ class RecordSender(Protocol):
 
 
 class _Refused(Exception):
-    """A record the sink dead-letters before writing: ``kind`` counts it, ``reason`` says why."""
+    """A record the sink dead-letters: ``kind`` counts it, ``reason`` says why."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -98,26 +98,28 @@ class WindowSink:
             await self.writer.close()
 
     async def write(self, values: list[bytes], dead_letters: RecordSender) -> None:
-        """Write the windows in ``values`` (records of the windows topic) and dead-letter,
-        once each, those that cannot be written or whose points InfluxDB refuses."""
+        """Write the windows in ``values`` (records of the windows topic), then dead-letter, once
+        each, those that cannot be written or whose points InfluxDB refused. A write that
+        raises sends no dead letter."""
         lines: list[str] = []
         owners: list[int] = []  # the index in ``values`` of each line's window
+        refusals: dict[int, _Refused] = {}
         for index, value in enumerate(values):
             try:
                 rendered = _render(value)
-            except _Refused as refused:
-                await self._dead_letter(dead_letters, value, refused.kind, refused.reason)
+            except _Refused as unrenderable:
+                refusals[index] = unrenderable
                 continue
             lines.extend(rendered)
             owners.extend([index] * len(rendered))
         refused_lines = await self.writer.write_finding_refused(lines) if lines else {}
-        refused_windows: dict[int, str] = {}
         for line, reason in sorted(refused_lines.items()):
-            refused_windows.setdefault(owners[line], reason)
-        for index, reason in refused_windows.items():
-            reason = f"influxdb refused a point: {reason}"
-            await self._dead_letter(dead_letters, values[index], INFLUXDB_REFUSED, reason)
-        self.windows_written += len(set(owners)) - len(refused_windows)
+            if owners[line] not in refusals:
+                text = f"influxdb refused a point: {reason}"
+                refusals[owners[line]] = _Refused(INFLUXDB_REFUSED, text)
+        for index, refusal in sorted(refusals.items()):
+            await self._dead_letter(dead_letters, values[index], refusal.kind, refusal.reason)
+        self.windows_written += len(set(owners) - refusals.keys())
 
     async def _dead_letter(
         self, producer: RecordSender, value: bytes, kind: str, reason: str
