@@ -175,7 +175,7 @@ def tag_problem(value: object, max_length: int, *, required: bool = True) -> str
 
 def line_protocol_problem(value: str) -> str | None:
     """Why ``value`` cannot be written as a line-protocol tag key or value, or None."""
-    if not _TAG_SAFE.fullmatch(value):
+    if ("\\" in value or "\n" in value) and not _TAG_SAFE.fullmatch(value):
         return (
             "holds a newline or a backslash before a backslash, comma, equals sign, space or "
             "the end, which InfluxDB line protocol cannot carry"
@@ -185,6 +185,8 @@ def line_protocol_problem(value: str) -> str | None:
 
 def unicode_problem(value: str) -> str | None:
     """Why ``value`` cannot be encoded as UTF-8 (a lone surrogate), or None."""
+    if value.isascii():
+        return None
     try:
         value.encode()
     except UnicodeEncodeError:

@@ -76,7 +76,9 @@ def check_labels(labels: Mapping[str, str]) -> None:
     for key, value in labels.items():
         if len(key) > MAX_LABEL_KEY_LEN:
             raise InvalidValue(f"label key {key[:40]!r} is longer than {MAX_LABEL_KEY_LEN}")
-        check_tag(f"label {key[:40]!r}", value, MAX_LABEL_VALUE_LEN, required=False)
+        problem = tag_problem(value, MAX_LABEL_VALUE_LEN, required=False)
+        if problem is not None:  # the field's name is built only for a refusal
+            raise InvalidValue(f"label {key[:40]!r} {problem}")
 
 
 class Call:
