@@ -68,9 +68,7 @@ def hostile_window(position: str, value: str) -> WindowAggregate:
     start_s = 10 * next(_starts)
     if position == "label":
         return window(labels={DIMENSION: value} if value else {}, start_s=start_s)
-    keys = {"service": "service", "prompt_id": "prompt_id", "version": "version",
-            "model": "model"}
-    return window(**{keys[position]: value}, start_s=start_s)
+    return window(**{position: value}, start_s=start_s)  # service, prompt_id, version, model
 
 
 def read_tag(influxdb: InfluxDB, database: str, start_ns: int, tag: str) -> Any:
