@@ -10,10 +10,10 @@ models (through plain-dict validators built from their fields, which is faster).
 
 Values that become InfluxDB tags (service, prompt id, version, request model, error type, label
 values) must be :data:`TAG_SAFE`: no newline, and no backslash before a backslash, a comma, an
-equals sign, a space or the end of the value. InfluxDB 1.x (and 2.x, whose parser is the same)
-cannot read back a tag holding a newline or ending in a backslash; the rest of the rule keeps
-every written backslash an ordinary character for parsers that read ``\\\\`` as one backslash
-(InfluxDB 3). Every other character, emoji and control characters included, reads back exactly.
+equals sign, a space or the end of the value. InfluxDB 1.x cannot read back a tag holding a
+newline or ending in a backslash; the rest of the rule keeps every written backslash an ordinary
+character for parsers that read ``\\\\`` as one backslash (InfluxDB 3). Every other character,
+emoji and control characters included, reads back exactly from InfluxDB 1.x.
 The producer refuses (and counts) events with other values; the processor dead-letters them.
 """
 
