@@ -25,6 +25,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from promptprof.event import MAX_SERVICE_LEN, TAG_SAFE
+
 ENV_PREFIX = "PROMPTPROF_"
 CONFIG_FILE_ENV = "PROMPTPROF_CONFIG"
 SECRETS_DIR_ENV = "PROMPTPROF_SECRETS_DIR"
@@ -92,7 +94,11 @@ class ProducerSettings(BaseModel):
     """The embedded producer: buffering, batching, sampling and privacy."""
 
     enabled: bool = True
-    service_name: str = Field(default="unknown-service", min_length=1, max_length=128)
+    service_name: str = Field(
+        default="unknown-service", min_length=1, max_length=MAX_SERVICE_LEN, pattern=TAG_SAFE,
+        description="1..128 characters, no newline, no backslash before a "
+        "backslash, comma, equals sign, space or the end (an InfluxDB tag must read back exactly)",
+    )
     environment: str = Field(default="dev", max_length=64)
     buffer_size: int = Field(
         default=100_000, ge=100, le=10_000_000, description="events held in memory, 100..10M"

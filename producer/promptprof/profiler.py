@@ -24,6 +24,7 @@ import structlog
 
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings, load_settings
+from promptprof.event import MAX_LABELS
 from promptprof.record import (
     Call,
     Evaluator,
@@ -84,11 +85,7 @@ class Profiler:
         sender = self._sender.stats if self._sender else None
         sent = self._sender.snapshot() if self._sender else {}
         dropped_full = self.buffer.dropped_full
-        dropped_other = (
-            (sender.dropped_invalid + sender.dropped_close + sender.dropped_spool_full)
-            if sender
-            else 0
-        )
+        dropped_other = sender.dropped if sender else 0
         return {
             "recorded": self.buffer.accepted + dropped_full,
             "queued": self.buffer.accepted,
@@ -115,8 +112,7 @@ class Profiler:
                 return True
             done = sender.stats
             handled = (
-                done.sent_events - done.replayed_events + done.spooled_events
-                + done.dropped_invalid + done.dropped_close + done.dropped_spool_full
+                done.sent_events - done.replayed_events + done.spooled_events + done.dropped
             )
             if self.buffer.accepted <= handled:
                 return True
@@ -211,10 +207,14 @@ def make_spec(
     operation: str = "chat", labels: Mapping[str, str] | None = None,
     evaluator: Evaluator | None = None, quality_metric: str = "custom",
 ) -> PromptSpec:
-    """Build a :class:`PromptSpec`, validating it once at decoration time."""
+    """Build a :class:`PromptSpec`, validating it once at decoration time.
+
+    Values that cannot be InfluxDB tags exactly are not refused here but by the sender, which
+    counts each such call in ``dropped_invalid_value``: recording never raises for them.
+    """
     if not prompt_id or not version:
         raise ValueError("prompt_id and version must be non-empty strings")
-    bounded = {str(k)[:64]: str(v)[:256] for k, v in list((labels or {}).items())[:16]}
+    bounded = {str(k): str(v) for k, v in list((labels or {}).items())[:MAX_LABELS]}
     return PromptSpec(
         prompt_id, version, model, provider, operation, bounded, evaluator, quality_metric
     )

@@ -16,7 +16,18 @@ from typing import Any
 
 import structlog
 
-from promptprof.event import MAX_LABEL_VALUE_LEN, MAX_LABELS, SCHEMA_VERSION, series_key
+from promptprof.event import (
+    MAX_ERROR_TYPE_LEN,
+    MAX_LABEL_KEY_LEN,
+    MAX_LABEL_VALUE_LEN,
+    MAX_LABELS,
+    MAX_MODEL_LEN,
+    MAX_PROMPT_ID_LEN,
+    MAX_VERSION_LEN,
+    SCHEMA_VERSION,
+    series_key,
+    tag_problem,
+)
 from promptprof.pricing import call_cost
 from promptprof.tokens import estimate_tokens
 
@@ -38,6 +49,36 @@ class PromptSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     evaluator: Evaluator | None = None
     quality_metric: str = "custom"
+
+
+class InvalidValue(ValueError):
+    """A call whose prompt id, version, model, error type or label cannot reach InfluxDB
+    exactly: the sender refuses the call and counts it in ``dropped_invalid_value``."""
+
+
+def check_tag(field: str, value: object, max_length: int, *, required: bool = True) -> None:
+    """Raise :class:`InvalidValue` naming ``field`` when ``value`` cannot be a tag value."""
+    problem = tag_problem(value, max_length, required=required)
+    if problem is not None:
+        raise InvalidValue(f"{field} {problem}")
+
+
+def check_spec(spec: PromptSpec) -> None:
+    """Raise :class:`InvalidValue` when a tag value of ``spec`` cannot reach InfluxDB exactly."""
+    check_tag("prompt_id", spec.prompt_id, MAX_PROMPT_ID_LEN)
+    check_tag("version", spec.version, MAX_VERSION_LEN)
+    check_tag("model", spec.model, MAX_MODEL_LEN, required=False)
+    check_labels(spec.labels)
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """Raise :class:`InvalidValue` for a label key over 64 characters or a bad label value."""
+    for key, value in labels.items():
+        if len(key) > MAX_LABEL_KEY_LEN:
+            raise InvalidValue(f"label key {key[:40]!r} is longer than {MAX_LABEL_KEY_LEN}")
+        problem = tag_problem(value, MAX_LABEL_VALUE_LEN, required=False)
+        if problem is not None:  # the field's name is built only for a refusal
+            raise InvalidValue(f"label {key[:40]!r} {problem}")
 
 
 class Call:
@@ -206,6 +247,7 @@ class EventBuilder:
         spec = _SPECS[index]
         key, event = self._base(spec, new_event_id(), start_ns, end_ns, sample_rate)
         if error_type is not None:
+            check_tag("error_type", error_type, MAX_ERROR_TYPE_LEN)
             event["promptprof.status"] = "error"
             event["error.type"] = error_type
         elif spec.evaluator is not None:
@@ -228,6 +270,7 @@ class EventBuilder:
         hit = self._templates.get(id(spec))
         if hit is not None and hit[0] is spec:
             return hit[2], hit[1]
+        check_spec(spec)
         if len(self._templates) >= TEMPLATE_CACHE_SIZE:
             self._templates.clear()
         template = {
@@ -258,8 +301,10 @@ class EventBuilder:
         if call.labels:
             event["promptprof.labels"] = _bounded_labels(call.labels)
         if call.error_type is not None:
+            error_type = call.error_type[:MAX_ERROR_TYPE_LEN]
+            check_tag("error_type", error_type, MAX_ERROR_TYPE_LEN)
             event["promptprof.status"] = "error"
-            event["error.type"] = call.error_type[:128]
+            event["error.type"] = error_type
         self._usage(event, call)
         if call.quality is not None:
             event["promptprof.quality.score"] = call.quality
@@ -328,7 +373,8 @@ class EventBuilder:
 
 
 def _bounded_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    return {
-        str(k)[:64]: str(v)[:MAX_LABEL_VALUE_LEN]
-        for k, v in itertools.islice(labels.items(), MAX_LABELS)
-    }
+    """The first 16 labels as strings; raises :class:`InvalidValue` for one that cannot be
+    written exactly (never truncated: a cut value would merge series)."""
+    bounded = {str(k): str(v) for k, v in itertools.islice(labels.items(), MAX_LABELS)}
+    check_labels(bounded)
+    return bounded

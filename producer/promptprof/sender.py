@@ -33,7 +33,7 @@ from promptprof.backoff import Backoff
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
 from promptprof.envelope import encode_envelope
-from promptprof.record import EventBuilder
+from promptprof.record import EventBuilder, InvalidValue
 from promptprof.spool import Spool, SpoolRecord
 
 log = structlog.get_logger("promptprof")
@@ -55,6 +55,7 @@ class SenderStats:
     retries: int = 0
     connect_failures: int = 0
     dropped_invalid: int = 0
+    dropped_invalid_value: int = 0
     dropped_close: int = 0
     pending_events: int = 0
     last_error: str | None = None
@@ -66,6 +67,14 @@ class SenderStats:
     spool_oldest_age_s: float = 0.0
     spool_corrupt_frames: int = 0
     spool_write_errors: int = 0
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped after the buffer took them, all reasons."""
+        return (
+            self.dropped_invalid + self.dropped_invalid_value + self.dropped_close
+            + self.dropped_spool_full
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +383,10 @@ class Sender:
         for item in items:
             try:
                 key, event = build(item)
+            except InvalidValue as exc:
+                self.stats.dropped_invalid_value += 1
+                self.stats.last_error = f"refused a call: {exc}"
+                continue
             except Exception as exc:
                 self.stats.dropped_invalid += 1
                 self.stats.last_error = f"cannot build event: {exc!r}"

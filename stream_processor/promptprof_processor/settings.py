@@ -11,15 +11,20 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 from promptprof.config import Settings
-from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS
+from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.units import NS_PER_S as NS_PER_S
 
 MAX_WIDTH_S = 86_400
-# Tag keys the window measurements already use; a label dimension may not shadow them.
-RESERVED_TAG_KEYS = frozenset(
-    {"service", "prompt_id", "prompt_version", "model", "width", "error_type"}
-)
+# Tag keys the window and alert measurements already use; a label dimension may not shadow them.
+SERIES_TAG_KEYS = frozenset({"service", "prompt_id", "prompt_version", "model", "width"})
+WINDOW_TAG_KEYS = SERIES_TAG_KEYS | {"error_type"}
+ALERT_TAG_KEYS = SERIES_TAG_KEYS | {"rule", "severity", "state"}
+RESERVED_TAG_KEYS = WINDOW_TAG_KEYS | ALERT_TAG_KEYS
+# Keys InfluxDB gives a meaning of its own (a tag so named is dropped, refused or unreadable):
+# ``time``, and on 2.x/3.x every name starting with "_" (_measurement, _field, _value, _start...).
+INFLUX_RESERVED_KEY = "time"
+INFLUX_RESERVED_PREFIX = "_"
 
 
 class WindowSettings(BaseModel):
@@ -68,10 +73,12 @@ class WindowSettings(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("label dimensions must be distinct")
         for name in names:
-            if not 1 <= len(name) <= MAX_LABEL_KEY_LEN:
-                raise ValueError(f"label dimension names must be 1..{MAX_LABEL_KEY_LEN} characters")
-            if name in RESERVED_TAG_KEYS:
-                raise ValueError(f"label dimension {name!r} would shadow a series tag")
+            problem = _dimension_problem(name)
+            if problem is not None:
+                raise ValueError(
+                    f"label dimension {name!r} {problem}; rename the label where the service "
+                    f"sets it and in label_dimensions{_suggestion(name)}"
+                )
         return names
 
     @property
@@ -83,6 +90,21 @@ class WindowSettings(BaseModel):
     def allowed_lateness_ns(self) -> int:
         """Allowed lateness in nanoseconds."""
         return round(self.allowed_lateness_s * NS_PER_S)
+
+
+def _dimension_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label dimension (an InfluxDB tag key), or None."""
+    if name in RESERVED_TAG_KEYS:
+        return "is a tag promptprof writes itself (window, error or alert tag)"
+    if name == INFLUX_RESERVED_KEY or name.startswith(INFLUX_RESERVED_PREFIX):
+        return "is a key InfluxDB reserves (time, and names starting with '_')"
+    return tag_problem(name, MAX_LABEL_KEY_LEN)
+
+
+def _suggestion(name: str) -> str:
+    """A valid new name for a refused one, as ``" (e.g. 'label_x')"``, or nothing."""
+    renamed = f"label_{name.lstrip(INFLUX_RESERVED_PREFIX)}"
+    return "" if _dimension_problem(renamed) else f" (e.g. {renamed!r})"
 
 
 class WorkerSettings(BaseModel):

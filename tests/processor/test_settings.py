@@ -42,9 +42,9 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
         ("widths_s", [0, 10], "within 1..86400"),
         ("widths_s", [86_401], "within 1..86400"),
         ("allowed_lateness_s", -1, "greater than or equal"),
-        ("label_dimensions", ["model"], "shadow a series tag"),
+        ("label_dimensions", ["model"], "is a tag promptprof writes itself"),
         ("label_dimensions", ["a", "a"], "distinct"),
-        ("label_dimensions", [""], "1..64 characters"),
+        ("label_dimensions", [""], "is empty"),
         ("label_dimensions", [str(i) for i in range(17)], "at most 16"),
     ],
 )

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
 from promptprof.event import CallEvent, QualityEvent, series_key
 from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, register_spec
+from promptprof.record import Call, EventBuilder, InvalidValue, register_spec
 from promptprof.schema import SCHEMA_FILE, render_schema
 
 
@@ -35,17 +35,19 @@ def test_schema_file_is_current() -> None:
     )
 
 
-texts = st.text(min_size=1, max_size=30)
+texts = st.text(min_size=1, max_size=30) | st.text(
+    alphabet=st.sampled_from('ab\\ ,="\n\r\té😀'), min_size=1, max_size=8
+)
 
 
 @given(
     prompt=texts, version=texts, latency_ns=st.integers(0, 10**11),
     tokens=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
-    error=st.none() | st.sampled_from(["RateLimitError", "TimeoutError"]),
+    error=st.none() | st.sampled_from(["RateLimitError", "TimeoutError"]) | texts,
     quality=st.none() | st.floats(0, 1),
     labels=st.dictionaries(texts, texts, max_size=20),
 )
-def test_every_built_call_validates(
+def test_the_builder_refuses_exactly_the_calls_the_contract_refuses(
     prompt: str, version: str, latency_ns: int, tokens: tuple[int, int], error: str | None,
     quality: float | None, labels: dict[str, str],
 ) -> None:
@@ -57,14 +59,22 @@ def test_every_built_call_validates(
     if quality is not None:
         call.score(quality, "rouge")
     call.end_ns = call.start_ns + latency_ns
-    event = _builder().build(call)
+    try:
+        event = _builder().build(call)
+    except InvalidValue:  # the sender drops it and counts it in dropped_invalid_value
+        bare = {"promptprof.prompt.id": prompt, "promptprof.prompt.version": version,
+                "error.type": error, "promptprof.labels": dict(list(labels.items())[:16])}
+        with pytest.raises(ValidationError, match=r"should match pattern|at most 64"):
+            CallEvent.model_validate({**_builder().build(Call(sink, make_spec("p", "v"), 1)),
+                                      **bare})
+        return
     parsed = CallEvent.model_validate(orjson.loads(orjson.dumps(event)))
     assert parsed.prompt_id == prompt and parsed.prompt_version == version
+    assert parsed.labels == dict(list(labels.items())[:16])
     assert math.isclose(parsed.latency_ms, latency_ns / 1e6)
     assert parsed.status == ("error" if error else "ok")
     assert parsed.cost_usd is not None and parsed.cost_usd >= 0
     assert parsed.weight == 2.0
-    assert len(parsed.labels) <= 16
 
 
 def test_decorator_tuple_and_late_score_build_valid_events() -> None:

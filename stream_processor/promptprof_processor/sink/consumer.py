@@ -4,25 +4,56 @@ A plain aiokafka consumer group with manual commits: a batch of windows is rende
 protocol, written (retried with backoff while InfluxDB is down), and only then is its offset
 committed. A window that is written twice (after a crash between write and commit, or after the
 worker re-closed it) overwrites its own point: the timestamp is the window start and the tags are
-the series. Records that are not windows go to the dead-letter topic with the reason.
+the series.
+
+A record goes to the dead-letter topic once, with a ``reason`` header, when it is not a window
+(``not_a_window``), when a value of it cannot be written to InfluxDB exactly (``unwritable``), or
+when InfluxDB refuses one of its points for good (``influxdb_refused``; the header holds
+InfluxDB's reason). Refused points are found by bisecting the write
+(:meth:`~promptprof_processor.sink.influx.RetryingWriter.write_finding_refused`): the other windows
+of the poll are written, and a window whose points were all stored is never dead-lettered.
+:attr:`WindowSink.dead_letters` counts them by reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import ValidationError
 
+from promptprof.backoff import Backoff
 from promptprof.config import Settings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
 
 log = structlog.get_logger("promptprof.sink")
+
+NOT_A_WINDOW = "not_a_window"
+UNWRITABLE = "unwritable"
+INFLUXDB_REFUSED = "influxdb_refused"
+
+
+class RecordSender(Protocol):
+    """What the sink needs of a Kafka producer: sending one record and waiting for its ack."""
+
+    async def send_and_wait(
+        self, topic: str, value: bytes, *, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """Send ``value`` to ``topic`` with ``headers``."""
+
+
+class _Refused(Exception):
+    """A record the sink dead-letters: ``kind`` counts it, ``reason`` says why."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
 
 
 class WindowSink:
@@ -31,14 +62,19 @@ class WindowSink:
     def __init__(
         self, settings: Settings, group_id: str, writer: RetryingWriter | None = None
     ) -> None:
+        """Sink for ``settings``' windows topic in consumer group ``group_id``."""
         self.settings = settings
         self.group_id = group_id
         self.writer = writer or RetryingWriter(make_writer(settings.influx))
         self.windows_written = 0
-        self.dead_letters = 0
+        self.dead_letters: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set (a consumer group of its own: ``group_id``)."""
+        """Consume until ``stop`` is set (a consumer group of its own: ``group_id``).
+
+        Raises :class:`~promptprof_processor.sink.influx.InfluxWriteError` when InfluxDB
+        refuses every write (credentials, an unknown database): nothing is committed then.
+        """
         options = self.settings.kafka.client_options()
         consumer = AIOKafkaConsumer(
             self.settings.topics.windows, group_id=self.group_id, enable_auto_commit=False,
@@ -51,9 +87,9 @@ class WindowSink:
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
-                values = [r.value for records in batches.values() for r in records]
+                values = [r.value or b"" for records in batches.values() for r in records]
                 if values:
-                    await self._write(values, producer)
+                    await self.write(values, producer)
                     await consumer.commit()
                 await lost_logs.rewind(consumer, consumer.assignment() - batches.keys())
         finally:
@@ -61,27 +97,49 @@ class WindowSink:
             await producer.stop()
             await self.writer.close()
 
-    async def _write(self, values: list[bytes | None], producer: AIOKafkaProducer) -> None:
+    async def write(self, values: list[bytes], dead_letters: RecordSender) -> None:
+        """Write the windows in ``values`` (records of the windows topic), then dead-letter, once
+        each, those that cannot be written or whose points InfluxDB refused. A write that
+        raises sends no dead letter."""
         lines: list[str] = []
-        windows = 0
-        for value in values:
+        owners: list[int] = []  # the index in ``values`` of each line's window
+        refusals: dict[int, _Refused] = {}
+        for index, value in enumerate(values):
             try:
-                window = WindowAggregate.from_bytes(value or b"")
-            except (ValidationError, ValueError) as exc:
-                await self._dead_letter(producer, value or b"", f"not a window: {exc}")
+                rendered = _render(value)
+            except _Refused as unrenderable:
+                refusals[index] = unrenderable
                 continue
-            lines.extend(window_lines(window))
-            windows += 1
-        if lines and not await self.writer.write(lines):
-            for value in values:
-                await self._dead_letter(producer, value or b"", "influxdb rejected the points")
-            return
-        self.windows_written += windows
+            lines.extend(rendered)
+            owners.extend([index] * len(rendered))
+        refused_lines = await self.writer.write_finding_refused(lines) if lines else {}
+        for line, reason in sorted(refused_lines.items()):
+            if owners[line] not in refusals:
+                text = f"influxdb refused a point: {reason}"
+                refusals[owners[line]] = _Refused(INFLUXDB_REFUSED, text)
+        for index, refusal in sorted(refusals.items()):
+            await self._dead_letter(dead_letters, values[index], refusal.kind, refusal.reason)
+        self.windows_written += len(set(owners) - refusals.keys())
 
-    async def _dead_letter(self, producer: AIOKafkaProducer, value: bytes, reason: str) -> None:
-        self.dead_letters += 1
+    async def _dead_letter(
+        self, producer: RecordSender, value: bytes, kind: str, reason: str
+    ) -> None:
+        self.dead_letters[kind] += 1
+        log.warning("promptprof.sink_dead_letter", kind=kind, reason=reason[:300])
         headers = [("reason", reason[:1000].encode()), ("stage", b"sink")]
         await producer.send_and_wait(self.settings.topics.dead_letter, value, headers=headers)
+
+
+def _render(value: bytes) -> list[str]:
+    """The line-protocol lines of a windows-topic record; raises :class:`_Refused`."""
+    try:
+        window = WindowAggregate.from_bytes(value)
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise _Refused(NOT_A_WINDOW, f"not a window: {exc}") from None
+    try:
+        return window_lines(window)
+    except ValueError as exc:
+        raise _Refused(UNWRITABLE, f"cannot be written to InfluxDB exactly: {exc}") from None
 
 
 class LostLogs:
@@ -117,13 +175,14 @@ class LostLogs:
 
 
 async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-    delay = 0.2
+    """Start each client, retrying with backoff while Kafka is unreachable."""
+    backoff = Backoff(0.2, 10.0)
     for client in clients:
         while True:
             try:
                 await client.start()
                 break
             except Exception as exc:
+                delay = backoff.next()
                 log.warning("promptprof.sink_kafka_unreachable", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)

@@ -3,6 +3,14 @@
 Both take line protocol, so the same points reach InfluxDB 1.x (the local default), 1.8+, 2.x
 and 3.x. :class:`RetryingWriter` wraps either with exponential backoff and reports when the
 sink is behind; it returns only after the write succeeded, which is what lets the caller commit.
+
+InfluxDB answers a request holding a point it refuses (unparsable, a field type conflict, older
+than the retention policy, too large) with a 400 (413, 422) and stores the other points of the
+request (a partial write). :meth:`RetryingWriter.write_finding_refused` finds the refused
+points by bisection: it writes halves of the refused request until each refused point stands
+alone, and returns those with InfluxDB's reason. Writing a point twice is harmless (same
+timestamp and tags: it overwrites itself). Any other 4xx but 429 (bad credentials, no such
+database) refuses every request, whatever it holds: it is raised, not bisected.
 """
 
 from __future__ import annotations
@@ -14,17 +22,39 @@ from typing import Protocol
 import httpx
 import structlog
 
+from promptprof.backoff import Backoff
 from promptprof.config import InfluxSettings
 
 log = structlog.get_logger("promptprof.sink")
 
+# Answers to a request whose content InfluxDB refuses (bad line, type conflict, retention, size).
+CONTENT_REFUSED = frozenset({400, 413, 422})
+
 
 class InfluxWriteError(RuntimeError):
-    """A write that InfluxDB refused or that did not reach it."""
+    """A write that InfluxDB refused or that did not reach it.
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    ``status`` is the HTTP status (None when InfluxDB was not reached); ``reason`` InfluxDB's own
+    explanation (its ``error`` or ``message``), or the message when there is none.
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        self.reason = reason or message
+
+    @property
+    def content_refused(self) -> bool:
+        """InfluxDB refused points of the request for their content, not the request."""
+        return self.status in CONTENT_REFUSED
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status == 429
 
 
 class LineWriter(Protocol):
@@ -58,16 +88,26 @@ class V1Writer:
             )
         except httpx.HTTPError as exc:
             raise InfluxWriteError(f"influxdb unreachable: {exc!r}", retryable=True) from exc
-        if response.status_code >= 300:
-            retryable = response.status_code >= 500 or response.status_code == 429
+        status = response.status_code
+        if status >= 300:
+            reason = _v1_reason(response)
             raise InfluxWriteError(
-                f"influxdb answered {response.status_code}: {response.text[:300]}",
-                retryable=retryable,
+                f"influxdb answered {status}: {reason[:300]}", retryable=_retryable(status),
+                status=status, reason=reason,
             )
 
     async def close(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+
+
+def _v1_reason(response: httpx.Response) -> str:
+    """The ``error`` of a v1 answer's JSON body, else the body."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return error if isinstance(error, str) else response.text
 
 
 class V2Writer:
@@ -92,8 +132,10 @@ class V2Writer:
             await self._api.write(bucket=self._bucket, record=lines, write_precision="ns")
         except InfluxDBError as exc:
             status = getattr(exc.response, "status", None) or 0
-            retryable = status >= 500 or status == 429 or status == 0
-            raise InfluxWriteError(f"influxdb v2 write failed: {exc}", retryable=retryable) from exc
+            raise InfluxWriteError(
+                f"influxdb v2 write failed: {exc}", retryable=status == 0 or _retryable(status),
+                status=status or None, reason=str(exc),
+            ) from exc
         except (TimeoutError, OSError) as exc:
             raise InfluxWriteError(f"influxdb unreachable: {exc!r}", retryable=True) from exc
 
@@ -114,7 +156,7 @@ class RetryingWriter:
         self, writer: LineWriter, *, initial_s: float = 0.2, maximum_s: float = 10.0
     ) -> None:
         self.writer = writer
-        self.initial_s, self.maximum_s = initial_s, maximum_s
+        self._backoff = Backoff(initial_s, maximum_s)
         self.points_written = 0
         self.failures = 0
         self.rejected = 0
@@ -122,21 +164,58 @@ class RetryingWriter:
 
     async def write(self, lines: list[str]) -> bool:
         """Write ``lines``; True once written, False when InfluxDB rejected them for good."""
-        delay = self.initial_s
+        refused = await self._write_until_answered(lines)
+        if refused is not None:
+            self._note_rejected(refused, len(lines))
+        return refused is None
+
+    async def write_finding_refused(self, lines: list[str]) -> dict[int, str]:
+        """Write ``lines``; return the index and InfluxDB's reason of each line it refused for
+        its content (found by bisection; every other line is written).
+
+        Raises :class:`InfluxWriteError` when InfluxDB refuses the request itself (a 4xx
+        other than 400, 413, 422 and 429: credentials, permissions, an unknown database).
+        """
+        refused: dict[int, str] = {}
+        await self._bisect(lines, 0, refused)
+        return refused
+
+    async def _bisect(self, lines: list[str], offset: int, refused: dict[int, str]) -> None:
+        error = await self._write_until_answered(lines)
+        if error is None:
+            return
+        if not error.content_refused:
+            self._note_rejected(error, len(lines))
+            raise error
+        if len(lines) == 1:
+            self._note_rejected(error, 1)
+            refused[offset] = error.reason
+            return
+        half = len(lines) // 2
+        await self._bisect(lines[:half], offset, refused)
+        await self._bisect(lines[half:], offset + half, refused)
+
+    async def _write_until_answered(self, lines: list[str]) -> InfluxWriteError | None:
+        """Write, retrying what may succeed later; None once written, else the refusal."""
         while True:
             try:
                 await self.writer.write(lines)
             except InfluxWriteError as exc:
                 if not exc.retryable:
-                    self.rejected += len(lines)
-                    log.error("promptprof.sink_rejected", points=len(lines), error=str(exc))
-                    return False
+                    self._backoff.reset()
+                    return exc
+                delay = self._backoff.next()
                 self._note_failure(exc, len(lines), delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.maximum_s)
                 continue
+            self._backoff.reset()
             self._note_success(len(lines))
-            return True
+            return None
+
+    def _note_rejected(self, error: InfluxWriteError, points: int) -> None:
+        self.rejected += points
+        log.error("promptprof.sink_rejected", points=points, status=error.status,
+                  error=str(error))
 
     def _note_failure(self, exc: InfluxWriteError, points: int, delay: float) -> None:
         self.failures += 1

@@ -25,21 +25,24 @@ Measurements (timestamp = window start in ns, so a re-written window overwrites 
 Sketches are not written; they travel in
 :class:`~promptprof_processor.windows.figures.WindowAggregate`.
 
-Escaping follows the line protocol reference: commas and spaces in measurements; commas, equals
-signs and spaces in tag keys, tag values and field keys; double quotes and backslashes in string
-field values. Newline, tab and carriage return, which no element may hold, are written as the
-two characters ``\\n``, ``\\t``, ``\\r``. A backslash is doubled only where it would otherwise
-escape the next character (before a backslash or special character, or at the end): such values
-read back exactly on InfluxDB 2.x/3.x, and InfluxDB 1.x, which does not unescape ``\\\\``,
-keeps the doubled backslash rather than misreading the line.
+Escaping, checked against a real InfluxDB 1.x by writing and reading back
+(``tests/sink/test_hostile_values.py``): commas and spaces in measurements; commas, equals signs
+and spaces in tag keys, tag values and field keys; double quotes and backslashes in string field
+values, which may hold newlines and any other character. A tag key or value is written only when
+it is :data:`promptprof.event.TAG_SAFE` (no newline, no backslash before a backslash, comma,
+equals sign, space or the end): InfluxDB 1.x refuses a tag ending in a backslash and cannot hold a
+newline, and parsers that read ``\\\\`` as one backslash would read the rest differently. The
+producer refuses such values and the processor dead-letters them; the encoder raises
+``ValueError`` rather than write something else than it was given. Every other character (tab,
+carriage return, quotes, emoji, control characters) is written as is and reads back exactly.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 
+from promptprof.event import line_protocol_problem, unicode_problem
 from promptprof_processor.windows.figures import Percentiles, TokenStats, WindowAggregate
 
 WINDOW_MEASUREMENT = "llm_window"
@@ -47,29 +50,35 @@ ERRORS_MEASUREMENT = "llm_window_errors"
 
 FieldValue = int | float | str | bool
 
-_CONTROL = {"\n": r"\n", "\t": r"\t", "\r": r"\r"}
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", **_CONTROL})
-_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", **_CONTROL})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\"})
-_DANGLING_BACKSLASH = re.compile(r"\\(?=[\\,= \n\t\r]|$)")
 
 
-def _backslashes(text: str) -> str:
-    return _DANGLING_BACKSLASH.sub(r"\\\\", text) if "\\" in text else text
+def _checked(text: str) -> str:
+    problem = line_protocol_problem(text)
+    if problem is not None:
+        raise ValueError(f"{text[:60]!r} {problem}")
+    return text
 
 
 def escape_measurement(name: str) -> str:
-    """A measurement name escaped for line protocol."""
-    return _backslashes(name).translate(_MEASUREMENT_ESCAPES)
+    """A measurement name escaped for line protocol; ValueError when it cannot be written."""
+    return _checked(name).translate(_MEASUREMENT_ESCAPES)
 
 
 def escape_key(text: str) -> str:
-    """A tag key, tag value or field key escaped for line protocol."""
-    return _backslashes(text).translate(_KEY_ESCAPES)
+    """A tag key, tag value or field key escaped for line protocol; ValueError when it cannot
+    be written exactly."""
+    return _checked(text).translate(_KEY_ESCAPES)
 
 
 def escape_string(text: str) -> str:
-    """A string field value, quoted and escaped for line protocol."""
+    """A string field value, quoted and escaped for line protocol; ValueError when it is not
+    valid Unicode."""
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise ValueError(f"a string field {problem}")
     return f'"{text.translate(_STRING_ESCAPES)}"'
 
 
@@ -90,7 +99,8 @@ def encode_line(
     timestamp_ns: int,
 ) -> str:
     """One line of line protocol; tags with empty values and None or non-finite fields are
-    left out, tags are sorted by key. Raises ValueError when no field is left."""
+    left out, tags are sorted by key. Raises ValueError when no field is left or an element
+    cannot be written exactly."""
     tag_part = "".join(
         f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if k and v
     )
