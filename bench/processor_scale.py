@@ -1,30 +1,29 @@
 """How one stream-processor worker's speed, memory and checkpoints grow with the number of
 active series, and whether it still counts every call once through a SIGKILL at that scale.
 
-For each width (1,000, 10,000 and 100,000 series; ``--quick``: 1,000 and 10,000), on a private
-Tansu and influxd: ``CALLS_PER_SERIES`` calls per series (realistic latency, TTFT, token, cost,
-quality and error figures as :class:`_stack.EventFactory` draws them), their start times a
-Poisson process over ``SPAN_S`` seconds of event time that ended minutes ago, every series busy
-all along. Envelopes as the producer packs them per partition: up to 500 events of the series
-bound for one partition (the series as columns), sent when full or when they span 2 s of event
-time. One start marker per partition before the data, and, only after the kill below, one end
-marker per partition 100 s after it.
+For each width (1,000, 10,000 and 100,000 series; ``--quick``: 1,000 and 10,000 with fewer
+calls), on a private Tansu and influxd: every series makes one call per second for ``SPAN_S``
+seconds of event time that ended minutes ago (realistic latency, TTFT, token, cost, quality and
+error figures as :class:`_stack.EventFactory` draws them), so each series has about ten calls in
+each 10 s window. Envelopes as the producer packs them per partition: up to 500 events of the
+series bound for one partition (the series as columns), sent when full or when they span 2 s of
+event time. One start marker per partition before the data; the end markers come later.
 
 The worker (the real ``promptprof worker``: windows [10, 60] s, allowed lateness 30 s, every
 aggregate on, checkpoints every 2 s or less often when a checkpoint takes long, the sink on):
 
-1. Worker A takes the data. The clock runs from its first start-marker window to the arrival
-   of the last window the data alone closes (every 10 s window that ends at least the lateness
-   before the data's last event, each holding the events it should); by then the worker has
-   aggregated all but the last records of each partition. ``events_per_s_<n>_series`` = data
-   events / that time. ``rss_mb`` is A's peak resident memory (VmHWM), and
-   ``rss_mb_per_10k_series`` the growth from the 1,000-series run, per 10,000 series.
-2. A is killed (SIGKILL) with every series' last 90 s of windows open. Worker B starts in its
-   place: ``restore_s`` is from B's spawn until every partition is restored from its checkpoint
-   (B's own ``restore_s`` for the slowest partition is ``restore_read_s``).
-3. The end markers are produced; B closes the remaining windows. ``windows_counted_ratio`` =
-   InfluxDB's ``sum(events)`` over the 10 s windows (and over the 60 s windows) / calls sent:
-   1 means every call counted exactly once in each width, through the kill.
+1. Worker A takes the data. Its clock runs from its first start-marker window (it has then
+   taken its first data record) until its committed offsets, which follow its checkpoints,
+   reach the end of every partition: ``events_per_s_<n>_series`` = data events / that time, a
+   lower bound (it includes the wait for the last checkpoint). ``rss_mb`` is A's peak resident
+   memory (VmHWM), ``rss_mb_per_10k_series`` its growth from the 1,000-series run per 10,000.
+2. A is killed (SIGKILL) with every series' windows open (the data spans less than the
+   lateness). Worker B starts in its place: ``restore_s`` is from B's spawn until every
+   partition is restored from its checkpoint, ``restore_read_s`` B's own time for the slowest
+   partition (reading its checkpoint and rebuilding the state).
+3. The end markers are produced; B closes every window. ``windows_counted_ratio`` = InfluxDB's
+   ``sum(events)`` over the 10 s windows / calls sent (``_60s``: over the 60 s windows): 1
+   means every call counted exactly once in each width, through the kill.
 
 Checkpoint records are read back from the chunk topic: ``checkpoint_record_bytes_max`` is the
 largest record the worker wrote (Kafka's default limit is 1 MB), ``checkpoint_mb_per_s`` the
@@ -44,15 +43,13 @@ from typing import Any
 
 import _common
 import _stack
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from promptprof.profiler import make_spec
 
 WIDTHS = [10, 60]
 LATENESS_S = 30
-SPAN_S = 120.0
-CALLS_PER_SERIES = 20
+SPAN_S = 20.0  # under the lateness: no window closes before the end markers
 BATCH = 500
 START_MARKER = "bench-start-marker"
 END_MARKER = "bench-end-marker"
@@ -70,14 +67,17 @@ def series(count: int) -> list[_stack.SeriesSpec]:
     return out
 
 
-def build(count: int, seed: int = 7) -> tuple[list[_stack.Record], list[_stack.Record], int, int]:
-    """(start markers and data envelopes, end markers, data events, last event time ns)."""
+def build(
+    count: int, span_s: float, seed: int = 7
+) -> tuple[list[_stack.Record], list[_stack.Record], int]:
+    """(start markers and data envelopes, end markers, data events): one call per series and
+    second of ``span_s``."""
     now = time.time_ns()
-    start = now - int((SPAN_S + 300) * NS)
+    start = now - int((span_s + 300) * NS)
     start -= start % (60 * NS)
-    total = count * CALLS_PER_SERIES
+    total = int(count * span_s)
     rng = random.Random(seed)
-    times = _stack.poisson_times(rng, start, total / SPAN_S, total)
+    times = _stack.poisson_times(rng, start, total / span_s, total)
     specs = series(count)
     order = [i % count for i in range(total)]
     rng.shuffle(order)
@@ -96,23 +96,7 @@ def build(count: int, seed: int = 7) -> tuple[list[_stack.Record], list[_stack.R
     records = _stack.marker_records(START_MARKER, start - 120 * NS, _stack.PARTITIONS)
     records += _stack.full_envelopes(pairs, BATCH, max_age_s=2.0)
     ends = _stack.marker_records(END_MARKER, times[-1] + 100 * NS, _stack.PARTITIONS)
-    return records, ends, total, times[-1]
-
-
-def expected_closed(records: list[_stack.Record], last_ns: int) -> int:
-    """Data events in the 10 s windows the data alone closes."""
-    limit = last_ns - LATENESS_S * NS
-    limit -= limit % (10 * NS)
-    count = 0
-    for record in records:
-        doc = orjson.loads(record.value)
-        fields = doc["fields"]
-        if fields["promptprof.prompt.id"] == START_MARKER:
-            continue
-        times = fields["start_time_unix_nano"]
-        times = times if isinstance(times, list) else [times] * doc["count"]
-        count += sum(t < limit for t in times)
-    return count
+    return records, ends, total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -122,30 +106,48 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-async def follow(stack: _stack.BenchStack, worker: _stack.WorkerProcess, closable: int,
-                 last_ns: int, timeout_s: float) -> dict[str, float]:
-    """Watch the windows topic until the windows the data closes hold ``closable`` events."""
-    limit = last_ns - LATENESS_S * NS
-    watcher = _stack.WindowWatcher(stack.bootstrap)
-    await watcher.start(stack.partitions)
-    t_first, counted = None, 0
+async def caught_up(bootstrap: str, app_id: str, partitions: int, timeout_s: float,
+                    worker: _stack.WorkerProcess) -> dict[str, float]:
+    """(first start-marker window, the moment the group's commits reach every log's end)."""
+    watcher = _stack.WindowWatcher(bootstrap)
+    await watcher.start(partitions)
+    group = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id,
+                             enable_auto_commit=False)
+    await group.start()
+    tps = [TopicPartition(_stack.TOPICS.calls, p) for p in range(partitions)]
+    ends = await log_ends(bootstrap, tps)
+    t_first = None
     deadline = time.monotonic() + timeout_s
     try:
-        while counted < closable:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"closed windows hold {counted} of {closable} events")
+        while time.monotonic() < deadline:
             worker.check()
             for window in await watcher.poll(50):
-                prompt = window["series"]["prompt_id"]
-                if prompt == START_MARKER and t_first is None:
+                if window["series"]["prompt_id"] == START_MARKER and t_first is None:
                     t_first = watcher.seen[-1][0]
-                elif (prompt != START_MARKER and window["width_s"] == 10
-                      and window["window_start_ns"] + 10 * NS <= limit):
-                    counted += window["events"]
-        assert t_first is not None
-        return {"t_first": t_first, "t_last": watcher.seen[-1][0]}
+            committed = [await group.committed(tp) or 0 for tp in tps]
+            if t_first is not None and all(c >= ends[tp] for c, tp in zip(committed, tps,
+                                                                           strict=True)):
+                return {"t_first": t_first, "t_last": time.monotonic()}
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"commits short of the logs' ends after {timeout_s} s")
     finally:
+        await group.stop()
         await watcher.stop()
+
+
+async def log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Each partition's end as a fetch's high watermark (Tansu's ListOffsets answers less)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        while any(consumer.highwater(tp) is None for tp in tps):
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return {tp: consumer.highwater(tp) for tp in tps}
+    finally:
+        await consumer.stop()
 
 
 async def chunk_sizes(bootstrap: str, topic: str, partitions: int) -> list[int]:
@@ -170,25 +172,27 @@ async def chunk_sizes(bootstrap: str, topic: str, partitions: int) -> list[int]:
         await consumer.stop()
 
 
-def restored_log(worker: _stack.WorkerProcess, partitions: int, timeout_s: float) -> float:
-    """Seconds from ``worker``'s spawn until its log shows every partition restored; returns
-    the slowest partition's own restore time too, via the log's ``restore_s`` fields."""
+def restored_log(
+    worker: _stack.WorkerProcess, partitions: int, timeout_s: float, log_from: int
+) -> float:
+    """Wait until ``worker``'s log (past byte ``log_from``) shows every partition restored;
+    return the slowest partition's own ``restore_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         worker.check()
-        found = re.findall(r"partition_restored.*?restore_s=([\d.]+)", worker.tail(10_000))
+        text = worker.log_path.read_bytes()[log_from:].decode(errors="replace")
+        found = re.findall(r"partition_restored.*?restore_s=([\d.]+)", text)
         if len(found) >= partitions:
             return max(map(float, found))
         time.sleep(0.05)
     raise TimeoutError("partitions not restored")
 
 
-def one_width(count: int, timeout_s: float) -> dict[str, Any]:
+def one_width(count: int, span_s: float, timeout_s: float) -> dict[str, Any]:
     """The figures of one width."""
     with _stack.BenchStack() as stack:
         with _stack.stage(f"building {count} series"):
-            records, ends, total, last_ns = build(count)
-            closable = expected_closed(records, last_ns)
+            records, ends, total = build(count, span_s)
         with _stack.stage("producing"):
             asyncio.run(_stack.produce(stack.bootstrap, _stack.TOPICS.calls, records))
         env = stack.worker_env(
@@ -196,16 +200,19 @@ def one_width(count: int, timeout_s: float) -> dict[str, Any]:
             worker__checkpoint_interval_s=2, worker__idle_timeout_s=3600,
             worker__sink_enabled="true", log_level="info",
         )
+        app_id = env["PROMPTPROF_WORKER__APP_ID"]
         first = stack.start_worker(env)
         with _stack.stage("worker A"):
-            seen = asyncio.run(follow(stack, first, closable, last_ns, timeout_s))
+            seen = asyncio.run(caught_up(stack.bootstrap, app_id, stack.partitions, timeout_s,
+                                         first))
         span = seen["t_last"] - seen["t_first"]
         rss = peak_rss_mb(first.pid)
         first.popen.kill()
         first.popen.wait()
+        log_from = first.log_path.stat().st_size
         second = stack.start_worker(env)
         with _stack.stage("worker B restore"):
-            restore_read = restored_log(second, stack.partitions, timeout_s)
+            restore_read = restored_log(second, stack.partitions, timeout_s, log_from)
             restore_s = time.monotonic() - second.started
         asyncio.run(_stack.produce(stack.bootstrap, _stack.TOPICS.calls, ends))
         ratios = {}
@@ -215,13 +222,12 @@ def one_width(count: int, timeout_s: float) -> dict[str, Any]:
                 f"AND prompt_id != '{START_MARKER}' AND prompt_id != '{END_MARKER}'",
                 lambda rows: bool(rows) and rows[0]["n"] >= total, timeout_s=timeout_s)
             ratios[width] = (rows[0]["n"] if rows else 0) / total
-        app_id = env["PROMPTPROF_WORKER__APP_ID"]
         sizes = asyncio.run(chunk_sizes(stack.bootstrap, f"{app_id}-checkpoint-chunks",
                                         stack.partitions))
         second.stop()
     return {
         "series": count, "events": total, "records": len(records),
-        "events_per_s": closable / span, "timed_s": span, "rss_mb": rss,
+        "events_per_s": total / span, "timed_s": span, "rss_mb": rss,
         "restore_s": restore_s, "restore_read_s": restore_read,
         "windows_counted_ratio": ratios[10], "windows_counted_ratio_60s": ratios[60],
         "checkpoint_record_bytes_max": max(sizes, default=0),
@@ -232,14 +238,16 @@ def one_width(count: int, timeout_s: float) -> dict[str, Any]:
 def main() -> None:
     """Parse arguments, run every width, print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 series only")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000 and 10,000 series, 5 s of calls")
     parser.add_argument("--widths", type=int, nargs="*", help="numbers of series")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per stage")
     args = parser.parse_args()
     widths = args.widths or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     _common.setup()
-    runs = {count: one_width(count, args.timeout) for count in widths}
-    figures: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count()}
+    span_s = 5.0 if args.quick else SPAN_S
+    runs = {count: one_width(count, span_s, args.timeout) for count in widths}
+    figures: dict[str, Any] = {"quick": args.quick, "span_s": span_s, "cpus": os.cpu_count()}
     for count, run in runs.items():
         name = f"{count // 1000}k_series"
         figures |= {f"{key}_{name}": value for key, value in run.items() if key != "series"}

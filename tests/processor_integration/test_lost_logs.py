@@ -8,7 +8,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.config import TopicSettings
 from promptprof.stack import TansuBroker
-from promptprof_processor.sink.consumer import LostLogs
+from promptprof_processor.runtime.lost_log import LostLogs
+from promptprof_processor.sink.consumer import rewind_lost_logs
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +35,13 @@ async def test_a_position_past_the_end_goes_back_to_the_start(
         records = await consumer.getmany(tp, timeout_ms=3000)
         assert [r.offset for r in records[tp]] == [0, 1, 2, 3, 4]
         lost = LostLogs(grace_s=2.0)
-        await lost.rewind(consumer, [tp], now=0.0)
+        await rewind_lost_logs(lost, consumer, [tp], now=0.0)
         assert await consumer.position(tp) == 5  # at the end: nothing lost
         consumer.seek(tp, 300)  # where a consumer of the lost log stood
         assert await consumer.getmany(tp, timeout_ms=1000) == {}
-        await lost.rewind(consumer, [tp], now=10.0)
+        await rewind_lost_logs(lost, consumer, [tp], now=10.0)
         assert await consumer.position(tp) == 300  # not yet: a fetch may run a record behind
-        await lost.rewind(consumer, [tp], now=12.0)
+        await rewind_lost_logs(lost, consumer, [tp], now=12.0)
         assert await consumer.position(tp) == 0
     finally:
         await consumer.stop()

@@ -18,7 +18,6 @@ of the poll are written, and a window whose points were all stored is never dead
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.backoff import Backoff
 from promptprof.config import Settings
+from promptprof_processor.runtime.lost_log import LostLogs
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
@@ -91,7 +91,7 @@ class WindowSink:
                 if values:
                     await self.write(values, producer)
                     await consumer.commit()
-                await lost_logs.rewind(consumer, consumer.assignment() - batches.keys())
+                await rewind_lost_logs(lost_logs, consumer, consumer.assignment() - batches.keys())
         finally:
             await consumer.stop()
             await producer.stop()
@@ -142,36 +142,18 @@ def _render(value: bytes) -> list[str]:
         raise _Refused(UNWRITABLE, f"cannot be written to InfluxDB exactly: {exc}") from None
 
 
-class LostLogs:
-    """Seeks partitions whose position stays past the log's end back to their start.
-
-    Only a broker that lost its data (a memory-only broker restarted) has a log end below a
-    consumer's position; Tansu then answers fetches with no records and no error, so the
-    consumer would wait until the new log grew past the old offset. The end is the fetch's
-    high watermark (Tansu's ListOffsets answers the last batch's first offset + 1), and it must
-    stay below the position for ``grace_s``: a fetch answer now and then runs a record behind.
-    """
-
-    def __init__(self, grace_s: float = 2.0) -> None:
-        """Watch positions; rewind one that stays past the end for ``grace_s``."""
-        self.grace_s = grace_s
-        self._since: dict[TopicPartition, float] = {}
-
-    async def rewind(
-        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
-        now: float | None = None,
-    ) -> None:
-        """Check ``partitions`` (those without records in the last fetch)."""
-        now = time.monotonic() if now is None else now
-        for tp in partitions:
-            end, position = consumer.highwater(tp), await consumer.position(tp)
-            if end is None or position <= end:
-                self._since.pop(tp, None)
-            elif now - self._since.setdefault(tp, now) >= self.grace_s:
-                log.warning("promptprof.log_lost", topic=tp.topic, partition=tp.partition,
-                            position=position, log_end=end)
-                await consumer.seek_to_beginning(tp)
-                del self._since[tp]
+async def rewind_lost_logs(
+    lost_logs: LostLogs, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+    now: float | None = None,
+) -> None:
+    """Seek each of ``partitions`` (those without records in the last fetch) whose log the
+    broker lost back to the start of its new log."""
+    for tp in partitions:
+        position = await consumer.position(tp)
+        if lost_logs.lost(tp, position, consumer.highwater(tp), now):
+            log.warning("promptprof.log_lost", topic=tp.topic, partition=tp.partition,
+                        position=position, log_end=consumer.highwater(tp))
+            await consumer.seek_to_beginning(tp)
 
 
 async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> None:
