@@ -18,7 +18,8 @@ aggregate on, checkpoints every 2 s or less often when a checkpoint takes long, 
    lower bound (it includes the wait for the last checkpoint). ``rss_mb`` is A's peak resident
    memory (VmHWM), ``rss_mb_per_10k_series`` its growth from the 1,000-series run per 10,000.
 2. A is killed (SIGKILL) with every series' windows open (the data spans less than the
-   lateness). Worker B starts in its place: ``restore_s`` is from B's spawn until every
+   lateness). ``worker_cpu_us_per_event`` is A's CPU time (start-up included) per event.
+   Worker B starts in its place: ``restore_s`` is from B's spawn until every
    partition is restored from its checkpoint, ``restore_read_s`` B's own time for the slowest
    partition (reading its checkpoint and rebuilding the state).
 3. The end markers are produced; B closes every window. ``windows_counted_ratio`` = InfluxDB's
@@ -97,6 +98,12 @@ def build(
     records += _stack.full_envelopes(pairs, BATCH, max_age_s=2.0)
     ends = _stack.marker_records(END_MARKER, times[-1] + 100 * NS, _stack.PARTITIONS)
     return records, ends, total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process since its start (start-up included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -206,6 +213,7 @@ def one_width(count: int, span_s: float, timeout_s: float) -> dict[str, Any]:
             seen = asyncio.run(caught_up(stack.bootstrap, app_id, stack.partitions, timeout_s,
                                          first))
         span = seen["t_last"] - seen["t_first"]
+        cpu = cpu_seconds(first.pid)
         rss = peak_rss_mb(first.pid)
         first.popen.kill()
         first.popen.wait()
@@ -228,6 +236,7 @@ def one_width(count: int, span_s: float, timeout_s: float) -> dict[str, Any]:
     return {
         "series": count, "events": total, "records": len(records),
         "events_per_s": total / span, "timed_s": span, "rss_mb": rss,
+        "worker_cpu_us_per_event": cpu / total * 1e6,
         "restore_s": restore_s, "restore_read_s": restore_read,
         "windows_counted_ratio": ratios[10], "windows_counted_ratio_60s": ratios[60],
         "checkpoint_record_bytes_max": max(sizes, default=0),

@@ -117,11 +117,6 @@ class WorkerSettings(BaseModel):
         default=100, ge=1, le=10_000,
         description="ms the consumer waits for new records per fetch, 1..10000 (Faust: 1500)",
     )
-    stall_check_s: float = Field(
-        default=5.0, gt=0,
-        description="seconds; a partition behind its log for two checks in a row is read "
-        "by the worker itself, > 0",
-    )
     sink_enabled: bool = True
     web_port: int | None = Field(default=None, description="Faust web port; None disables it")
     data_dir: str = ".promptprof/worker"

@@ -280,11 +280,11 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         epoch = owned.run.checkpoint(rebase=owned.rebase)
         await self._deliver(partition, owned, epoch.outputs)
         try:
-            head, size = await self.store.write(partition, owned.run, epoch)
+            head, size = await self._write(partition, owned.run, epoch)
         except LostCheckpoints:
             log.warning("promptprof.checkpoints_lost", partition=partition)
             epoch = owned.run.checkpoint(rebase=True)
-            head, size = await self.store.write(partition, owned.run, epoch)
+            head, size = await self._write(partition, owned.run, epoch)
         owned.run.committed(epoch, head, size)
         owned.rebase = False
         owned.last_checkpoint_s = time.monotonic()
@@ -292,6 +292,20 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         log.debug("promptprof.checkpointed", partition=partition, epoch=head.epoch,
                   base=epoch.base, bytes=size, next_offset=head.next_offset)
         await self._commit(TopicPartition(self.settings.topics.calls, partition), head)
+
+    async def _write(self, partition: int, run: PartitionRun, epoch: Epoch) -> tuple[Head, int]:
+        """Write the epoch, again with backoff while the broker fails (an epoch written twice
+        is read once: its chunks are told apart by their index)."""
+        assert self.store is not None
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                return await self.store.write(partition, run, epoch)
+            except KafkaError as exc:
+                delay = backoff.next()
+                log.warning("promptprof.checkpoint_retried", partition=partition,
+                            error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
 
     async def _deliver(self, partition: int, owned: _Owned, outputs: list[Output]) -> None:
         """Wait until the broker has every output, sending the failed ones again."""
