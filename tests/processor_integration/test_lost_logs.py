@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.config import TopicSettings
 from promptprof.stack import TansuBroker
-from promptprof_processor.runtime.lost_log import LostLogs
+from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.sink.consumer import rewind_lost_logs
 
 pytestmark = pytest.mark.integration

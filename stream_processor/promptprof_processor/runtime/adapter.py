@@ -48,8 +48,8 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from promptprof.backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.runtime.checkpoint import Head, assemble, cut
-from promptprof_processor.runtime.lost_log import LostLogs
 from promptprof_processor.runtime.partition import Clock, Epoch, Output, PartitionRun
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.windows.aggregator import StateError

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.backoff import Backoff
 from promptprof.config import Settings
-from promptprof_processor.runtime.lost_log import LostLogs
+from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
