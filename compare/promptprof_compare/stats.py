@@ -33,9 +33,11 @@ candidate/base: worse means a ratio beyond 1 + r, better a ratio beyond 1 / (1 +
 swapping the two runs swaps regression and improvement exactly. Intervals are at the level
 1 - ``alpha``; they inform, they do not decide.
 
-Latency means the wall time of successful calls here (a failed call is counted by the error
-rate); the dashboards' percentiles include failed calls, so each prompt also carries the latency
-quantiles of all calls, untested, under that name.
+Latency is the producer's ``promptprof.latency_ms`` (wall time from the call's start to its end)
+and a quantile q is the value at rank floor(q * (n - 1)), the processor's convention. The tested
+latency quantiles are of successful calls (a failed call is counted by the error rate); the
+dashboards' percentiles include failed calls, so each prompt also carries the latency quantiles
+of all calls, untested, under that name.
 """
 
 from __future__ import annotations
@@ -490,7 +492,8 @@ def paired_t_test(differences: FloatArray) -> tuple[float, Sign]:
 
 
 def _quantiles(values: FloatArray) -> FloatArray:
-    return np.quantile(values, QUANTILES, axis=-1)
+    """p50, p95, p99 as the processor defines them: the value at rank floor(q * (n - 1))."""
+    return np.quantile(values, QUANTILES, axis=-1, method="lower")
 
 
 def _mean(values: FloatArray) -> FloatArray:
