@@ -14,7 +14,9 @@ For each suite (``--suite``, else every ``suites/*.yaml`` or ``suites/*.yml`` fi
    seed), so a provider drifting during the run slows both sides alike (``--order sequential``
    makes every base call first, the old order); then
    :func:`~promptprof_compare.cli.compare_command` compares the two runs with the suite's
-   ``thresholds`` file.
+   ``thresholds`` file. Every metric of every prompt of the suite is one family (Holm); when
+   several suites compare prompts in one ci run, each suite's alpha is divided by their number
+   (Bonferroni across suites), so the whole run's family-wise error stays within alpha.
 
 ``OUT_DIR/<suite>/`` receives ``base.json``, ``candidate.json``, ``report.md``, ``report.html``
 and ``report.json``; ``OUT_DIR/report.md`` gathers every suite's Markdown (the pull-request
@@ -131,18 +133,27 @@ def _side_notes(changes: _Changes) -> list[str]:
     return notes
 
 
-def _ci_suite(
-    suite: Suite, git: _Git, out_dir: Path, settings: Settings, order: OrderName
-) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Plan:
+    """What one ci run does: its suites' changes, settings, order and how many suites compare."""
+
+    git: _Git
+    out_dir: Path
+    settings: Settings
+    order: OrderName
+    compared_suites: int
+
+
+def _ci_suite(suite: Suite, changes: _Changes, plan: _Plan) -> tuple[int, str]:
     """Benchmark one suite's changed prompts; the exit code and the Markdown section."""
-    changes = _suite_changes(suite, git)
+    git = plan.git
     heading = f"## Suite `{suite.name}`"
     notes = [f"- {note}" for note in _side_notes(changes)]
     notes += [""] if notes else []
     common = changes.common
     if not common:
         return EXIT_OK, "\n".join([heading, "", *notes, "No changed prompt to compare."]) + "\n"
-    directory = out_dir / _slug(suite.name)
+    directory = plan.out_dir / _slug(suite.name)
     directory.mkdir(parents=True, exist_ok=True)
     base, candidate = directory / "base.json", directory / "candidate.json"
     seed = suite.config.seed
@@ -151,10 +162,11 @@ def _ci_suite(
                         git.commit)
     candidate_side = RunSide(prepare(suite, [p for p in changes.candidate if p.id in chosen]),
                              seed + 1, head_commit(git.repo))
-    _run_both(base_side, candidate_side, order, settings, (base, candidate))
+    _run_both(base_side, candidate_side, plan.order, plan.settings, (base, candidate))
     markdown = directory / REPORT_NAME
     code = compare_command(base, candidate, suite.thresholds, markdown,
-                           directory / "report.html", directory / "report.json")
+                           directory / "report.html", directory / "report.json",
+                           alpha_shared_by=plan.compared_suites)
     body = markdown.read_text(encoding="utf-8") if code != EXIT_USAGE else "Comparison failed."
     return code, "\n".join([heading, "", *notes, body])
 
@@ -184,7 +196,10 @@ def ci_command(
         git = _git_state(base_ref)
         suites = [load_suite(path) for path in ([suite] if suite else _discover_suites(git.repo))]
         out_dir.mkdir(parents=True, exist_ok=True)
-        results = [_ci_suite(one, git, out_dir, settings, order) for one in suites]
+        changes = [_suite_changes(one, git) for one in suites]
+        compared = sum(1 for change in changes if change.common)
+        plan = _Plan(git, out_dir, settings, order, max(compared, 1))
+        results = [_ci_suite(*pair, plan) for pair in zip(suites, changes, strict=True)]
         report = out_dir / REPORT_NAME
         title = f"# promptprof: prompts changed since `{base_ref}`"
         report.write_text("\n".join([title, "", *(text for _, text in results)]), "utf-8")

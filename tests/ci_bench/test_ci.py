@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,22 @@ def test_suites_are_found_without_suite_option(repo: Path) -> None:
     edit_prompt(repo, model="slow-model")
     assert ci(repo, suite=None) == EXIT_REGRESSION
     assert "## Suite `found`" in (repo / "out" / "report.md").read_text()
+
+
+def test_suites_compared_in_one_run_share_alpha(repo: Path) -> None:
+    suite = yaml.safe_load((repo / "suite.yaml").read_text())
+    write_yaml(repo / "suites" / "one.yaml",
+               {**suite, "name": "one", "prompt_dir": "../prompts", "dataset": "../data.jsonl"})
+    write_yaml(repo / "suites" / "two.yaml",
+               {**suite, "name": "two", "prompt_dir": "../prompts", "dataset": "../data.jsonl"})
+    edit_prompt(repo, version="v2")
+    assert ci(repo, suite=None) == EXIT_OK
+    for name in ("one", "two"):
+        report = json.loads((repo / "out" / name / "report.json").read_text())
+        assert report["alpha"] == pytest.approx(0.005)
+        assert "alpha 0.01 is shared by the 2 comparisons of this run: each uses 0.005" in (
+            report["notes"]
+        )
 
 
 def test_missing_ref_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
