@@ -777,11 +777,10 @@ def _distinct(values: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class _Tested:
-    """One prompt's tests, before the family's correction, and what the report says besides."""
+    """One prompt's tests, before the family's correction, and its comparison without them."""
 
-    prompt_id: str
     tests: list[_Test]
-    facts: dict[str, Any]
+    draft: PromptComparison
 
 
 def _test_prompt(
@@ -793,35 +792,34 @@ def _test_prompt(
         base_calls, candidate_calls, _prompt_rng(prompt_id, settings.seed), settings
     )
     runs = (base.run, candidate.run)
-    facts = {
-        "base_versions": _distinct([record.prompt_version for record in base_records]),
-        "candidate_versions": _distinct([record.prompt_version for record in candidate_records]),
-        "base_models": _distinct([record.model for record in base_records]),
-        "candidate_models": _distinct([record.model for record in candidate_records]),
-        "base_calls": len(base_records),
-        "candidate_calls": len(candidate_records),
-        "quality_metric": _shared_quality_metric(base_calls, candidate_calls),
-        "latency_all_calls": _latency_all_calls(base_calls, candidate_calls),
-        "monthly_cost": _monthly_cost(prompt_id, base_calls, candidate_calls, runs, settings),
-        "notes": notes,
-    }
-    return _Tested(prompt_id, tests, facts)
+    draft = PromptComparison(
+        prompt_id=prompt_id,
+        verdict="no_change",
+        base_versions=_distinct([record.prompt_version for record in base_records]),
+        candidate_versions=_distinct([record.prompt_version for record in candidate_records]),
+        base_models=_distinct([record.model for record in base_records]),
+        candidate_models=_distinct([record.model for record in candidate_records]),
+        base_calls=len(base_records),
+        candidate_calls=len(candidate_records),
+        quality_metric=_shared_quality_metric(base_calls, candidate_calls),
+        metrics=[],
+        latency_all_calls=_latency_all_calls(base_calls, candidate_calls),
+        monthly_cost=_monthly_cost(prompt_id, base_calls, candidate_calls, runs, settings),
+        notes=notes,
+    )
+    return _Tested(tests, draft)
 
 
 def _judge_prompt(
     tested: _Tested, adjusted: Sequence[float], settings: CompareSettings
 ) -> PromptComparison:
     metrics = [
-        _metric_comparison(test, p_adjusted, tested.prompt_id, settings)
+        _metric_comparison(test, p_adjusted, tested.draft.prompt_id, settings)
         for test, p_adjusted in zip(tested.tests, adjusted, strict=True)
     ]
     metrics.sort(key=lambda metric: METRIC_NAMES.index(metric.metric))
-    return PromptComparison(
-        prompt_id=tested.prompt_id,
-        verdict=_overall([metric.verdict for metric in metrics]),
-        metrics=metrics,
-        **tested.facts,
-    )
+    verdict = _overall([metric.verdict for metric in metrics])
+    return tested.draft.model_copy(update={"metrics": metrics, "verdict": verdict})
 
 
 def _judge_family(
