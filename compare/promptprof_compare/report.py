@@ -127,9 +127,10 @@ def method_line(comparison: Comparison) -> str:
         f"{comparison.alpha:g} after {comparison.correction.capitalize()} correction over a "
         f"family of {comparison.family_size} tests: every metric of every prompt compared) and "
         "it exceeds both the relative and the absolute threshold. Tests: the quantile test for "
-        "each latency and TTFT quantile (successful calls), Welch's t for mean tokens and cost, "
-        "Fisher exact or two-proportion z for errors, a paired t-test over dataset items for "
-        f"quality; intervals are {comparison.confidence:.0%} bootstrap intervals of the change."
+        "each latency and TTFT quantile (successful calls), a paired t-test over dataset items "
+        "for mean tokens, cost (Welch's t when the runs share no item) and quality, Fisher "
+        "exact or two-proportion z for errors; intervals are "
+        f"{comparison.confidence:.0%} bootstrap intervals of the change."
     )
 
 

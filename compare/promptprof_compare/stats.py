@@ -9,9 +9,12 @@ higher or lower) is part of its result (per prompt present in both runs):
   pooled q-quantile are compared with the proportion test below. A faster bulk with an unchanged
   tail is an improvement of p50 and nothing at p99. The interval is a percentile bootstrap of the
   relative difference of the quantile, both runs resampled independently.
-* Input tokens, output tokens and cost per successful call: the mean, with Welch's t-test of the
-  difference of the means and a bootstrap interval of its relative difference. The monthly cost
-  is the mean cost per call times the configured monthly volume.
+* Input tokens, output tokens and cost per successful call: the mean. When the runs share
+  dataset items (two runs of one suite do), the test is the paired t-test of the per-item
+  differences of the item means (each item's mean over its repetitions), which removes the
+  spread between items; otherwise Welch's t-test of the difference of the means. The interval is
+  a bootstrap of the relative difference of the means. The monthly cost is the mean cost per
+  call times the configured monthly volume.
 * Error rate (all calls): Fisher's exact test, or the pooled two-proportion z-test (the
   chi-square test without continuity correction) when every expected cell count is at least 10;
   the interval is a bootstrap of the difference in percentage points.
@@ -332,6 +335,14 @@ class Comparison(BaseModel):
 
 
 @dataclass(frozen=True)
+class _Values:
+    """A per-call quantity of one run: every call's value and each dataset item's mean."""
+
+    calls: FloatArray
+    by_item: dict[str, float]
+
+
+@dataclass(frozen=True)
 class _Calls:
     """The arrays one prompt's records of one run contribute."""
 
@@ -340,9 +351,9 @@ class _Calls:
     latency: FloatArray
     latency_all: FloatArray
     ttft: FloatArray
-    input_tokens: FloatArray
-    output_tokens: FloatArray
-    cost: FloatArray
+    input_tokens: _Values
+    output_tokens: _Values
+    cost: _Values
     quality: dict[str, float]
     quality_metrics: frozenset[str]
 
@@ -374,22 +385,31 @@ def _array(values: Sequence[float | None]) -> FloatArray:
     return np.array([value for value in values if value is not None], dtype=np.float64)
 
 
+def _by_item(records: Sequence[CallRecord], values: Sequence[float | None]) -> dict[str, float]:
+    """Each item's mean of the known ``values`` (one per record)."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for record, value in zip(records, values, strict=True):
+        if value is not None:
+            grouped[record.item_id].append(value)
+    return {item: float(np.mean(known)) for item, known in grouped.items()}
+
+
+def _values(records: Sequence[CallRecord], values: Sequence[float | None]) -> _Values:
+    return _Values(_array(values), _by_item(records, values))
+
+
 def _extract(records: Sequence[CallRecord]) -> _Calls:
     ok = [record for record in records if record.status == "ok"]
-    scores: dict[str, list[float]] = defaultdict(list)
-    for record in ok:
-        if record.quality_score is not None:
-            scores[record.item_id].append(record.quality_score)
     return _Calls(
         total=len(records),
         errors=len(records) - len(ok),
         latency=_array([record.latency_ms for record in ok]),
         latency_all=_array([record.latency_ms for record in records]),
         ttft=_array([record.ttft_ms for record in ok]),
-        input_tokens=_array([record.input_tokens for record in ok]),
-        output_tokens=_array([record.output_tokens for record in ok]),
-        cost=_array([record.cost_usd for record in ok]),
-        quality={item: float(np.mean(values)) for item, values in scores.items()},
+        input_tokens=_values(ok, [record.input_tokens for record in ok]),
+        output_tokens=_values(ok, [record.output_tokens for record in ok]),
+        cost=_values(ok, [record.cost_usd for record in ok]),
+        quality=_by_item(ok, [record.quality_score for record in ok]),
         quality_metrics=frozenset(
             record.quality_metric for record in ok if record.quality_metric is not None
         ),
@@ -540,13 +560,23 @@ def _compare_quantiles(
     return tests
 
 
+def _mean_test(base: _Values, candidate: _Values) -> tuple[str, float, Sign]:
+    """The paired t-test over per-item means when the runs share items, else Welch's t-test."""
+    items = sorted(base.by_item.keys() & candidate.by_item.keys())
+    if len(items) >= MIN_ITEMS:
+        differences = np.array([candidate.by_item[i] - base.by_item[i] for i in items])
+        return ("paired-t-by-item", *paired_t_test(differences))
+    return ("welch-t", *welch_test(base.calls, candidate.calls))
+
+
 def _compare_means(
     metric: MetricName,
-    base: FloatArray,
-    candidate: FloatArray,
+    base_values: _Values,
+    candidate_values: _Values,
     rng: np.random.Generator,
     settings: CompareSettings,
 ) -> list[_Test]:
+    base, candidate = base_values.calls, candidate_values.calls
     if not _enough(base, candidate):
         return []
     relative = _relative_draws(
@@ -561,8 +591,7 @@ def _compare_means(
         n_base=len(base),
         n_candidate=len(candidate),
     )
-    p_value, sign = welch_test(base, candidate)
-    return [_Test("welch-t", p_value, sign, estimate)]
+    return [_Test(*_mean_test(base_values, candidate_values), estimate)]
 
 
 def _compare_errors(
@@ -751,12 +780,12 @@ def _monthly_cost(
     settings: CompareSettings,
 ) -> MonthlyCost | None:
     volume = settings.monthly_volume_for(prompt_id, runs[1], runs[0])
-    if volume is None or not len(base.cost) or not len(candidate.cost):
+    if volume is None or not len(base.cost.calls) or not len(candidate.cost.calls):
         return None
     return MonthlyCost(
         volume=volume,
-        base_usd=float(np.mean(base.cost)) * volume,
-        candidate_usd=float(np.mean(candidate.cost)) * volume,
+        base_usd=float(np.mean(base.cost.calls)) * volume,
+        candidate_usd=float(np.mean(candidate.cost.calls)) * volume,
     )
 
 

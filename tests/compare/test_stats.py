@@ -246,6 +246,20 @@ def test_welch_and_paired_t_match_scipy() -> None:
     assert sign == -1
 
 
+def test_means_are_tested_paired_by_item_when_the_runs_share_items() -> None:
+    base = _run([_call(f"i{n}", 100.0, output_tokens=10 * n) for n in range(6)])
+    candidate = _run([_call(f"i{n}", 100.0, output_tokens=10 * n + 3) for n in range(6)])
+    elsewhere = _run([_call(f"j{n}", 100.0, output_tokens=10 * n + 3) for n in range(6)])
+    paired = next(
+        m for m in compare_runs(base, candidate).prompts[0].metrics if m.metric == "output_tokens"
+    )
+    unpaired = next(
+        m for m in compare_runs(base, elsewhere).prompts[0].metrics if m.metric == "output_tokens"
+    )
+    assert (paired.test, paired.p_value, paired.test_direction) == ("paired-t-by-item", 0.0, 1)
+    assert unpaired.test == "welch-t" and unpaired.p_value > 0.5
+
+
 def test_all_calls_latency_includes_failed_calls() -> None:
     base = _run([_call(f"i{n}", 100.0) for n in range(10)])
     candidate = _run(
