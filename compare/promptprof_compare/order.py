@@ -12,14 +12,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 Side = Literal[0, 1]
 """0 for the base run, 1 for the candidate run."""
 Slot = tuple[Side, int]
 """A call to make: its side and its index in that side's list of requests."""
 OrderName = Literal["blocked", "sequential"]
-ORDER_NAMES: tuple[OrderName, ...] = get_args(OrderName)
 BASE: Side = 0
 CANDIDATE: Side = 1
 

@@ -7,13 +7,16 @@ higher or lower) is part of its result (per prompt present in both runs):
   quantile test (Mood's median test generalised to the quantile q, as in Conover's *Practical
   Nonparametric Statistics*): both runs are pooled, and the fractions of each run above the
   pooled q-quantile are compared with the proportion test below. A faster bulk with an unchanged
-  tail is an improvement of p50 and nothing at p99. The interval is a percentile bootstrap of the
-  relative difference of the quantile, both runs resampled independently.
+  tail is an improvement of p50, and p99 is judged by its own test. The interval is a
+  percentile bootstrap of the relative difference of the quantile, both runs resampled
+  independently.
 * Input tokens, output tokens and cost per successful call: the mean. When the runs share
   dataset items (two runs of one suite do), the test is the paired t-test of the per-item
   differences of the item means (each item's mean over its repetitions), which removes the
-  spread between items; otherwise Welch's t-test of the difference of the means. The interval is
-  a bootstrap of the relative difference of the means. The monthly cost is the mean cost per
+  spread between items (its quantity, the mean of the item means' differences, is the
+  difference of the means when every item has as many successful calls in both runs);
+  otherwise Welch's t-test of the difference of the means. The interval is a bootstrap of the
+  relative difference of the means. The monthly cost is the mean cost per
   call times the configured monthly volume.
 * Error rate (all calls): Fisher's exact test, or the pooled two-proportion z-test (the
   chi-square test without continuity correction) when every expected cell count is at least 10;
