@@ -3,6 +3,14 @@ often it catches real changes, on seeded synthetic runs (:mod:`promptprof_compar
 
 - False regressions: A/A trials (same configuration, one dataset, two seeds) that report any
   regression, at 40 items x 3 repetitions (120 calls per run) and at 1000 calls per run.
+- ``false_regression_rate_mixed_shift``: the bulk of the calls 20 % faster, the slowest 3 %
+  (which hold p99) unchanged, 1000 calls per run; any regression verdict counts.
+- ``false_regression_rate_drift``: A/A while the provider gets 30 % slower linearly from the
+  first call to the last, the calls made in ``promptprof ci``'s order (randomised blocks,
+  :func:`promptprof_compare.order.call_order`); ``false_regression_rate_drift_sequential`` is
+  the same with the old order (all base calls, then all candidate calls).
+- ``family_false_regression_rate_10_prompts``: A/A over ten prompts compared in one run; a run
+  with any regression counts.
 - Detection: trials where the injected change is reported as a regression of its metric: +30%
   latency, +20% output tokens, error rate 1% -> 5%, quality drop of 0.1. Each is measured at the
   run size it is claimed at (``calls_per_run_*``) and at the smaller sizes of a grid (60, 120,
@@ -24,13 +32,23 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from promptprof_compare.synthetic import A_A, SCENARIOS, Scenario, flagged
+from promptprof_compare.synthetic import (
+    A_A,
+    DRIFT,
+    DRIFT_SEQUENTIAL,
+    FAMILY,
+    MIXED_SHIFT,
+    NO_CHANGE_SCENARIOS,
+    SCENARIOS,
+    Scenario,
+    flagged,
+)
 
 log = logging.getLogger("ci_compare")
 GRID = ((20, 3), (40, 3), (60, 4), (100, 5), (150, 5), (200, 5))
 LARGE_A_A = (200, 5)
 TARGET_RATE = 0.9
-BY_NAME = {scenario.name: scenario for scenario in (A_A, *SCENARIOS)}
+BY_NAME = {scenario.name: scenario for scenario in (*NO_CHANGE_SCENARIOS, *SCENARIOS)}
 
 
 @dataclass(frozen=True)
@@ -40,10 +58,40 @@ class Trials:
     a_a: int
     a_a_large: int
     detection: int
+    mixed_shift: int
+    drift: int
+    drift_sequential: int
+    family: int
+
+    def of(self, scenario: Scenario) -> int:
+        """Trials of a no-change scenario other than the plain A/A."""
+        counts = {
+            MIXED_SHIFT.name: self.mixed_shift,
+            DRIFT.name: self.drift,
+            DRIFT_SEQUENTIAL.name: self.drift_sequential,
+            FAMILY.name: self.family,
+        }
+        return counts[scenario.name]
 
 
-FULL = Trials(a_a=400, a_a_large=100, detection=200)
-QUICK = Trials(a_a=100, a_a_large=20, detection=30)
+FULL = Trials(
+    a_a=400,
+    a_a_large=100,
+    detection=200,
+    mixed_shift=200,
+    drift=400,
+    drift_sequential=100,
+    family=200,
+)
+QUICK = Trials(
+    a_a=100, a_a_large=20, detection=30, mixed_shift=30, drift=60, drift_sequential=20, family=30
+)
+FALSE_RATE_FIGURES = {
+    MIXED_SHIFT.name: "false_regression_rate_mixed_shift",
+    DRIFT.name: "false_regression_rate_drift",
+    DRIFT_SEQUENTIAL.name: "false_regression_rate_drift_sequential",
+    FAMILY.name: "family_false_regression_rate_10_prompts",
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +121,11 @@ def plan(trials: Trials) -> list[Task]:
     """Every trial to run."""
     tasks = [Task(A_A.name, A_A.items, A_A.repetitions, trial) for trial in range(trials.a_a)]
     tasks += [Task(A_A.name, *LARGE_A_A, trial) for trial in range(trials.a_a_large)]
+    for scenario in (MIXED_SHIFT, DRIFT, DRIFT_SEQUENTIAL, FAMILY):
+        tasks += [
+            Task(scenario.name, scenario.items, scenario.repetitions, trial)
+            for trial in range(trials.of(scenario))
+        ]
     for scenario in SCENARIOS:
         for items, repetitions in sizes(scenario):
             tasks += [
@@ -101,6 +154,9 @@ def figures(measured: dict[tuple[str, int], float], trials: Trials) -> dict[str,
         f"false_regression_rate_at_{large_calls}_calls": measured[(A_A.name, large_calls)],
         "detection_trials": trials.detection,
     }
+    for scenario in (MIXED_SHIFT, DRIFT, DRIFT_SEQUENTIAL, FAMILY):
+        result[FALSE_RATE_FIGURES[scenario.name]] = measured[(scenario.name, scenario.calls)]
+        result[f"{FALSE_RATE_FIGURES[scenario.name]}_trials"] = trials.of(scenario)
     for scenario in SCENARIOS:
         result[f"detection_rate_{scenario.name}"] = measured[(scenario.name, scenario.calls)]
         result[f"calls_per_run_{scenario.name}"] = scenario.calls

@@ -18,6 +18,16 @@ reads cancel out). The profiler's buffer holds every call of the run, so no call
 ``dropped`` and ``sent_events`` are reported and a drop makes the run fail loudly on stderr.
 ``ratio_vs_otel_p50 = otel_added_us_p50 / added_us_p50``: above 1 means promptprof adds less than
 OpenTelemetry (``ratio_vs_langfuse_p50`` likewise).
+
+CPU per call, background work included (after the latency rounds, Langfuse shut down): a phase
+makes N calls and then waits for their delivery (promptprof: ``profiler.flush``, until the
+sender thread has serialised and sent every event to Kafka and had it acknowledged; OTel:
+``force_flush``, until the BatchSpanProcessor's worker thread has handed every span to the no-op
+exporter). The phase's CPU time is the process's (``time.process_time_ns``: every thread, the
+host's and the background sender's or exporter's); the same N bare calls' CPU is subtracted and
+the rest divided by N. Phases are interleaved over several rounds, the median round is kept:
+``cpu_us_per_call_total`` (promptprof), ``otel_cpu_us_per_call_total`` and
+``ratio_vs_otel_cpu = otel_cpu_us_per_call_total / cpu_us_per_call_total``.
 """
 
 from __future__ import annotations
@@ -96,6 +106,29 @@ async def time_async(fn: AsyncFn, n: int) -> list[int]:
     return out
 
 
+def cpu_phase(fn: SyncFn, settle: Callable[[], object], n: int) -> int:
+    """Process CPU nanoseconds (all threads) of ``n`` calls of ``fn`` and then ``settle()``."""
+    started = time.process_time_ns()
+    for _ in range(n):
+        fn()
+    settle()
+    return time.process_time_ns() - started
+
+
+def cpu_per_call(
+    variants: dict[str, tuple[SyncFn, Callable[[], object]]], n: int, rounds: int
+) -> dict[str, float]:
+    """Median over ``rounds`` of each variant's CPU microseconds per call beyond a bare call."""
+    per_round: dict[str, list[float]] = {name: [] for name in variants if name != "bare"}
+    names = list(variants)
+    for r in range(rounds):
+        shift = r % len(names)
+        spent = {name: cpu_phase(*variants[name], n) for name in names[shift:] + names[:shift]}
+        for name in per_round:
+            per_round[name].append((spent[name] - spent["bare"]) / n / 1e3)
+    return {name: sorted(values)[len(values) // 2] for name, values in per_round.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, same method")
@@ -104,6 +137,7 @@ def main() -> None:
     for name in ("langfuse", "opentelemetry"):  # the unreachable backend's retry warnings
         logging.getLogger(name).setLevel(logging.CRITICAL)
     calls, rounds = (20_000, 4) if args.quick else (200_000, 10)
+    cpu_rounds = 3 if args.quick else 5
     chunk = calls // rounds
 
     with _common.broker([TOPIC]) as bootstrap:
@@ -158,8 +192,18 @@ def main() -> None:
             _common.log("round done", round=r + 1, of=rounds, s=round(time.monotonic() - started))
 
         stats = profiler.stats()
-        provider.shutdown()
         langfuse.shutdown()
+        cpu = cpu_per_call(
+            {
+                "bare": (noop, lambda: None),
+                "promptprof": (sync_fns["promptprof"], lambda: profiler.flush(60.0)),
+                "otel": (otel_sync, provider.force_flush),
+            },
+            chunk,
+            cpu_rounds,
+        )
+        cpu_stats = profiler.stats()
+        provider.shutdown()
         promptprof.shutdown(5.0)
 
     pct: dict[str, tuple[float, float]] = {}
@@ -194,6 +238,11 @@ def main() -> None:
         "async_otel_added_us_p50": added("otel", 0, "async_"),
         "async_otel_added_us_p99": added("otel", 1, "async_"),
         "async_bare_us_p50": pct["async_bare"][0],
+        "cpu_us_per_call_total": cpu["promptprof"],
+        "otel_cpu_us_per_call_total": cpu["otel"],
+        "ratio_vs_otel_cpu": cpu["otel"] / max(cpu["promptprof"], 1e-3),
+        "cpu_calls_per_phase": chunk,
+        "cpu_dropped": cpu_stats["dropped"],
         "calls": calls,
         "dropped": stats["dropped"],
         "sent_events": stats["sent_events"],

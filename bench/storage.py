@@ -22,10 +22,23 @@ error_type (string, failed calls), quality_score and event_id (string, so that t
 series in the same nanosecond stay two points), timestamp = the call's start. Every call of the
 run is rendered (not one sample), so ``raw_bytes`` is exact for this mix.
 
-Both are scaled to a million calls (``x 1e6 / calls``). The pipeline's figures grow with the
+Disk figures: influxd runs here with ``cache-snapshot-write-cold-duration`` and
+``compact-full-write-cold-duration`` at 1 s, so one second without writes moves a shard's cache
+to TSM files and then fully compacts them (the defaults, 10 min and 4 h, do the same later).
+The raw points are written to a second database (``raw``) in the same influxd. Once both
+databases' WAL folders are empty and no compaction file is in progress, and their sizes have
+stayed the same for 3 s, ``disk_bytes`` and ``raw_disk_bytes`` are the bytes allocated on disk
+(``st_blocks``) to each database's files under the data and WAL folders: its TSM files and its
+series file (eight sparse 4 MiB segments, a fixed cost of a few dozen KiB whatever the volume;
+the default in-memory index writes nothing else); ``tsm_bytes`` and ``raw_tsm_bytes`` are the
+sizes of the TSM files alone. These are bytes on disk after a full compaction, not request
+bytes.
+
+All are scaled to a million calls (``x 1e6 / calls``). The pipeline's figures grow with the
 number of series and windows, not with calls: at ``rate`` calls/s they are roughly
 ``series x (1/10 + 1/60) / rate`` points per call, so they shrink as the rate grows.
-``ratio_points = raw_points / points``; ``ratio_bytes = raw_bytes / bytes``.
+``ratio_points = raw_points / points``; ``ratio_bytes = raw_bytes / bytes`` (request bytes);
+``ratio_disk_bytes = raw_disk_bytes / disk_bytes``.
 """
 
 from __future__ import annotations
@@ -35,17 +48,90 @@ import asyncio
 import os
 import random
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import _common
 import _stack
 
+from promptprof.stack.influxdb import InfluxDB, set_toml_option
 from promptprof_processor.sink.lineprotocol import encode_line, render_windows
 from promptprof_processor.windows.figures import WindowAggregate
 
 NS = _stack.NS
 WIDTHS = [10, 60]
 CALL_MEASUREMENT = "llm_call"
+RAW_DATABASE = "raw"
+RAW_LINES_PER_WRITE = 5_000
+COLD_AFTER = '"1s"'
+STABLE_FOR_S = 3.0
+
+
+class CompactingInfluxDB(InfluxDB):
+    """influxd that snapshots a shard's cache and fully compacts it after 1 s without writes."""
+
+    def _configure(self, text: str) -> str:
+        text = super()._configure(text)
+        for key in ("cache-snapshot-write-cold-duration", "compact-full-write-cold-duration"):
+            text = set_toml_option(text, "data", key, COLD_AFTER)
+        return text
+
+
+@dataclass
+class DiskUse:
+    """What one database occupies on disk."""
+
+    allocated: int = 0
+    tsm: int = 0
+    wal: int = 0
+    in_progress: bool = False
+
+    def add(self, path: Path, wal: bool) -> None:
+        """Count one file: its allocated blocks, and its size if it is a TSM or WAL file."""
+        info = path.stat()
+        self.allocated += info.st_blocks * 512
+        self.tsm += info.st_size if path.suffix == ".tsm" else 0
+        self.wal += info.st_size if wal else 0
+        self.in_progress |= path.name.endswith(".tmp")
+
+    @property
+    def settled(self) -> bool:
+        """No write left in the WAL and no compaction file in progress."""
+        return self.wal == 0 and not self.in_progress
+
+
+def disk_use(influx: InfluxDB, database: str) -> DiskUse:
+    """A database's files under influxd's data and WAL folders."""
+    use = DiskUse()
+    for folder, wal in (("data", False), ("wal", True)):
+        for path in (influx.data_dir / folder / database).rglob("*"):
+            if path.is_file():
+                use.add(path, wal)
+    return use
+
+
+def compacted_disk_use(influx: InfluxDB, timeout_s: float) -> dict[str, DiskUse]:
+    """Each database's disk use once settled and unchanged for :data:`STABLE_FOR_S`."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, DiskUse] = {}
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        now = {db: disk_use(influx, db) for db in (influx.database, RAW_DATABASE)}
+        if now != last or not all(use.settled for use in now.values()):
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= STABLE_FOR_S:
+            return now
+        time.sleep(0.5)
+    _common.log("WARNING: InfluxDB files still changing", use=last)
+    return last
+
+
+def write_raw(influx: InfluxDB, lines: list[str]) -> None:
+    """Store each call as its own point in the ``raw`` database."""
+    influx.create_database(RAW_DATABASE)
+    for start in range(0, len(lines), RAW_LINES_PER_WRITE):
+        influx.write(lines[start : start + RAW_LINES_PER_WRITE], database=RAW_DATABASE)
 
 
 def raw_line(event: dict[str, Any]) -> str:
@@ -103,8 +189,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         factory = _stack.EventFactory(series, seed=29)
         events = factory.events(_stack.poisson_times(rng, start_ns, args.rate, args.calls))
         records = _stack.full_envelopes(_stack.with_keys(events), 500, max_age_s=2.0)
-        raw = "\n".join(raw_line(e) for e in events).encode()
-    with _stack.BenchStack() as stack:
+        raw_lines = [raw_line(e) for e in events]
+        raw = "\n".join(raw_lines).encode()
+    stack = _stack.BenchStack()
+    influx = stack.influx
+    stack.influx = CompactingInfluxDB(influx.port, influx.rpc_port, influx.data_dir)
+    with stack:
         env = stack.worker_env(
             windows__widths_s=WIDTHS,
             windows__allowed_lateness_s=30,
@@ -134,6 +224,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         influx_points = influx_count(rows)
         if influx_points != points:
             _common.log("WARNING: InfluxDB point count differs", influx=influx_points, sent=points)
+        with _stack.stage("raw points written, waiting for the compactions"):
+            write_raw(stack.influx, raw_lines)
+            disk = compacted_disk_use(stack.influx, args.timeout)
+            ours, theirs = disk[stack.influx.database], disk[RAW_DATABASE]
     per_million = 1e6 / len(events)
     raw_points = len(events)
     return {
@@ -143,6 +237,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw_bytes_per_million_calls": len(raw) * per_million,
         "ratio_points": raw_points / points,
         "ratio_bytes": len(raw) / len(body),
+        "disk_bytes_per_million_calls": ours.allocated * per_million,
+        "raw_disk_bytes_per_million_calls": theirs.allocated * per_million,
+        "ratio_disk_bytes": theirs.allocated / max(ours.allocated, 1),
+        "tsm_bytes_per_million_calls": ours.tsm * per_million,
+        "raw_tsm_bytes_per_million_calls": theirs.tsm * per_million,
+        "ratio_tsm_bytes": theirs.tsm / max(ours.tsm, 1),
         "bytes_per_point": len(body) / points,
         "raw_bytes_per_point": len(raw) / raw_points,
         "calls": len(events),

@@ -8,9 +8,15 @@ For each suite (``--suite``, else every ``suites/*.yaml`` or ``suites/*.yml`` fi
 2. the base versions are their contents at REF (``git show REF:path``), the candidate versions
    the files in the work tree; prompts are matched by ``id``, so a renamed file still compares;
 3. the suite runs for the base prompts (the suite's seed) and for the candidate prompts (the
-   seed + 1), with the dataset, provider and evaluators of the work tree, and
+   seed + 1), with the dataset, provider and evaluators of the work tree, both in one run: by
+   default each base call and the candidate call of the same prompt, item and repetition form a
+   block of two, blocks and the calls within them in a random order (seeded by the suite's
+   seed), so a provider drifting during the run slows both sides alike (``--order sequential``
+   makes every base call first, the old order); then
    :func:`~promptprof_compare.cli.compare_command` compares the two runs with the suite's
-   ``thresholds`` file.
+   ``thresholds`` file. Every metric of every prompt of the suite is one family (Holm); when
+   several suites compare prompts in one ci run, each suite's alpha is divided by their number
+   (Bonferroni across suites), so the whole run's family-wise error stays within alpha.
 
 ``OUT_DIR/<suite>/`` receives ``base.json``, ``candidate.json``, ``report.md``, ``report.html``
 and ``report.json``; ``OUT_DIR/report.md`` gathers every suite's Markdown (the pull-request
@@ -37,9 +43,10 @@ from promptprof_compare.gitdiff import (
     show_file,
 )
 from promptprof_compare.inputs import InputError
+from promptprof_compare.order import OrderName
 from promptprof_compare.prompts import Prompt, is_prompt_file, load_prompt, parse_prompt, unique
 from promptprof_compare.runfile import RunFileError, save_run
-from promptprof_compare.runner import BenchProfiler, open_profiler, prepare, run_bench
+from promptprof_compare.runner import RunSide, open_profiler, prepare, run_paired
 from promptprof_compare.suite import Suite, load_suite
 
 DEFAULT_OUT_DIR = Path("promptprof-ci")
@@ -108,12 +115,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "suite"
 
 
-def _run_side(
-    suite: Suite, prompts: list[Prompt], seed: int, git_ref: str | None, profiler: BenchProfiler,
-    out: Path,
+def _run_both(
+    base: RunSide, candidate: RunSide, order: OrderName, settings: Settings,
+    paths: tuple[Path, Path],
 ) -> None:
-    bench = prepare(suite, prompts)
-    save_run(asyncio.run(run_bench(bench, seed=seed, profiler=profiler, git_ref=git_ref)), out)
+    runs = asyncio.run(run_paired(base, candidate, order=order, profiler=open_profiler(settings)))
+    for run, path in zip(runs, paths, strict=True):
+        save_run(run, path)
 
 
 def _side_notes(changes: _Changes) -> list[str]:
@@ -125,27 +133,40 @@ def _side_notes(changes: _Changes) -> list[str]:
     return notes
 
 
-def _ci_suite(suite: Suite, git: _Git, out_dir: Path, settings: Settings) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Plan:
+    """What one ci run does: its suites' changes, settings, order and how many suites compare."""
+
+    git: _Git
+    out_dir: Path
+    settings: Settings
+    order: OrderName
+    compared_suites: int
+
+
+def _ci_suite(suite: Suite, changes: _Changes, plan: _Plan) -> tuple[int, str]:
     """Benchmark one suite's changed prompts; the exit code and the Markdown section."""
-    changes = _suite_changes(suite, git)
+    git = plan.git
     heading = f"## Suite `{suite.name}`"
     notes = [f"- {note}" for note in _side_notes(changes)]
     notes += [""] if notes else []
     common = changes.common
     if not common:
         return EXIT_OK, "\n".join([heading, "", *notes, "No changed prompt to compare."]) + "\n"
-    directory = out_dir / _slug(suite.name)
+    directory = plan.out_dir / _slug(suite.name)
     directory.mkdir(parents=True, exist_ok=True)
     base, candidate = directory / "base.json", directory / "candidate.json"
     seed = suite.config.seed
     chosen = set(common)
-    _run_side(suite, [p for p in changes.base if p.id in chosen], seed, git.commit,
-              open_profiler(settings), base)
-    _run_side(suite, [p for p in changes.candidate if p.id in chosen], seed + 1,
-              head_commit(git.repo), open_profiler(settings), candidate)
+    base_side = RunSide(prepare(suite, [p for p in changes.base if p.id in chosen]), seed,
+                        git.commit)
+    candidate_side = RunSide(prepare(suite, [p for p in changes.candidate if p.id in chosen]),
+                             seed + 1, head_commit(git.repo))
+    _run_both(base_side, candidate_side, plan.order, plan.settings, (base, candidate))
     markdown = directory / REPORT_NAME
     code = compare_command(base, candidate, suite.thresholds, markdown,
-                           directory / "report.html", directory / "report.json")
+                           directory / "report.html", directory / "report.json",
+                           alpha_shared_by=plan.compared_suites)
     body = markdown.read_text(encoding="utf-8") if code != EXIT_USAGE else "Comparison failed."
     return code, "\n".join([heading, "", *notes, body])
 
@@ -162,16 +183,23 @@ def _git_state(base_ref: str) -> _Git:
     return _Git(repo, base_ref, commit, changed_files(repo, base_ref))
 
 
-def ci_command(base_ref: str, suite: Path | None, out_dir: Path, settings: Settings) -> int:
-    """``promptprof ci --base-ref REF [--suite SUITE] [--out-dir DIR]``, run in the repository.
+def ci_command(
+    base_ref: str, suite: Path | None, out_dir: Path, settings: Settings,
+    order: OrderName = "blocked",
+) -> int:
+    """``promptprof ci --base-ref REF [--suite SUITE] [--out-dir DIR] [--order ORDER]``.
 
+    Run in the repository; ``order`` is how the base and candidate calls are interleaved.
     Returns the exit code: 1 on any regression, 0 otherwise, 2 on a usage or input error.
     """
     try:
         git = _git_state(base_ref)
         suites = [load_suite(path) for path in ([suite] if suite else _discover_suites(git.repo))]
         out_dir.mkdir(parents=True, exist_ok=True)
-        results = [_ci_suite(one, git, out_dir, settings) for one in suites]
+        changes = [_suite_changes(one, git) for one in suites]
+        compared = sum(1 for change in changes if change.common)
+        plan = _Plan(git, out_dir, settings, order, max(compared, 1))
+        results = [_ci_suite(*pair, plan) for pair in zip(suites, changes, strict=True)]
         report = out_dir / REPORT_NAME
         title = f"# promptprof: prompts changed since `{base_ref}`"
         report.write_text("\n".join([title, "", *(text for _, text in results)]), "utf-8")

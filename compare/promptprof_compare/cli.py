@@ -56,15 +56,23 @@ def _print_markdown(markdown: str) -> None:
 
 
 def _compare(
-    base: Path, candidate: Path, thresholds: Path | None
+    base: Path, candidate: Path, thresholds: Path | None, alpha_shared_by: int
 ) -> tuple[Comparison, RunFile, RunFile]:
     settings = load_settings(thresholds) if thresholds is not None else CompareSettings()
+    if alpha_shared_by > 1:
+        settings = settings.model_copy(update={"alpha": settings.alpha / alpha_shared_by})
     base_run = _load_run("base", base)
     candidate_run = _load_run("candidate", candidate)
     try:
         comparison = compare_runs(base_run, candidate_run, settings)
     except CompareError as exc:
         raise CompareError(f"cannot compare {base} with {candidate}: {exc}") from None
+    if alpha_shared_by > 1:
+        note = (
+            f"alpha {settings.alpha * alpha_shared_by:g} is shared by the {alpha_shared_by} "
+            f"comparisons of this run: each uses {settings.alpha:g}"
+        )
+        comparison = comparison.model_copy(update={"notes": [*comparison.notes, note]})
     return comparison, base_run, candidate_run
 
 
@@ -75,13 +83,17 @@ def compare_command(
     markdown_out: Path | None,
     html_out: Path | None,
     json_out: Path | None,
+    *,
+    alpha_shared_by: int = 1,
 ) -> int:
     """Compare two run files, print the Markdown report, write the requested reports.
 
-    Returns the process exit code: 1 on any regression, 0 otherwise, 2 on usage or input errors.
+    ``alpha_shared_by`` > 1 divides the thresholds' alpha by it (several comparisons of one ci
+    run sharing one family-wise error). Returns the process exit code: 1 on any regression, 0
+    otherwise, 2 on usage or input errors.
     """
     try:
-        comparison, base_run, candidate_run = _compare(base, candidate, thresholds)
+        comparison, base_run, candidate_run = _compare(base, candidate, thresholds, alpha_shared_by)
         markdown = render_markdown(comparison)
         _write(markdown_out, markdown)
         _write(json_out, render_json(comparison))

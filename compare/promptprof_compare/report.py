@@ -123,13 +123,26 @@ def _describe_run(role: str, run: RunMetadata) -> str:
 def method_line(comparison: Comparison) -> str:
     """How significance was decided, in two sentences."""
     return (
-        f"A change counts when its test is significant (p < {comparison.alpha:g} after "
-        f"{comparison.correction.capitalize()} correction across the tests of a prompt) and it "
-        "exceeds both the relative and the absolute threshold. Tests: Mann-Whitney U on the "
-        "whole distribution (latency and TTFT, shared by their quantiles; tokens; cost), Fisher "
-        "exact or two-proportion z (errors), Wilcoxon signed-rank over dataset items (quality); "
-        f"intervals are {comparison.confidence:.0%} bootstrap intervals of the change."
+        f"A change counts when its own test is significant in its direction (p < "
+        f"{comparison.alpha:g} after {comparison.correction.capitalize()} correction over a "
+        f"family of {comparison.family_size} tests: every metric of every prompt compared) and "
+        "it exceeds both the relative and the absolute threshold. Tests: the quantile test for "
+        "each latency and TTFT quantile (successful calls), a paired t-test over dataset items "
+        "for mean tokens, cost (Welch's t when the runs share no item) and quality, Fisher "
+        "exact or two-proportion z for errors; intervals are "
+        f"{comparison.confidence:.0%} bootstrap intervals of the change."
     )
+
+
+def all_calls_line(prompt: PromptComparison) -> str | None:
+    """The untested latency quantiles over all calls, failed ones included, if computed."""
+    if not prompt.latency_all_calls:
+        return None
+    parts = ", ".join(
+        f"p{quantile.quantile * 100:g} {quantile.base_ms:,.0f} → {quantile.candidate_ms:,.0f} ms"
+        for quantile in prompt.latency_all_calls
+    )
+    return f"Latency over all calls, failed ones included (as the dashboards count it): {parts}."
 
 
 def _cell(text: str) -> str:
@@ -174,8 +187,8 @@ def _markdown_prompt(prompt: PromptComparison) -> list[str]:
     lines += (
         ["", *_markdown_table(prompt.metrics)] if prompt.metrics else ["", "No metric compared."]
     )
-    monthly = monthly_cost_line(prompt)
-    lines += ["", monthly] if monthly else []
+    extra = [line for line in (all_calls_line(prompt), monthly_cost_line(prompt)) if line]
+    lines += ["", *extra] if extra else []
     lines += ["", *(f"- {note}" for note in prompt.notes)] if prompt.notes else []
     return lines
 
@@ -309,8 +322,8 @@ def _html_prompt(
     )
     parts = [title, f"<p>{html.escape(_prompt_facts(prompt))}</p>"]
     parts.append(_html_table(prompt.metrics) if prompt.metrics else "<p>No metric compared.</p>")
-    monthly = monthly_cost_line(prompt)
-    parts.append(f"<p>{html.escape(monthly)}</p>" if monthly else "")
+    for line in (all_calls_line(prompt), monthly_cost_line(prompt)):
+        parts.append(f"<p>{html.escape(line)}</p>" if line else "")
     parts.append(_html_list(prompt.notes))
     parts.append(_html_figures(prompt, confidence, base, candidate))
     return "<section>" + "".join(parts) + "</section>"

@@ -36,6 +36,7 @@ from promptprof_compare.dataset import Item, load_dataset
 from promptprof_compare.evaluators import EvaluatorError, Evaluators, Sample, references
 from promptprof_compare.gitdiff import head_commit
 from promptprof_compare.inputs import InputError
+from promptprof_compare.order import OrderName, Slot, call_order, sequential_order
 from promptprof_compare.prompts import Prompt, load_prompt_dir, select
 from promptprof_compare.providers import (
     ApiProviderConfig,
@@ -289,6 +290,69 @@ async def _limited(limit: asyncio.Semaphore, work: Awaitable[T]) -> T:
         return await work
 
 
+@dataclass(frozen=True)
+class RunSide:
+    """One run among those made together: its bench, its seed and the git ref it stands for."""
+
+    bench: Bench
+    seed: int
+    git_ref: str | None
+
+
+def request_key(request: Request) -> tuple[str, str, int]:
+    """What pairs a base call with a candidate call: prompt id, dataset item, repetition."""
+    return request.prompt.id, request.item.id, request.repetition
+
+
+async def _run_sides(
+    sides: Sequence[RunSide], order: Sequence[Slot], profiler: BenchProfiler
+) -> list[BenchRun]:
+    """Make every side's calls in ``order`` (on one backend), then score each side's answers.
+
+    The sides share the first side's suite configuration (provider, concurrency, timeout).
+    """
+    config = sides[0].bench.suite.config
+    started_at = datetime.now(UTC)
+    labels = {"bench_suite": sides[0].bench.suite.name}
+    backend = open_backend(config.provider, profiler, config.timeout_s, labels)
+    limit = asyncio.Semaphore(config.concurrency)
+    requests = [_requests(side.bench, side.seed) for side in sides]
+    try:
+        measured = await asyncio.gather(
+            *(
+                _limited(limit, _measure(requests[side][index], backend, profiler))
+                for side, index in order
+            )
+        )
+        by_side: list[list[_Measured]] = [[] for _ in sides]
+        for (number, _), call in sorted(zip(order, measured, strict=True), key=lambda p: p[0]):
+            by_side[number].append(call)
+        runs = [
+            await _score_side(run_side, calls, limit, started_at)
+            for run_side, calls in zip(sides, by_side, strict=True)
+        ]
+    finally:
+        await backend.aclose()
+        for run_side in sides:
+            await run_side.bench.evaluators.aclose()
+        profiler.finish()
+    return runs
+
+
+async def _score_side(
+    side: RunSide, measured: Sequence[_Measured], limit: asyncio.Semaphore, started_at: datetime
+) -> BenchRun:
+    records = await asyncio.gather(
+        *(_limited(limit, _evaluate(call, side.bench.evaluators)) for call in measured)
+    )
+    config = side.bench.suite.config
+    metadata = RunMetadata(
+        suite=side.bench.suite.name, started_at=started_at, git_ref=side.git_ref,
+        provider=config.provider.type, seed=side.seed, monthly_volume=config.monthly_volume,
+    )
+    return BenchRun(run=metadata, prompts=_by_prompt(side.bench.prompts, records))
+
+
 async def run_bench(
     bench: Bench, *, seed: int | None = None, profiler: BenchProfiler | None = None,
     git_ref: str | None = None,
@@ -299,30 +363,28 @@ async def run_bench(
     evaluators (an embedding model, a judge) never delay the measurement of other calls.
     ``seed`` defaults to the suite's; ``profiler`` to one that publishes nothing.
     """
-    config = bench.suite.config
-    seed = config.seed if seed is None else seed
-    profiler = profiler or open_profiler(None)
-    started_at = datetime.now(UTC)
-    labels = {"bench_suite": bench.suite.name}
-    backend = open_backend(config.provider, profiler, config.timeout_s, labels)
-    limit = asyncio.Semaphore(config.concurrency)
-    requests = _requests(bench, seed)
-    try:
-        measured = await asyncio.gather(
-            *(_limited(limit, _measure(request, backend, profiler)) for request in requests)
-        )
-        records = await asyncio.gather(
-            *(_limited(limit, _evaluate(call, bench.evaluators)) for call in measured)
-        )
-    finally:
-        await backend.aclose()
-        await bench.evaluators.aclose()
-        profiler.finish()
-    metadata = RunMetadata(
-        suite=bench.suite.name, started_at=started_at, git_ref=git_ref,
-        provider=config.provider.type, seed=seed, monthly_volume=config.monthly_volume,
-    )
-    return BenchRun(run=metadata, prompts=_by_prompt(bench.prompts, records))
+    side = RunSide(bench, bench.suite.config.seed if seed is None else seed, git_ref)
+    order = sequential_order([request_key(r) for r in _requests(bench, side.seed)], [])
+    (run,) = await _run_sides([side], order, profiler or open_profiler(None))
+    return run
+
+
+async def run_paired(
+    base: RunSide, candidate: RunSide, *, order: OrderName, profiler: BenchProfiler | None = None
+) -> tuple[BenchRun, BenchRun]:
+    """Make the base and the candidate calls in one run, in ``order``; then score each side.
+
+    ``blocked`` (the default of ``promptprof ci``) pairs the calls of the same prompt, item and
+    repetition and shuffles the pairs (seeded by the base seed), so provider drift during the
+    run hits both sides alike; ``sequential`` makes every base call before any candidate call.
+    """
+    keys = [
+        [request_key(request) for request in _requests(side.bench, side.seed)]
+        for side in (base, candidate)
+    ]
+    slots = call_order(order, keys[0], keys[1], base.seed)
+    runs = await _run_sides([base, candidate], slots, profiler or open_profiler(None))
+    return runs[0], runs[1]
 
 
 def _by_prompt(

@@ -1,36 +1,49 @@
 """Compare two runs prompt by prompt and decide, per metric, regression, improvement or no change.
 
-Statistical choices (per prompt present in both runs):
+Every metric is judged by a test of its own quantity, two-sided, whose direction (candidate
+higher or lower) is part of its result (per prompt present in both runs):
 
-* Latency and TTFT (successful calls): p50, p95 and p99. The test is a two-sided Mann-Whitney U
-  test of the whole distribution (one test shared by the three quantiles); the interval is a
-  percentile bootstrap of the relative difference of each quantile, both runs resampled
+* Latency and TTFT (successful calls): p50, p95 and p99, each tested on its own with the
+  quantile test (Mood's median test generalised to the quantile q, as in Conover's *Practical
+  Nonparametric Statistics*): both runs are pooled, and the fractions of each run above the
+  pooled q-quantile are compared with the proportion test below. A faster bulk with an unchanged
+  tail is an improvement of p50, and p99 is judged by its own test. The interval is a
+  percentile bootstrap of the relative difference of the quantile, both runs resampled
   independently.
-* Input tokens, output tokens and cost per successful call: the mean, with a two-sided
-  Mann-Whitney U test and a bootstrap interval of the relative difference of the means. The
-  monthly cost is the mean cost per call times the configured monthly volume.
+* Input tokens, output tokens and cost per successful call: the mean. When the runs share
+  dataset items (two runs of one suite do), the test is the paired t-test of the per-item
+  differences of the item means (each item's mean over its repetitions), which removes the
+  spread between items (its quantity, the mean of the item means' differences, is the
+  difference of the means when every item has as many successful calls in both runs);
+  otherwise Welch's t-test of the difference of the means. The interval is a bootstrap of the
+  relative difference of the means. The monthly cost is the mean cost per
+  call times the configured monthly volume.
 * Error rate (all calls): Fisher's exact test, or the pooled two-proportion z-test (the
   chi-square test without continuity correction) when every expected cell count is at least 10;
   the interval is a bootstrap of the difference in percentage points.
 * Quality: paired by dataset item. Each item's score is the mean over its repetitions; the test is
-  the Wilcoxon signed-rank test over the items present in both runs, the interval a bootstrap of
-  the mean paired difference (absolute).
+  the paired t-test of the mean per-item difference over the items present in both runs, the
+  interval a bootstrap of that mean difference (absolute).
 
-Multiple testing: the tests of one prompt (up to seven: latency, TTFT, input tokens, output
-tokens, cost, errors, quality) form one family, corrected with Holm's step-down method, which
-controls the family-wise error rate at ``alpha`` under any dependence between the tests and is
-never less powerful than Bonferroni (Bonferroni is available as an option). The three quantiles
-of one distribution share their test's corrected p-value.
+Multiple testing: every test of every prompt of one comparison forms one family (up to eleven
+tests a prompt: three latency and three TTFT quantiles, input tokens, output tokens, cost,
+errors, quality), corrected with Holm's step-down method, which controls the family-wise error
+rate at ``alpha`` under any dependence between the tests and is never less powerful than
+Bonferroni (Bonferroni is available as an option). The comparison states the family's size.
 
 Verdict: a metric is a regression only when its test is significant (corrected p < ``alpha``,
-default 0.01) and its point estimate moved in the worse direction by more than both the
-relative and the absolute threshold; an improvement likewise in the better direction; otherwise
-no change. The relative threshold r is applied to the ratio candidate/base: worse means a ratio
-beyond 1 + r, better a ratio beyond 1 / (1 + r), so that swapping the two runs swaps regression
-and improvement exactly. Intervals are at the level 1 - ``alpha``; they inform, they do not
-decide. Thresholds apply to point estimates: p95 and p99 of a few hundred calls are noisy, so when
-a whole distribution moved by less than its threshold, a tail quantile can still overshoot it and
-be flagged; raise those thresholds in the file if that is a nuisance.
+default 0.01) in the worse direction and its point estimate moved in the worse direction by more
+than both the relative and the absolute threshold; an improvement likewise in the better
+direction; otherwise no change. The relative threshold r is applied to the ratio
+candidate/base: worse means a ratio beyond 1 + r, better a ratio beyond 1 / (1 + r), so that
+swapping the two runs swaps regression and improvement exactly. Intervals are at the level
+1 - ``alpha``; they inform, they do not decide.
+
+Latency is the producer's ``promptprof.latency_ms`` (wall time from the call's start to its end)
+and a quantile q is the value at rank floor(q * (n - 1)), the processor's convention. The tested
+latency quantiles are of successful calls (a failed call is counted by the error rate); the
+dashboards' percentiles include failed calls, so each prompt also carries the latency quantiles
+of all calls, untested, under that name.
 """
 
 from __future__ import annotations
@@ -79,7 +92,7 @@ QUANTILE_METRICS: dict[str, tuple[MetricName, MetricName, MetricName]] = {
     "ttft": ("ttft_p50", "ttft_p95", "ttft_p99"),
 }
 BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
-COMPARISON_SCHEMA_VERSION: Final = 1
+COMPARISON_SCHEMA_VERSION: Final = 2
 
 FloatArray = NDArray[np.float64]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -133,9 +146,9 @@ def _info(
 
 
 METRICS: dict[MetricName, MetricInfo] = {
-    "latency_p50": _info("latency p50", "ms", "lower_is_better", 0.10, 50.0),
-    "latency_p95": _info("latency p95", "ms", "lower_is_better", 0.10, 50.0),
-    "latency_p99": _info("latency p99", "ms", "lower_is_better", 0.10, 50.0),
+    "latency_p50": _info("latency p50 (successful calls)", "ms", "lower_is_better", 0.10, 50.0),
+    "latency_p95": _info("latency p95 (successful calls)", "ms", "lower_is_better", 0.10, 50.0),
+    "latency_p99": _info("latency p99 (successful calls)", "ms", "lower_is_better", 0.10, 50.0),
     "ttft_p50": _info("TTFT p50", "ms", "lower_is_better", 0.10, 50.0),
     "ttft_p95": _info("TTFT p95", "ms", "lower_is_better", 0.10, 50.0),
     "ttft_p99": _info("TTFT p99", "ms", "lower_is_better", 0.10, 50.0),
@@ -241,6 +254,9 @@ class MetricComparison(BaseModel):
     ci_low: float | None
     ci_high: float | None
     test: str
+    test_direction: Literal[-1, 0, 1] = Field(
+        description="What the test found: 1 candidate higher, -1 candidate lower, 0 no difference."
+    )
     p_value: float
     p_adjusted: float
     n_base: int
@@ -259,6 +275,16 @@ class MonthlyCost(BaseModel):
     candidate_usd: float
 
 
+class AllCallsQuantile(BaseModel):
+    """A latency quantile over all calls, failed ones included (as the dashboards count it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantile: float
+    base_ms: float
+    candidate_ms: float
+
+
 class PromptComparison(BaseModel):
     """Everything compared for one prompt."""
 
@@ -274,6 +300,9 @@ class PromptComparison(BaseModel):
     candidate_calls: int
     quality_metric: str | None = Field(description="The quality scorer both runs used, if any.")
     metrics: list[MetricComparison]
+    latency_all_calls: list[AllCallsQuantile] = Field(
+        description="Latency p50, p95, p99 over all calls (failed ones included), not tested."
+    )
     monthly_cost: MonthlyCost | None
     notes: list[str]
 
@@ -283,10 +312,13 @@ class Comparison(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = COMPARISON_SCHEMA_VERSION
+    schema_version: Literal[2] = COMPARISON_SCHEMA_VERSION
     verdict: Verdict
     alpha: float
     correction: Literal["holm", "bonferroni"]
+    family_size: int = Field(
+        description="Tests corrected together: every metric of every prompt compared."
+    )
     confidence: float = Field(description="Level of the intervals, 1 - alpha.")
     base_run: RunMetadata
     candidate_run: RunMetadata
@@ -306,16 +338,25 @@ class Comparison(BaseModel):
 
 
 @dataclass(frozen=True)
+class _Values:
+    """A per-call quantity of one run: every call's value and each dataset item's mean."""
+
+    calls: FloatArray
+    by_item: dict[str, float]
+
+
+@dataclass(frozen=True)
 class _Calls:
     """The arrays one prompt's records of one run contribute."""
 
     total: int
     errors: int
     latency: FloatArray
+    latency_all: FloatArray
     ttft: FloatArray
-    input_tokens: FloatArray
-    output_tokens: FloatArray
-    cost: FloatArray
+    input_tokens: _Values
+    output_tokens: _Values
+    cost: _Values
     quality: dict[str, float]
     quality_metrics: frozenset[str]
 
@@ -330,32 +371,48 @@ class _Estimate:
     n_candidate: int
 
 
+Sign = Literal[-1, 0, 1]
+
+
 @dataclass(frozen=True)
 class _Test:
+    """A test of one metric's quantity: its p-value and the direction it found."""
+
     name: str
     p_value: float
-    estimates: list[_Estimate]
+    sign: Sign
+    estimate: _Estimate
 
 
 def _array(values: Sequence[float | None]) -> FloatArray:
     return np.array([value for value in values if value is not None], dtype=np.float64)
 
 
+def _by_item(records: Sequence[CallRecord], values: Sequence[float | None]) -> dict[str, float]:
+    """Each item's mean of the known ``values`` (one per record)."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for record, value in zip(records, values, strict=True):
+        if value is not None:
+            grouped[record.item_id].append(value)
+    return {item: float(np.mean(known)) for item, known in grouped.items()}
+
+
+def _values(records: Sequence[CallRecord], values: Sequence[float | None]) -> _Values:
+    return _Values(_array(values), _by_item(records, values))
+
+
 def _extract(records: Sequence[CallRecord]) -> _Calls:
     ok = [record for record in records if record.status == "ok"]
-    scores: dict[str, list[float]] = defaultdict(list)
-    for record in ok:
-        if record.quality_score is not None:
-            scores[record.item_id].append(record.quality_score)
     return _Calls(
         total=len(records),
         errors=len(records) - len(ok),
         latency=_array([record.latency_ms for record in ok]),
+        latency_all=_array([record.latency_ms for record in records]),
         ttft=_array([record.ttft_ms for record in ok]),
-        input_tokens=_array([record.input_tokens for record in ok]),
-        output_tokens=_array([record.output_tokens for record in ok]),
-        cost=_array([record.cost_usd for record in ok]),
-        quality={item: float(np.mean(values)) for item, values in scores.items()},
+        input_tokens=_values(ok, [record.input_tokens for record in ok]),
+        output_tokens=_values(ok, [record.output_tokens for record in ok]),
+        cost=_values(ok, [record.cost_usd for record in ok]),
+        quality=_by_item(ok, [record.quality_score for record in ok]),
         quality_metrics=frozenset(
             record.quality_metric for record in ok if record.quality_metric is not None
         ),
@@ -390,12 +447,76 @@ def _relative_draws(base: FloatArray, candidate: FloatArray) -> FloatArray:
         return candidate / base - 1.0
 
 
-def _mann_whitney(base: FloatArray, candidate: FloatArray) -> float:
-    return float(stats.mannwhitneyu(candidate, base, alternative="two-sided").pvalue)
+def _sign(value: float) -> Sign:
+    return 1 if value > 0 else -1 if value < 0 else 0
+
+
+def proportion_test(
+    candidate_hits: int, candidate_total: int, base_hits: int, base_total: int
+) -> tuple[str, float]:
+    """Two-sided test of two proportions: the test's name and its p-value.
+
+    The pooled two-proportion z-test (chi-square without continuity correction) when every
+    expected cell count is at least 10, else Fisher's exact test.
+    """
+    table = np.array(
+        [
+            [candidate_hits, candidate_total - candidate_hits],
+            [base_hits, base_total - base_hits],
+        ]
+    )
+    if np.min(expected_freq(table)) >= MIN_EXPECTED_FOR_Z_TEST:
+        return "two-proportion-z", float(stats.chi2_contingency(table, correction=False).pvalue)
+    return "fisher-exact", float(stats.fisher_exact(table).pvalue)
+
+
+def quantile_test(base: FloatArray, candidate: FloatArray, q: float) -> tuple[str, float, Sign]:
+    """Two-sided test that both runs share their ``q``-quantile; name, p-value and direction.
+
+    The runs are pooled; the fraction of each above the pooled ``q``-quantile is compared with
+    :func:`proportion_test`. The direction is 1 when more of the candidate lies above (its
+    quantile is higher), -1 when less, 0 when the fractions are equal.
+    """
+    cut = np.quantile(np.concatenate([base, candidate]), q)
+    candidate_hits = int(np.count_nonzero(candidate > cut))
+    base_hits = int(np.count_nonzero(base > cut))
+    name, p_value = proportion_test(candidate_hits, len(candidate), base_hits, len(base))
+    sign = _sign(candidate_hits * len(base) - base_hits * len(candidate))
+    return f"quantile-test/{name}", p_value, sign
+
+
+def t_test_p_value(difference: float, variance: float, df: float) -> float:
+    """Two-sided p-value of a t statistic ``difference / sqrt(variance)`` with ``df`` degrees.
+
+    A zero difference gives 1; a non-zero difference with zero variance gives 0.
+    """
+    if difference == 0:
+        return 1.0
+    if variance == 0:
+        return 0.0
+    return float(2 * stats.t.sf(abs(difference) / math.sqrt(variance), df))
+
+
+def welch_test(base: FloatArray, candidate: FloatArray) -> tuple[float, Sign]:
+    """Welch's two-sided t-test of the difference of the means: p-value and direction."""
+    difference = float(np.mean(candidate) - np.mean(base))
+    parts = [(float(np.var(run, ddof=1)) / len(run), len(run) - 1) for run in (candidate, base)]
+    variance = sum(part for part, _ in parts)
+    denominator = sum(part**2 / dof for part, dof in parts)
+    df = variance**2 / denominator if denominator > 0 else math.inf
+    return t_test_p_value(difference, variance, df), _sign(difference)
+
+
+def paired_t_test(differences: FloatArray) -> tuple[float, Sign]:
+    """Two-sided paired t-test that the mean of ``differences`` is 0: p-value and direction."""
+    mean = float(np.mean(differences))
+    variance = float(np.var(differences, ddof=1)) / len(differences)
+    return t_test_p_value(mean, variance, len(differences) - 1), _sign(mean)
 
 
 def _quantiles(values: FloatArray) -> FloatArray:
-    return np.quantile(values, QUANTILES, axis=-1)
+    """p50, p95, p99 as the processor defines them: the value at rank floor(q * (n - 1))."""
+    return np.quantile(values, QUANTILES, axis=-1, method="lower")
 
 
 def _mean(values: FloatArray) -> FloatArray:
@@ -412,17 +533,25 @@ def _compare_quantiles(
     candidate: FloatArray,
     rng: np.random.Generator,
     settings: CompareSettings,
-) -> _Test | None:
+) -> list[_Test]:
     if not _enough(base, candidate):
-        return None
-    base_draws = _bootstrap(base, _quantiles, rng, settings.n_resamples)
-    candidate_draws = _bootstrap(candidate, _quantiles, rng, settings.n_resamples)
-    relative = _relative_draws(base_draws, candidate_draws)
-    points = zip(
-        QUANTILE_METRICS[prefix], _quantiles(base), _quantiles(candidate), relative, strict=True
+        return []
+    relative = _relative_draws(
+        _bootstrap(base, _quantiles, rng, settings.n_resamples),
+        _bootstrap(candidate, _quantiles, rng, settings.n_resamples),
     )
-    estimates = [
-        _Estimate(
+    points = zip(
+        QUANTILE_METRICS[prefix],
+        QUANTILES,
+        _quantiles(base),
+        _quantiles(candidate),
+        relative,
+        strict=True,
+    )
+    tests = []
+    for metric, q, base_value, candidate_value, draws in points:
+        name, p_value, sign = quantile_test(base, candidate, q)
+        estimate = _Estimate(
             metric=metric,
             base=float(base_value),
             candidate=float(candidate_value),
@@ -430,20 +559,29 @@ def _compare_quantiles(
             n_base=len(base),
             n_candidate=len(candidate),
         )
-        for metric, base_value, candidate_value, draws in points
-    ]
-    return _Test("mann-whitney-u", _mann_whitney(base, candidate), estimates)
+        tests.append(_Test(name, p_value, sign, estimate))
+    return tests
+
+
+def _mean_test(base: _Values, candidate: _Values) -> tuple[str, float, Sign]:
+    """The paired t-test over per-item means when the runs share items, else Welch's t-test."""
+    items = sorted(base.by_item.keys() & candidate.by_item.keys())
+    if len(items) >= MIN_ITEMS:
+        differences = np.array([candidate.by_item[i] - base.by_item[i] for i in items])
+        return ("paired-t-by-item", *paired_t_test(differences))
+    return ("welch-t", *welch_test(base.calls, candidate.calls))
 
 
 def _compare_means(
     metric: MetricName,
-    base: FloatArray,
-    candidate: FloatArray,
+    base_values: _Values,
+    candidate_values: _Values,
     rng: np.random.Generator,
     settings: CompareSettings,
-) -> _Test | None:
+) -> list[_Test]:
+    base, candidate = base_values.calls, candidate_values.calls
     if not _enough(base, candidate):
-        return None
+        return []
     relative = _relative_draws(
         _bootstrap(base, _mean, rng, settings.n_resamples),
         _bootstrap(candidate, _mean, rng, settings.n_resamples),
@@ -456,26 +594,15 @@ def _compare_means(
         n_base=len(base),
         n_candidate=len(candidate),
     )
-    return _Test("mann-whitney-u", _mann_whitney(base, candidate), [estimate])
+    return [_Test(*_mean_test(base_values, candidate_values), estimate)]
 
 
 def _compare_errors(
     base: _Calls, candidate: _Calls, rng: np.random.Generator, settings: CompareSettings
-) -> _Test | None:
+) -> list[_Test]:
     if base.total < MIN_CALLS or candidate.total < MIN_CALLS:
-        return None
-    table = np.array(
-        [
-            [candidate.errors, candidate.total - candidate.errors],
-            [base.errors, base.total - base.errors],
-        ]
-    )
-    if np.min(expected_freq(table)) >= MIN_EXPECTED_FOR_Z_TEST:
-        name = "two-proportion-z"
-        p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
-    else:
-        name = "fisher-exact"
-        p_value = float(stats.fisher_exact(table).pvalue)
+        return []
+    name, p_value = proportion_test(candidate.errors, candidate.total, base.errors, base.total)
     base_rate, candidate_rate = base.errors / base.total, candidate.errors / candidate.total
     size = settings.n_resamples
     draws = (
@@ -490,7 +617,8 @@ def _compare_errors(
         base.total,
         candidate.total,
     )
-    return _Test(name, p_value, [estimate])
+    sign = _sign(candidate.errors * base.total - base.errors * candidate.total)
+    return [_Test(name, p_value, sign, estimate)]
 
 
 def _quality_pairs(base: _Calls, candidate: _Calls) -> tuple[FloatArray, FloatArray] | str:
@@ -517,7 +645,6 @@ def _compare_quality(
         return pairs
     base_scores, candidate_scores = pairs
     differences = candidate_scores - base_scores
-    p_value = float(stats.wilcoxon(differences).pvalue) if np.any(differences) else 1.0
     draws = _bootstrap(differences, _mean, rng, settings.n_resamples)
     estimate = _Estimate(
         "quality",
@@ -527,7 +654,8 @@ def _compare_quality(
         len(base_scores),
         len(candidate_scores),
     )
-    return _Test("wilcoxon-signed-rank", p_value, [estimate])
+    p_value, sign = paired_t_test(differences)
+    return _Test("paired-t", p_value, sign, estimate)
 
 
 def adjust_p_values(
@@ -563,28 +691,32 @@ def _log_ratio(candidate: float, base: float) -> float:
 
 
 def decide(
-    metric: MetricName, base: float, candidate: float, threshold: Threshold, significant: bool
+    metric: MetricName, base: float, candidate: float, threshold: Threshold, significant: Sign
 ) -> Verdict:
-    """The verdict for a metric whose test is (or is not) significant, given its thresholds."""
-    if not significant:
-        return "no_change"
-    sign = 1.0 if METRICS[metric].direction == "lower_is_better" else -1.0
-    worse_change = sign * (candidate - base)
-    worse_log_ratio = sign * _log_ratio(candidate, base)
+    """The verdict for a metric given what its test found and its thresholds.
+
+    ``significant`` is the direction the test found significant (1: candidate higher, -1:
+    candidate lower), or 0 when the test is not significant. A verdict needs the test and the
+    point estimate to agree on the direction, and the estimate to pass both thresholds.
+    """
+    worse: Sign = 1 if METRICS[metric].direction == "lower_is_better" else -1
+    worse_change = worse * (candidate - base)
+    worse_log_ratio = worse * _log_ratio(candidate, base)
     limit = math.log1p(threshold.relative)
-    if worse_change > threshold.absolute and worse_log_ratio > limit:
+    if significant == worse and worse_change > threshold.absolute and worse_log_ratio > limit:
         return "regression"
-    if -worse_change > threshold.absolute and -worse_log_ratio > limit:
+    if significant == -worse and -worse_change > threshold.absolute and -worse_log_ratio > limit:
         return "improvement"
     return "no_change"
 
 
 def _metric_comparison(
-    estimate: _Estimate, test: _Test, p_adjusted: float, prompt_id: str, settings: CompareSettings
+    test: _Test, p_adjusted: float, prompt_id: str, settings: CompareSettings
 ) -> MetricComparison:
+    estimate = test.estimate
     info = METRICS[estimate.metric]
     threshold = settings.threshold(prompt_id, estimate.metric)
-    significant = p_adjusted < settings.alpha
+    significant: Sign = test.sign if p_adjusted < settings.alpha else 0
     base, candidate = estimate.base, estimate.candidate
     return MetricComparison(
         metric=estimate.metric,
@@ -599,6 +731,7 @@ def _metric_comparison(
         ci_low=estimate.interval[0],
         ci_high=estimate.interval[1],
         test=test.name,
+        test_direction=test.sign,
         p_value=test.p_value,
         p_adjusted=p_adjusted,
         n_base=estimate.n_base,
@@ -616,18 +749,30 @@ def _run_tests(
     base: _Calls, candidate: _Calls, rng: np.random.Generator, settings: CompareSettings
 ) -> tuple[list[_Test], list[str]]:
     tests = [
-        _compare_quantiles("latency", base.latency, candidate.latency, rng, settings),
-        _compare_quantiles("ttft", base.ttft, candidate.ttft, rng, settings),
-        _compare_means("input_tokens", base.input_tokens, candidate.input_tokens, rng, settings),
-        _compare_means("output_tokens", base.output_tokens, candidate.output_tokens, rng, settings),
-        _compare_means("cost_per_call", base.cost, candidate.cost, rng, settings),
-        _compare_errors(base, candidate, rng, settings),
+        *_compare_quantiles("latency", base.latency, candidate.latency, rng, settings),
+        *_compare_quantiles("ttft", base.ttft, candidate.ttft, rng, settings),
+        *_compare_means("input_tokens", base.input_tokens, candidate.input_tokens, rng, settings),
+        *_compare_means(
+            "output_tokens", base.output_tokens, candidate.output_tokens, rng, settings
+        ),
+        *_compare_means("cost_per_call", base.cost, candidate.cost, rng, settings),
+        *_compare_errors(base, candidate, rng, settings),
     ]
-    done = [test for test in tests if test is not None]
     quality = _compare_quality(base, candidate, rng, settings)
     if isinstance(quality, str):
-        return done, [quality]
-    return [*done, quality], []
+        return tests, [quality]
+    return [*tests, quality], []
+
+
+def _latency_all_calls(base: _Calls, candidate: _Calls) -> list[AllCallsQuantile]:
+    if not _enough(base.latency_all, candidate.latency_all):
+        return []
+    pairs = zip(
+        QUANTILES, _quantiles(base.latency_all), _quantiles(candidate.latency_all), strict=True
+    )
+    return [
+        AllCallsQuantile(quantile=q, base_ms=float(b), candidate_ms=float(c)) for q, b, c in pairs
+    ]
 
 
 def _monthly_cost(
@@ -638,12 +783,12 @@ def _monthly_cost(
     settings: CompareSettings,
 ) -> MonthlyCost | None:
     volume = settings.monthly_volume_for(prompt_id, runs[1], runs[0])
-    if volume is None or not len(base.cost) or not len(candidate.cost):
+    if volume is None or not len(base.cost.calls) or not len(candidate.cost.calls):
         return None
     return MonthlyCost(
         volume=volume,
-        base_usd=float(np.mean(base.cost)) * volume,
-        candidate_usd=float(np.mean(candidate.cost)) * volume,
+        base_usd=float(np.mean(base.cost.calls)) * volume,
+        candidate_usd=float(np.mean(candidate.cost.calls)) * volume,
     )
 
 
@@ -662,24 +807,26 @@ def _distinct(values: Sequence[str]) -> list[str]:
     return sorted(set(values))
 
 
-def _compare_prompt(
+@dataclass(frozen=True)
+class _Tested:
+    """One prompt's tests, before the family's correction, and its comparison without them."""
+
+    tests: list[_Test]
+    draft: PromptComparison
+
+
+def _test_prompt(
     prompt_id: str, base: RunFile, candidate: RunFile, settings: CompareSettings
-) -> PromptComparison:
+) -> _Tested:
     base_records, candidate_records = base.prompts[prompt_id], candidate.prompts[prompt_id]
     base_calls, candidate_calls = _extract(base_records), _extract(candidate_records)
-    rng = _prompt_rng(prompt_id, settings.seed)
-    tests, notes = _run_tests(base_calls, candidate_calls, rng, settings)
-    adjusted = adjust_p_values([test.p_value for test in tests], settings.correction)
-    metrics = [
-        _metric_comparison(estimate, test, p_adjusted, prompt_id, settings)
-        for test, p_adjusted in zip(tests, adjusted, strict=True)
-        for estimate in test.estimates
-    ]
-    metrics.sort(key=lambda metric: METRIC_NAMES.index(metric.metric))
+    tests, notes = _run_tests(
+        base_calls, candidate_calls, _prompt_rng(prompt_id, settings.seed), settings
+    )
     runs = (base.run, candidate.run)
-    return PromptComparison(
+    draft = PromptComparison(
         prompt_id=prompt_id,
-        verdict=_overall([metric.verdict for metric in metrics]),
+        verdict="no_change",
         base_versions=_distinct([record.prompt_version for record in base_records]),
         candidate_versions=_distinct([record.prompt_version for record in candidate_records]),
         base_models=_distinct([record.model for record in base_records]),
@@ -687,10 +834,39 @@ def _compare_prompt(
         base_calls=len(base_records),
         candidate_calls=len(candidate_records),
         quality_metric=_shared_quality_metric(base_calls, candidate_calls),
-        metrics=metrics,
+        metrics=[],
+        latency_all_calls=_latency_all_calls(base_calls, candidate_calls),
         monthly_cost=_monthly_cost(prompt_id, base_calls, candidate_calls, runs, settings),
         notes=notes,
     )
+    return _Tested(tests, draft)
+
+
+def _judge_prompt(
+    tested: _Tested, adjusted: Sequence[float], settings: CompareSettings
+) -> PromptComparison:
+    metrics = [
+        _metric_comparison(test, p_adjusted, tested.draft.prompt_id, settings)
+        for test, p_adjusted in zip(tested.tests, adjusted, strict=True)
+    ]
+    metrics.sort(key=lambda metric: METRIC_NAMES.index(metric.metric))
+    verdict = _overall([metric.verdict for metric in metrics])
+    return tested.draft.model_copy(update={"metrics": metrics, "verdict": verdict})
+
+
+def _judge_family(
+    tested: Sequence[_Tested], settings: CompareSettings
+) -> tuple[list[PromptComparison], int]:
+    """Correct every test of every prompt as one family; the prompts and the family's size."""
+    adjusted = adjust_p_values(
+        [test.p_value for prompt in tested for test in prompt.tests], settings.correction
+    )
+    prompts, start = [], 0
+    for prompt in tested:
+        end = start + len(prompt.tests)
+        prompts.append(_judge_prompt(prompt, adjusted[start:end], settings))
+        start = end
+    return prompts, len(adjusted)
 
 
 def _common_prompts(base: RunFile, candidate: RunFile) -> list[str]:
@@ -724,10 +900,14 @@ def _listing(run: RunFile) -> str:
 def compare_runs(
     base: RunFile, candidate: RunFile, settings: CompareSettings | None = None
 ) -> Comparison:
-    """Compare every prompt present in both runs; raise :class:`CompareError` if there is none."""
+    """Compare every prompt present in both runs; raise :class:`CompareError` if there is none.
+
+    Every test of every prompt is corrected as one family (``family_size`` tests).
+    """
     settings = settings or CompareSettings()
     common = _common_prompts(base, candidate)
-    prompts = [_compare_prompt(prompt_id, base, candidate, settings) for prompt_id in common]
+    tested = [_test_prompt(prompt_id, base, candidate, settings) for prompt_id in common]
+    prompts, family_size = _judge_family(tested, settings)
     notes = []
     if base.run.suite != candidate.run.suite:
         notes.append(
@@ -737,6 +917,7 @@ def compare_runs(
         verdict=_overall([prompt.verdict for prompt in prompts]),
         alpha=settings.alpha,
         correction=settings.correction,
+        family_size=family_size,
         confidence=1.0 - settings.alpha,
         base_run=base.run,
         candidate_run=candidate.run,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from promptprof_compare.order import OrderName, call_order
 from promptprof_compare.runfile import CallRecord, RunFile, RunMetadata
 from promptprof_compare.stats import CompareSettings, MetricName, compare_runs
 
@@ -48,6 +49,10 @@ class SyntheticProfile:
     usd_per_input_token: float = 0.15e-6
     usd_per_output_token: float = 0.60e-6
     latency_factor: float = 1.0
+    slow_fraction: float = 0.0
+    slow_median_ms: float = 8000.0
+    slow_sigma: float = 0.3
+    bulk_latency_factor: float = 1.0
     output_tokens_factor: float = 1.0
     quality_shift: float = 0.0
     prompt_version: str = "v1"
@@ -91,7 +96,11 @@ def _dataset(profile: SyntheticProfile, items: int, seed: int) -> _Dataset:
 
 
 def _draw(
-    profile: SyntheticProfile, dataset: _Dataset, repetitions: int, rng: np.random.Generator
+    profile: SyntheticProfile,
+    dataset: _Dataset,
+    repetitions: int,
+    rng: np.random.Generator,
+    latency_scale: FloatArray | None,
 ) -> _Draws:
     item = np.repeat(np.arange(len(dataset.quality)), repetitions)
     count = len(item)
@@ -100,6 +109,9 @@ def _draw(
         * profile.latency_factor
         * dataset.latency_factor[item]
         * rng.lognormal(0.0, profile.latency_call_sigma, count)
+    )
+    latency = _with_slow_tail(profile, latency, rng) * (
+        1.0 if latency_scale is None else latency_scale
     )
     ttft = np.minimum(latency, latency * profile.ttft_fraction * rng.lognormal(0.0, 0.1, count))
     shape = 1.0 / profile.output_tokens_call_cv**2
@@ -116,6 +128,21 @@ def _draw(
     )
 
 
+def _with_slow_tail(
+    profile: SyntheticProfile, bulk: FloatArray, rng: np.random.Generator
+) -> FloatArray:
+    """The bulk scaled by ``bulk_latency_factor``, a ``slow_fraction`` of calls slow instead.
+
+    The slow calls (retries, long answers) come from their own lognormal, untouched by the bulk
+    factor. Nothing is drawn when there are none, so other profiles keep their draws.
+    """
+    if profile.slow_fraction == 0:
+        return bulk * profile.bulk_latency_factor
+    slow = rng.random(len(bulk)) < profile.slow_fraction
+    tail = profile.slow_median_ms * rng.lognormal(0.0, profile.slow_sigma, len(bulk))
+    return np.where(slow, tail, bulk * profile.bulk_latency_factor)
+
+
 def synthetic_run(
     profile: SyntheticProfile,
     *,
@@ -124,10 +151,16 @@ def synthetic_run(
     seed: int,
     dataset_seed: int = 0,
     prompt_id: str = "synthetic",
+    latency_scale: FloatArray | None = None,
 ) -> RunFile:
-    """A run of one prompt over ``items`` dataset items, each called ``repetitions`` times."""
+    """A run of one prompt over ``items`` dataset items, each called ``repetitions`` times.
+
+    ``latency_scale`` multiplies each call's latency and TTFT (calls ordered by item, then
+    repetition), for a provider whose speed drifts during the run.
+    """
     dataset = _dataset(profile, items, dataset_seed)
-    draws = _draw(profile, dataset, repetitions, np.random.default_rng([seed, CALLS_STREAM]))
+    rng = np.random.default_rng([seed, CALLS_STREAM])
+    draws = _draw(profile, dataset, repetitions, rng, latency_scale)
     records = [
         _record(profile, prompt_id, dataset, draws, index, repetitions)
         for index in range(len(draws.item))
@@ -169,6 +202,30 @@ def _record(
     )
 
 
+FAMILY_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Provider latency growing linearly by ``total`` (0.3: +30 %) from a run's first call to
+    its last, the base and candidate calls made in the ``order`` ``promptprof ci`` uses."""
+
+    total: float
+    order: OrderName
+
+
+def _drift_scales(
+    drift: Drift, keys: list[tuple[int, int, int]], trial: int
+) -> tuple[FloatArray, FloatArray]:
+    """Each base and candidate call's latency factor at its place in the ci order."""
+    order = call_order(drift.order, keys, keys, trial)
+    scales = np.empty((2, len(keys)))
+    steps = max(len(order) - 1, 1)
+    for position, (side, index) in enumerate(order):
+        scales[side, index] = 1.0 + drift.total * position / steps
+    return scales[0], scales[1]
+
+
 def synthetic_pair(
     base: SyntheticProfile,
     candidate: SyntheticProfile,
@@ -176,31 +233,59 @@ def synthetic_pair(
     items: int,
     repetitions: int,
     trial: int,
+    prompts: int = 1,
+    drift: Drift | None = None,
 ) -> tuple[RunFile, RunFile]:
-    """Base and candidate runs of trial number ``trial``: one dataset, two different seeds."""
-    return (
-        synthetic_run(
-            base, items=items, repetitions=repetitions, seed=2 * trial + 1, dataset_seed=trial
-        ),
-        synthetic_run(
-            candidate, items=items, repetitions=repetitions, seed=2 * trial + 2, dataset_seed=trial
-        ),
-    )
+    """Base and candidate runs of trial number ``trial``: per prompt one dataset, two seeds.
+
+    With ``prompts`` > 1 each prompt (``synthetic-0``, ...) has its own dataset and draws; with
+    ``drift`` every call's latency grows with its place in the order both runs are made in.
+    """
+    keys = [(k, i, r) for k in range(prompts) for i in range(items) for r in range(repetitions)]
+    scales = _drift_scales(drift, keys, trial) if drift else (None, None)
+    per_prompt = items * repetitions
+    runs = []
+    for side, profile in enumerate((base, candidate)):
+        records = {}
+        for k in range(prompts):
+            prompt_id = "synthetic" if prompts == 1 else f"synthetic-{k}"
+            scale = scales[side]
+            run = synthetic_run(
+                profile,
+                items=items,
+                repetitions=repetitions,
+                seed=2 * trial + 1 + side + k * FAMILY_SEED_STRIDE,
+                dataset_seed=trial + k * FAMILY_SEED_STRIDE,
+                prompt_id=prompt_id,
+                latency_scale=None
+                if scale is None
+                else scale[k * per_prompt : (k + 1) * per_prompt],
+            )
+            records.update(run.prompts)
+        runs.append(RunFile(run=run.run, prompts=records))
+    return runs[0], runs[1]
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """An injected change (or none), the metrics that should catch it and the run size claimed."""
+    """An injected change (or none), the metrics that should catch it and the run size claimed.
+
+    ``base`` is the base run's profile, ``prompts`` how many prompts one comparison holds, and
+    ``drift`` a provider drift over the run.
+    """
 
     name: str
     candidate: SyntheticProfile
     catches: frozenset[MetricName]
     items: int
     repetitions: int
+    base: SyntheticProfile | None = None
+    prompts: int = 1
+    drift: Drift | None = None
 
     @property
     def calls(self) -> int:
-        """Calls per run at the claimed size."""
+        """Calls per run and prompt at the claimed size."""
         return self.items * self.repetitions
 
 
@@ -233,6 +318,29 @@ SCENARIOS = (
 )
 
 
+SLOW_TAIL_PROFILE = replace(BASE_PROFILE, slow_fraction=0.03)
+"""3 % of calls slow (median 8 s) beside a bulk of median 900 ms: p99 lies in the slow calls."""
+MIXED_SHIFT = Scenario(
+    "mixed_shift",
+    replace(SLOW_TAIL_PROFILE, bulk_latency_factor=0.8),
+    frozenset(),
+    items=200,
+    repetitions=5,
+    base=SLOW_TAIL_PROFILE,
+)
+"""The bulk 20 % faster, the slow calls unchanged: an improvement of p50, no change of p99."""
+PROVIDER_DRIFT = 0.3
+DRIFT = Scenario("drift", BASE_PROFILE, frozenset(), 40, 3, drift=Drift(PROVIDER_DRIFT, "blocked"))
+"""A/A while the provider gets 30 % slower over the run, calls in ``promptprof ci``'s order."""
+DRIFT_SEQUENTIAL = replace(
+    DRIFT, name="drift_sequential", drift=Drift(PROVIDER_DRIFT, "sequential")
+)
+"""The same drift with every base call made before every candidate call (the old order)."""
+FAMILY = Scenario("family_10_prompts", BASE_PROFILE, frozenset(), 40, 3, prompts=10)
+"""A/A over ten prompts compared in one run: one family of tests."""
+NO_CHANGE_SCENARIOS = (A_A, MIXED_SHIFT, DRIFT, DRIFT_SEQUENTIAL, FAMILY)
+
+
 def flagged(
     scenario: Scenario,
     trial: int,
@@ -246,11 +354,13 @@ def flagged(
     For the A/A scenario (``catches`` empty) this is whether any metric regressed, a false alarm.
     """
     base, candidate = synthetic_pair(
-        BASE_PROFILE,
+        scenario.base or BASE_PROFILE,
         scenario.candidate,
         items=items or scenario.items,
         repetitions=repetitions or scenario.repetitions,
         trial=trial,
+        prompts=scenario.prompts,
+        drift=scenario.drift,
     )
     regressed = {
         metric.metric for _, metric in compare_runs(base, candidate, settings).regressions()

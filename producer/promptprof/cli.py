@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--base-ref", required=True, help="git ref of the baseline, e.g. origin/main")
     ci.add_argument("--suite", type=Path, help="suite file (default: every suite that applies)")
     ci.add_argument("--out-dir", type=Path, default=Path("promptprof-ci"), help="reports go here")
+    ci.add_argument(
+        "--order", choices=("blocked", "sequential"), default="blocked",
+        help="blocked: base and candidate calls interleaved in shuffled pairs (default); "
+        "sequential: every base call, then every candidate call",
+    )
 
     report = commands.add_parser("report", help="a self-contained HTML report from InfluxDB")
     report.add_argument("--since", default="1h", help="how far back, e.g. 30m, 1h, 2d")
@@ -91,7 +96,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "ci":
         from promptprof_compare.ci import ci_command
 
-        return ci_command(args.base_ref, args.suite, args.out_dir, settings)
+        return ci_command(args.base_ref, args.suite, args.out_dir, settings, args.order)
     if args.command == "report":
         from promptprof_processor.report.command import report_command
 

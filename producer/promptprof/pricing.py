@@ -3,6 +3,11 @@
 ``genai_prices.calc_price`` takes about 100 µs a call, so flat per-token prices are looked up
 once per (provider, model) and applied with plain float arithmetic; models with tiered prices
 go through the exact calculation. An unknown model costs ``None``, never a guess.
+
+The provider narrows the lookup when genai-prices knows it (``openai``, ``anthropic``, and the
+OpenTelemetry names it maps, such as ``azure.ai.openai`` or ``aws.bedrock``); a provider it does
+not know (``unknown``, the default of ``track()`` without ``provider=``, or a private gateway's
+name) is ignored and the model alone identifies the price.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from genai_prices import Usage, calc_price
+from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
 _PER_TOKEN = 1e-6  # prices are per million tokens
 
@@ -48,11 +54,19 @@ def call_cost(
     return float(price.calc_price(usage)["total_price"])
 
 
+def known_provider(provider: str) -> str | None:
+    """The genai-prices id of ``provider``, or ``None`` when genai-prices does not know it."""
+    found = find_provider_by_id(get_snapshot().providers, provider) if provider else None
+    return found.id if found is not None else None
+
+
 @lru_cache(maxsize=1024)
 def _price_for(provider: str, model: str) -> FlatPrice | Any | None:
     try:
         found = calc_price(
-            Usage(input_tokens=0, output_tokens=0), model_ref=model, provider_id=provider or None
+            Usage(input_tokens=0, output_tokens=0),
+            model_ref=model,
+            provider_id=known_provider(provider),
         )
     except LookupError:
         return None

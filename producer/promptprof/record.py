@@ -8,11 +8,15 @@ the sender thread, in :class:`EventBuilder`.
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from numbers import Real
+from typing import Any, Literal
 
 import structlog
 
@@ -35,6 +39,58 @@ log = structlog.get_logger("promptprof")
 
 Evaluator = Callable[[Any], float | tuple[float, str]]
 Redactor = Callable[[str], str]
+ScoreDropReason = Literal["not_a_number", "not_finite", "out_of_range", "evaluator_raised"]
+
+
+class ScoreDrops:
+    """Scores dropped (never their call), counted by reason; one counter per process.
+
+    A score is dropped when it is not a real number (``None``, a string, a bool), not finite, or
+    outside [0, 1], and when the evaluator that should give it raises. The first drop of each
+    reason is logged; the rest are only counted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[ScoreDropReason] = Counter()
+
+    def add(self, reason: ScoreDropReason, prompt_id: str, detail: str) -> None:
+        """Count one dropped score."""
+        with self._lock:
+            self._counts[reason] += 1
+            first = self._counts[reason] == 1
+        if first:
+            log.warning("promptprof.score_dropped", reason=reason, prompt_id=prompt_id,
+                        detail=detail[:200])
+
+    def snapshot(self) -> dict[str, Any]:
+        """``scores_dropped`` (total) and ``scores_dropped_by_reason``."""
+        with self._lock:
+            counts = dict(self._counts)
+        return {"scores_dropped": sum(counts.values()), "scores_dropped_by_reason": counts}
+
+    def reset(self) -> None:
+        """Start counting from zero (a forked child)."""
+        with self._lock:
+            self._counts.clear()
+
+
+SCORE_DROPS = ScoreDrops()
+
+
+def score_drops() -> dict[str, Any]:
+    """How many quality scores this process dropped, in total and by reason."""
+    return SCORE_DROPS.snapshot()
+
+
+def checked_score(value: object) -> float | ScoreDropReason:
+    """``value`` as a float when it is a finite real number in [0, 1], else why it is not."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return "not_a_number"
+    score = float(value)
+    if not math.isfinite(score):
+        return "not_finite"
+    return score if 0.0 <= score <= 1.0 else "out_of_range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +229,18 @@ class Call:
             self.labels[key] = value
 
     def score(self, value: float, metric: str = "custom") -> None:
-        """Attach a quality score in [0, 1]; after the call ended it is sent as its own event."""
-        if self.end_ns is None:
-            self.quality, self.quality_metric = value, metric
+        """Attach a quality score in [0, 1]; after the call ended it is sent as its own event.
+
+        A score that is not a finite number in [0, 1] is dropped and counted (see
+        :class:`ScoreDrops`); the call is kept. Never raises.
+        """
+        score = checked_score(value)
+        if isinstance(score, str):
+            SCORE_DROPS.add(score, self.spec.prompt_id, repr(value))
+        elif self.end_ns is None:
+            self.quality, self.quality_metric = score, metric
         else:
-            self._profiler.enqueue(("quality", self, value, metric))
+            self._profiler.enqueue(("quality", self, score, metric))
 
     def finish(self) -> None:
         """End the call and hand it to the profiler (idempotent)."""
@@ -210,9 +273,10 @@ def new_event_id() -> str:
 
 
 def reset_event_ids() -> None:
-    """Give a forked child its own id prefix."""
+    """Give a forked child its own id prefix (and its own count of dropped scores)."""
     _PROCESS_PREFIX[0] = os.urandom(6).hex()
     _COUNTER[0] = itertools.count()
+    SCORE_DROPS.reset()
 
 
 class EventBuilder:
@@ -343,16 +407,20 @@ class EventBuilder:
                 event[key] = self.redact(text) if self.redact else text
 
     def _evaluate(self, event: dict[str, Any], spec: PromptSpec, result: Any) -> None:
+        """Attach the evaluator's score; a failing evaluator or a bad score loses only the score."""
         assert spec.evaluator is not None
         try:
-            outcome = spec.evaluator(result)
+            outcome: object = spec.evaluator(result)
         except Exception as exc:  # an evaluator's bug must not lose the call
-            log.warning("promptprof.evaluator_failed", prompt_id=spec.prompt_id, error=repr(exc))
+            SCORE_DROPS.add("evaluator_raised", spec.prompt_id, repr(exc))
             return
-        score, metric = outcome if isinstance(outcome, tuple) else (outcome, spec.quality_metric)
-        if 0.0 <= score <= 1.0:
-            event["promptprof.quality.score"] = float(score)
-            event["promptprof.quality.metric"] = metric
+        value, metric = _score_and_metric(outcome, spec.quality_metric)
+        score = checked_score(value)
+        if isinstance(score, str):
+            SCORE_DROPS.add(score, spec.prompt_id, repr(outcome))
+            return
+        event["promptprof.quality.score"] = score
+        event["promptprof.quality.metric"] = metric
 
     def _quality(self, call: Call, value: float, metric: str) -> tuple[bytes, dict[str, Any]]:
         key, _ = self._template(call.spec)
@@ -370,6 +438,15 @@ class EventBuilder:
             "promptprof.labels": _bounded_labels(call.labels) if call.labels else call.spec.labels,
             "promptprof.sample_rate": call.sample_rate,
         }
+
+
+def _score_and_metric(outcome: object, default_metric: str) -> tuple[object, str]:
+    """An evaluator's ``score`` or ``(score, metric)``; a malformed tuple is not a number."""
+    if not isinstance(outcome, tuple):
+        return outcome, default_metric
+    if len(outcome) == 2 and isinstance(outcome[1], str):
+        return outcome[0], outcome[1]
+    return None, default_metric
 
 
 def _bounded_labels(labels: Mapping[str, str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from promptprof_compare import runner
 from promptprof_compare.ci import ci_command
 from promptprof_compare.cli import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE
+from promptprof_compare.order import OrderName
+from promptprof_compare.providers import Backend, Request, open_backend
 from promptprof_compare.runfile import load_run
 
 from .conftest import PROMPT, make_suite, offline_settings, write_yaml
@@ -55,10 +59,54 @@ def edit_prompt(repo: Path, **changes: Any) -> None:
     write_yaml(repo / "prompts" / "answer.yaml", {**ANSWER, **changes})
 
 
-def ci(repo: Path, ref: str = "main", suite: str | None = "suite.yaml") -> int:
+def ci(
+    repo: Path, ref: str = "main", suite: str | None = "suite.yaml", order: OrderName = "blocked"
+) -> int:
     """ci_command with the test's suite, reports in repo/out."""
     suite_path = Path(suite) if suite else None
-    return ci_command(ref, suite_path, repo / "out", offline_settings())
+    return ci_command(ref, suite_path, repo / "out", offline_settings(), order)
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int]]:
+    """(prompt version, item, repetition) of every call ci makes, in the order it starts them."""
+    started: list[tuple[str, str, int]] = []
+
+    def recording(*args: Any) -> Backend:
+        backend = open_backend(*args)
+        complete = backend.complete
+
+        async def complete_and_record(request: Request) -> str:
+            started.append((request.prompt.version, request.item.id, request.repetition))
+            return await complete(request)
+
+        monkeypatch.setattr(backend, "complete", complete_and_record)
+        return backend
+
+    monkeypatch.setattr(runner, "open_backend", recording)
+    return started
+
+
+def test_ci_interleaves_base_and_candidate_calls_in_shuffled_pairs(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = record_calls(monkeypatch)
+    edit_prompt(repo, version="v2")
+    assert ci(repo) == EXIT_OK
+    pairs = [started[index : index + 2] for index in range(0, len(started), 2)]
+    assert len(pairs) == 30 * 4
+    assert all({a[0], b[0]} == {"v1", "v2"} and a[1:] == b[1:] for a, b in pairs)
+    items_in_order = [pair[0][1:] for pair in pairs]
+    assert items_in_order != sorted(items_in_order)  # the pairs are shuffled
+    assert [pair[0][0] for pair in pairs].count("v2") not in (0, len(pairs))  # and within pairs
+
+
+def test_sequential_order_makes_every_base_call_first(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = record_calls(monkeypatch)
+    edit_prompt(repo, version="v2")
+    assert ci(repo, order="sequential") == EXIT_OK
+    assert [version for version, *_ in started] == ["v1"] * 120 + ["v2"] * 120
 
 
 def test_committed_slower_prompt_is_a_regression(repo: Path) -> None:
@@ -118,6 +166,22 @@ def test_suites_are_found_without_suite_option(repo: Path) -> None:
     edit_prompt(repo, model="slow-model")
     assert ci(repo, suite=None) == EXIT_REGRESSION
     assert "## Suite `found`" in (repo / "out" / "report.md").read_text()
+
+
+def test_suites_compared_in_one_run_share_alpha(repo: Path) -> None:
+    suite = yaml.safe_load((repo / "suite.yaml").read_text())
+    write_yaml(repo / "suites" / "one.yaml",
+               {**suite, "name": "one", "prompt_dir": "../prompts", "dataset": "../data.jsonl"})
+    write_yaml(repo / "suites" / "two.yaml",
+               {**suite, "name": "two", "prompt_dir": "../prompts", "dataset": "../data.jsonl"})
+    edit_prompt(repo, version="v2")
+    assert ci(repo, suite=None) == EXIT_OK
+    for name in ("one", "two"):
+        report = json.loads((repo / "out" / name / "report.json").read_text())
+        assert report["alpha"] == pytest.approx(0.005)
+        assert "alpha 0.01 is shared by the 2 comparisons of this run: each uses 0.005" in (
+            report["notes"]
+        )
 
 
 def test_missing_ref_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,17 @@ from dataclasses import replace
 
 import pytest
 
-from promptprof_compare.synthetic import A_A, BASE_PROFILE, SCENARIOS, Scenario, flagged
+from promptprof_compare.synthetic import (
+    A_A,
+    BASE_PROFILE,
+    DRIFT,
+    DRIFT_SEQUENTIAL,
+    FAMILY,
+    MIXED_SHIFT,
+    SCENARIOS,
+    Scenario,
+    flagged,
+)
 
 A_A_TRIALS = 100
 MAX_FALSE_REGRESSIONS = 5
@@ -21,6 +31,21 @@ MIN_DETECTED = 18
 def test_a_a_runs_rarely_report_a_regression() -> None:
     false_regressions = sum(flagged(A_A, trial) for trial in range(A_A_TRIALS))
     assert false_regressions <= MAX_FALSE_REGRESSIONS
+
+
+@pytest.mark.parametrize(
+    ("scenario", "trials"),
+    [(MIXED_SHIFT, 10), (DRIFT, 30), (FAMILY, 6)],
+    ids=lambda value: getattr(value, "name", str(value)),
+)
+def test_no_change_scenarios_rarely_report_a_regression(scenario: Scenario, trials: int) -> None:
+    """A faster bulk with the same tail, provider drift in ci's order, ten prompts at once."""
+    assert sum(flagged(scenario, trial) for trial in range(trials)) <= 1
+
+
+def test_drift_with_the_sequential_order_does_look_like_a_regression() -> None:
+    """Why ci interleaves: the same drift, base calls all first, is often called a regression."""
+    assert sum(flagged(DRIFT_SEQUENTIAL, trial) for trial in range(30)) >= 2
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)

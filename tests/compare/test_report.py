@@ -43,11 +43,12 @@ def test_markdown_starts_with_the_verdict_and_has_a_table(comparison: Comparison
     assert first.startswith("**promptprof compare: regression** in 1 of 1 prompt: `synthetic`")
     assert "latency p50" in first
     assert "| metric | base | candidate | change | interval | p (corrected) | verdict |" in markdown
-    assert "| latency p50 |" in markdown
+    assert "| latency p50 (successful calls) |" in markdown
+    assert "Latency over all calls, failed ones included" in markdown
     assert "version v1 → v2" in markdown and "quality scored by judge" in markdown
     assert "Monthly cost at 1,000,000 calls:" in markdown
     assert "git `abc123`" in markdown
-    assert "Holm" in markdown
+    assert "Holm correction over a family of 11 tests" in markdown
 
 
 def test_markdown_uses_words_not_emoji(comparison: Comparison) -> None:
@@ -88,6 +89,7 @@ def test_json_is_stable_and_machine_readable(comparison: Comparison) -> None:
         "verdict",
         "alpha",
         "correction",
+        "family_size",
         "confidence",
         "base_run",
         "candidate_run",
@@ -110,6 +112,7 @@ def test_json_is_stable_and_machine_readable(comparison: Comparison) -> None:
         "ci_low",
         "ci_high",
         "test",
+        "test_direction",
         "p_value",
         "p_adjusted",
         "n_base",

@@ -6,7 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from promptprof_compare.runfile import CallRecord, RunFile, RunMetadata
 from promptprof_compare.stats import (
@@ -19,8 +21,17 @@ from promptprof_compare.stats import (
     compare_runs,
     decide,
     load_settings,
+    paired_t_test,
+    quantile_test,
+    welch_test,
 )
-from promptprof_compare.synthetic import SyntheticProfile, synthetic_pair, synthetic_run
+from promptprof_compare.synthetic import (
+    MIXED_SHIFT,
+    SLOW_TAIL_PROFILE,
+    SyntheticProfile,
+    synthetic_pair,
+    synthetic_run,
+)
 
 PROFILE = SyntheticProfile()
 TEN_PERCENT_50 = Threshold(relative=0.10, absolute=50.0)
@@ -85,13 +96,22 @@ def test_decide_follows_direction_and_both_thresholds(
     metric: MetricName, base: float, candidate: float, expected: str
 ) -> None:
     threshold = CompareSettings().threshold("p", metric)
-    assert decide(metric, base, candidate, threshold, significant=True) == expected
-    assert decide(metric, base, candidate, threshold, significant=False) == "no_change"
+    found = 1 if candidate > base else -1
+    assert decide(metric, base, candidate, threshold, significant=found) == expected
+    assert decide(metric, base, candidate, threshold, significant=0) == "no_change"
+
+
+@pytest.mark.parametrize("metric", ["latency_p99", "quality"])
+def test_a_test_finding_the_other_direction_never_gives_a_verdict(metric: MetricName) -> None:
+    """The point estimate moved far, but the metric's own test found the opposite direction."""
+    threshold = Threshold(relative=0.0, absolute=0.0)
+    assert decide(metric, 0.5, 0.9, threshold, significant=-1) == "no_change"
+    assert decide(metric, 0.9, 0.5, threshold, significant=1) == "no_change"
 
 
 def test_relative_threshold_is_symmetric_in_ratio() -> None:
-    assert decide("latency_p50", 1000.0, 1101.0, TEN_PERCENT_50, True) == "regression"
-    assert decide("latency_p50", 1101.0, 1000.0, TEN_PERCENT_50, True) == "improvement"
+    assert decide("latency_p50", 1000.0, 1101.0, TEN_PERCENT_50, 1) == "regression"
+    assert decide("latency_p50", 1101.0, 1000.0, TEN_PERCENT_50, -1) == "improvement"
 
 
 def test_thresholds_file_merges_global_and_per_prompt(tmp_path: Path) -> None:
@@ -169,17 +189,93 @@ def test_identical_runs_change_nothing() -> None:
     ]
 
 
-def test_quantiles_share_one_test_and_one_corrected_p_value() -> None:
+def test_each_quantile_has_its_own_test() -> None:
     base, candidate = synthetic_pair(
         PROFILE, replace(PROFILE, latency_factor=1.5), items=40, repetitions=3, trial=0
     )
     metrics = {metric.metric: metric for metric in compare_runs(base, candidate).prompts[0].metrics}
     latency = [metrics[name] for name in ("latency_p50", "latency_p95", "latency_p99")]
-    assert len({(metric.p_value, metric.p_adjusted) for metric in latency}) == 1
-    assert all(metric.test == "mann-whitney-u" for metric in latency)
+    assert len({metric.p_value for metric in latency}) == 3
+    assert all(metric.test.startswith("quantile-test/") for metric in latency)
     assert metrics["latency_p50"].verdict == "regression"
+    assert metrics["latency_p50"].test_direction == 1
     low, high = metrics["latency_p50"].ci_low, metrics["latency_p50"].ci_high
     assert low is not None and high is not None and low < 0.5 < high
+
+
+def test_faster_bulk_with_the_same_tail_is_no_tail_regression() -> None:
+    """Bulk 20 % faster, slow calls unchanged: p50 improves, p99 is not called a regression."""
+    base, candidate = synthetic_pair(
+        SLOW_TAIL_PROFILE, MIXED_SHIFT.candidate, items=200, repetitions=5, trial=3
+    )
+    metrics = {metric.metric: metric for metric in compare_runs(base, candidate).prompts[0].metrics}
+    assert metrics["latency_p50"].verdict == "improvement"
+    assert metrics["latency_p99"].verdict == "no_change"
+    assert metrics["latency_p99"].p_value > 0.01
+
+
+def test_quantile_test_sees_only_its_quantile() -> None:
+    bulk = np.linspace(100.0, 200.0, 95)
+    tail = np.linspace(5000.0, 6000.0, 5)
+    base = np.concatenate([bulk, tail])
+    candidate = np.concatenate([bulk * 0.5, tail])
+    _, p_median, sign_median = quantile_test(base, candidate, 0.5)
+    _, p_tail, sign_tail = quantile_test(base, candidate, 0.99)
+    assert (p_median < 1e-6, sign_median) == (True, -1)
+    assert (p_tail, sign_tail) == (1.0, 0)
+
+
+def test_holm_runs_over_every_metric_of_every_prompt() -> None:
+    base, candidate = synthetic_pair(PROFILE, PROFILE, items=10, repetitions=2, trial=5, prompts=3)
+    comparison = compare_runs(base, candidate)
+    metrics = [metric for prompt in comparison.prompts for metric in prompt.metrics]
+    assert comparison.family_size == len(metrics) == 33
+    expected = adjust_p_values([metric.p_value for metric in metrics], "holm")
+    assert [metric.p_adjusted for metric in metrics] == pytest.approx(expected)
+
+
+def test_welch_and_paired_t_match_scipy() -> None:
+    rng = np.random.default_rng(1)
+    base, candidate = rng.normal(10, 2, 50), rng.normal(11, 3, 70)
+    p_value, sign = welch_test(base, candidate)
+    assert p_value == pytest.approx(stats.ttest_ind(candidate, base, equal_var=False).pvalue)
+    assert sign == 1
+    differences = rng.normal(-0.1, 0.2, 30)
+    p_value, sign = paired_t_test(differences)
+    assert p_value == pytest.approx(stats.ttest_1samp(differences, 0.0).pvalue)
+    assert sign == -1
+
+
+def test_means_are_tested_paired_by_item_when_the_runs_share_items() -> None:
+    base = _run([_call(f"i{n}", 100.0, output_tokens=10 * n) for n in range(6)])
+    candidate = _run([_call(f"i{n}", 100.0, output_tokens=10 * n + 3) for n in range(6)])
+    elsewhere = _run([_call(f"j{n}", 100.0, output_tokens=10 * n + 3) for n in range(6)])
+    paired = next(
+        m for m in compare_runs(base, candidate).prompts[0].metrics if m.metric == "output_tokens"
+    )
+    unpaired = next(
+        m for m in compare_runs(base, elsewhere).prompts[0].metrics if m.metric == "output_tokens"
+    )
+    assert (paired.test, paired.p_value, paired.test_direction) == ("paired-t-by-item", 0.0, 1)
+    assert unpaired.test == "welch-t" and unpaired.p_value > 0.5
+
+
+def test_all_calls_latency_includes_failed_calls() -> None:
+    base = _run([_call(f"i{n}", 100.0) for n in range(10)])
+    candidate = _run(
+        [_call(f"i{n}", 100.0) for n in range(5)]
+        + [_call(f"f{n}", 30_000.0, status="error") for n in range(5)]
+    )
+    prompt = compare_runs(base, candidate).prompts[0]
+    by_name = {metric.metric: metric for metric in prompt.metrics}
+    assert by_name["latency_p50"].candidate == 100.0
+    assert [(q.quantile, q.base_ms) for q in prompt.latency_all_calls] == [
+        (0.5, 100.0),
+        (0.95, 100.0),
+        (0.99, 100.0),
+    ]
+    assert [q.candidate_ms for q in prompt.latency_all_calls] == [100.0, 30_000.0, 30_000.0]
+    assert by_name["latency_p99"].candidate == 100.0
 
 
 def test_compare_is_deterministic() -> None:
@@ -207,7 +303,7 @@ def test_quality_is_paired_over_common_items_only() -> None:
     quality = next(
         m for m in compare_runs(base, candidate).prompts[0].metrics if m.metric == "quality"
     )
-    assert (quality.n_base, quality.n_candidate, quality.test) == (3, 3, "wilcoxon-signed-rank")
+    assert (quality.n_base, quality.n_candidate, quality.test) == (3, 3, "paired-t")
     assert quality.change == pytest.approx(-0.4)
 
 
