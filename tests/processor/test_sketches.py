@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from promptprof_processor.windows.sketches import (
     BIN_LIMIT,
+    EXACT_MAX,
     RELATIVE_ACCURACY,
+    Distribution,
     add_values,
     decode_sketch,
     encode_sketch,
@@ -156,3 +158,54 @@ def test_merging_a_collapsed_sketch_marks_the_target_collapsed() -> None:
     assert target._store.is_collapsed
     assert target.count == 3
     assert quantile(target, 1.0) == 1e200
+
+
+small_values = st.lists(st.one_of(st.just(0.0), st.floats(1e-12, 1e-9), value_st),
+                        min_size=1, max_size=EXACT_MAX)
+weights_st = st.one_of(st.none(), st.sampled_from([1.0, 2.0, 20.0, 100.0]))
+
+
+def distribution_of(parts: list[list[float]], weight: float | None) -> Distribution:
+    kept = Distribution()
+    for part in parts:
+        kept.add(part, None if weight is None else [weight] * len(part))
+    return kept
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(small_values, min_size=1, max_size=4), weights_st)
+def test_values_kept_as_given_answer_as_their_sketch_does(
+    parts: list[list[float]], weight: float | None
+) -> None:
+    parts = [p[: EXACT_MAX // 4] for p in parts]
+    kept = distribution_of(parts, weight)
+    sketched = distribution_of(parts, weight)
+    sketched.sketch()  # the same values, in a real sketch
+    for q in QUANTILES:
+        assert kept.quantile(q) == sketched.quantile(q)
+    assert (kept.max, kept.count) == (sketched.max, pytest.approx(sketched.count))
+    assert kept.sum == pytest.approx(sketched.sum, rel=1e-12, abs=1e-300)
+    mine, theirs = kept.encode(), sketched.encode()
+    assert mine.pop("s") == pytest.approx(theirs.pop("s"), rel=1e-12, abs=1e-300)
+    assert mine.pop("b") == theirs.pop("b")
+    assert mine == pytest.approx(theirs)
+
+
+@given(small_values, small_values)
+def test_kept_values_merge_and_survive_their_state(first: list[float], second: list[float]) -> None:
+    merged = Distribution()
+    merged.merge(distribution_of([first], None))
+    merged.merge(Distribution.from_state(orjson.loads(orjson.dumps(
+        distribution_of([second], 3.0).state()))))
+    direct = distribution_of([first], None)
+    direct.add(second, [3.0] * len(second))
+    assert merged.encode() == direct.encode()
+
+
+def test_past_the_limit_values_go_into_a_sketch() -> None:
+    kept = distribution_of([[1.0] * EXACT_MAX], None)
+    assert "v" in kept.state()
+    kept.add([2.0], None)
+    assert "v" not in kept.state() and kept.count == EXACT_MAX + 1
+    with pytest.raises(ValueError, match="non-negative"):
+        Distribution().add([-1.0], None)

@@ -29,16 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptprof_processor.ingest.validation import CallColumns
 from promptprof_processor.units import NS_PER_S
-from promptprof_processor.windows.sketches import (
-    Sketch,
-    SketchData,
-    add_values,
-    decode_sketch,
-    encode_sketch,
-    merge_into,
-    new_sketch,
-    quantile,
-)
+from promptprof_processor.windows.sketches import Distribution, SketchData, decode_sketch
 
 UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"
@@ -162,7 +153,7 @@ class Accumulator:
         self.cost_known_calls = 0.0
         self.cost_unknown_calls = 0.0
         self.late_by_width: dict[int, int] = {}
-        self.sketches: dict[str, Sketch] = {}
+        self.sketches: dict[str, Distribution] = {}
 
     def add_calls(self, calls: CallColumns) -> None:
         """Aggregate call events of this series and window (the :data:`CALL_FIELDS`)."""
@@ -190,8 +181,8 @@ class Accumulator:
         if values:
             sketch = self.sketches.get(name)
             if sketch is None:
-                sketch = self.sketches[name] = new_sketch()
-            add_values(sketch, values, weights)
+                sketch = self.sketches[name] = Distribution()
+            sketch.add(values, weights)
 
     def _add_costs(self, costs: list[float | None], weights: list[float] | None) -> None:
         known, known_weights = _known(costs, weights)
@@ -238,8 +229,8 @@ class Accumulator:
         for name, sketch in other.sketches.items():
             mine = self.sketches.get(name)
             if mine is None:
-                mine = self.sketches[name] = new_sketch()
-            merge_into(mine, sketch)
+                mine = self.sketches[name] = Distribution()
+            mine.merge(sketch)
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-native snapshot for :meth:`from_state`."""
@@ -252,7 +243,7 @@ class Accumulator:
             "cost_known_calls": self.cost_known_calls,
             "cost_unknown_calls": self.cost_unknown_calls,
             "late_by_width": [[w, n] for w, n in self.late_by_width.items()],
-            "sketches": {name: encode_sketch(s) for name, s in self.sketches.items()},
+            "sketches": {name: s.state() for name, s in self.sketches.items()},
         }
 
     @classmethod
@@ -267,7 +258,7 @@ class Accumulator:
         acc.cost_known_calls = state["cost_known_calls"]
         acc.cost_unknown_calls = state["cost_unknown_calls"]
         acc.late_by_width = dict(state["late_by_width"])
-        acc.sketches = {name: decode_sketch(d) for name, d in state["sketches"].items()}
+        acc.sketches = {name: Distribution.from_state(d) for name, d in state["sketches"].items()}
         return acc
 
     @classmethod
@@ -281,7 +272,7 @@ class Accumulator:
         acc.cost_usd = window.cost_usd_sum
         acc.cost_known_calls = window.cost_known_calls
         acc.cost_unknown_calls = window.cost_unknown_calls
-        acc.sketches = {name: decode_sketch(d) for name, d in window.sketches.items()}
+        acc.sketches = {name: Distribution(decode_sketch(d)) for name, d in window.sketches.items()}
         return acc
 
     def finish(
@@ -316,7 +307,7 @@ class Accumulator:
             quality_p10=quality_p10,
             quality_scored=quality_scored,
             late_events=late_events,
-            sketches={name: encode_sketch(s) for name, s in self.sketches.items()},
+            sketches={name: s.encode() for name, s in self.sketches.items()},
         )
 
 
@@ -337,25 +328,25 @@ def _known(column: list[Any], weights: list[float] | None) -> tuple[list[Any], l
     return [v for v, _ in pairs], [w for _, w in pairs]
 
 
-def _percentiles(sketch: Sketch | None) -> Percentiles | None:
+def _percentiles(sketch: Distribution | None) -> Percentiles | None:
     if sketch is None:
         return None
-    p50, p90, p95, p99 = (quantile(sketch, q) or 0.0 for q in (0.50, 0.90, 0.95, 0.99))
-    return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99, max=sketch._max)
+    p50, p90, p95, p99 = (sketch.quantile(q) or 0.0 for q in (0.50, 0.90, 0.95, 0.99))
+    return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99, max=sketch.max)
 
 
-def _quality_figures(sketch: Sketch | None) -> tuple[float | None, float | None, float]:
+def _quality_figures(sketch: Distribution | None) -> tuple[float | None, float | None, float]:
     """Mean, p10 and count of the quality scores."""
     if sketch is None:
         return None, None, 0.0
-    return sketch.avg, quantile(sketch, 0.10), sketch.count
+    return sketch.avg, sketch.quantile(0.10), sketch.count
 
 
-def _token_stats(sketch: Sketch | None) -> TokenStats | None:
+def _token_stats(sketch: Distribution | None) -> TokenStats | None:
     if sketch is None:
         return None
     return TokenStats(
-        sum=sketch.sum, mean=sketch.avg, p95=quantile(sketch, 0.95) or 0.0, calls=sketch.count
+        sum=sketch.sum, mean=sketch.avg, p95=sketch.quantile(0.95) or 0.0, calls=sketch.count
     )
 
 

@@ -195,3 +195,165 @@ def decode_sketch(data: SketchData) -> Sketch:
         sketch._min = data["min"]
         sketch._max = data["max"]
     return sketch
+
+
+EXACT_MAX = 256
+_MAPPING = new_sketch()._mapping
+
+
+class Distribution:
+    """The values of one figure of one window: as given (values and weights) up to
+    :data:`EXACT_MAX` values, in a sketch beyond.
+
+    Every answer is the one the sketch of those values gives (its bins, counts, quantiles and
+    encoding), computed from the values without making the sketch: a window of a few calls,
+    the common case with many series, spent most of its time setting sketches up.
+    """
+
+    __slots__ = ("_bins", "_sketch", "_values", "_weights")
+
+    def __init__(self, sketch: Sketch | None = None) -> None:
+        """An empty distribution, or one holding ``sketch``."""
+        self._values: list[float] = []
+        self._weights: list[float] | None = None  # None: every value weighs 1
+        self._sketch = sketch
+        self._bins: _Bins | None = None
+
+    def add(self, values: Sequence[float], weights: Sequence[float] | None) -> None:
+        """Add non-negative values, each with its weight (all 1 when ``weights`` is None)."""
+        self._bins = None
+        if values and min(values) < 0:
+            raise ValueError("sketch values must be non-negative")
+        if self._sketch is not None or len(self._values) + len(values) > EXACT_MAX:
+            add_values(self.sketch(), values, weights)
+            return
+        if weights is not None or self._weights is not None:
+            mine = self._weights if self._weights is not None else [1.0] * len(self._values)
+            self._weights = mine + (list(weights) if weights is not None else [1.0] * len(values))
+        self._values += values
+
+    def merge(self, other: Distribution) -> None:
+        """Add ``other``'s values."""
+        if other._sketch is None:
+            self.add(other._values, other._weights)
+        else:
+            self._bins = None
+            merge_into(self.sketch(), other._sketch)
+
+    def sketch(self) -> Sketch:
+        """The sketch of the values (made now if they were kept as given)."""
+        if self._sketch is None:
+            self._sketch = new_sketch()
+            if self._values:
+                add_values(self._sketch, self._values, self._weights)
+            self._values, self._weights = [], None
+        return self._sketch
+
+    @property
+    def count(self) -> float:
+        """The total weight."""
+        return self._sketch.count if self._sketch is not None else self.bins().count
+
+    @property
+    def sum(self) -> float:
+        """The weighted sum of the values."""
+        return self._sketch.sum if self._sketch is not None else self.bins().sum
+
+    @property
+    def avg(self) -> float:
+        """The weighted mean."""
+        return self.sum / self.count
+
+    @property
+    def max(self) -> float:
+        """The largest value."""
+        return self._sketch._max if self._sketch is not None else max(self._values)
+
+    def quantile(self, q: float) -> float | None:
+        """The sketch's value at quantile ``q``, clamped to the exact minimum and maximum."""
+        bins = self._exact()
+        return quantile(self.sketch(), q) if bins is None else bins.quantile(q)
+
+    def encode(self) -> SketchData:
+        """The :func:`encode_sketch` encoding of the values' sketch."""
+        bins = self._exact()
+        return encode_sketch(self.sketch()) if bins is None else bins.encode()
+
+    def _exact(self) -> _Bins | None:
+        """The bins of the values kept as given; None when they are in a sketch, or when the
+        sketch would collapse its lowest bins (values over more than 17 decades)."""
+        if self._sketch is not None or self.bins().span > BIN_LIMIT:
+            return None
+        return self.bins()
+
+    def state(self) -> SketchData:
+        """A JSON-native snapshot for :meth:`from_state` (the values as given, if kept)."""
+        if self._sketch is not None:
+            return encode_sketch(self._sketch)
+        return {"v": self._values, "w": self._weights}
+
+    @classmethod
+    def from_state(cls, data: SketchData) -> Distribution:
+        """Restore a :meth:`state` (or an :func:`encode_sketch` encoding)."""
+        if "v" not in data:
+            return cls(decode_sketch(data))
+        restored = cls()
+        restored._values, restored._weights = data["v"], data["w"]
+        return restored
+
+    def bins(self) -> _Bins:
+        """The bins of the values kept as given."""
+        if self._bins is None:
+            self._bins = _Bins(self._values, self._weights)
+        return self._bins
+
+
+class _Bins:
+    """The zero count and the positive bins that the sketch of some values holds."""
+
+    def __init__(self, values: Sequence[float], weights: Sequence[float] | None) -> None:
+        tiny, multiplier = _MAPPING.min_possible, _MAPPING._multiplier
+        pairs = zip(values, weights or [1.0] * len(values), strict=True)
+        self.zeros = 0.0  # the sketch's zero count: values too small for a bin
+        counts: dict[int, float] = {}
+        for value, weight in pairs:
+            if value <= tiny:
+                self.zeros += weight
+            else:
+                key = ceil(log2(value) * multiplier)
+                counts[key] = counts.get(key, 0.0) + weight
+        self.keys = sorted(counts)
+        self.counts = [counts[k] for k in self.keys]
+        positive = [w for v, w in zip(values, weights or [1.0] * len(values), strict=True)
+                    if v > tiny]
+        self.positive = math.fsum(positive)
+        self.count = float(len(values)) if weights is None else math.fsum(weights)
+        self.sum = math.fsum(values) if weights is None else math.fsum(map(mul, values, weights))
+        self.min, self.max = (min(values), max(values)) if values else (0.0, 0.0)
+        self.span = self.keys[-1] - self.keys[0] + 1 if self.keys else 0
+
+    def quantile(self, q: float) -> float | None:
+        if not 0 <= q <= 1 or not self.count:
+            return None
+        rank = q * (self.count - 1)
+        if rank < self.zeros:
+            return float(min(max(0, self.min), self.max))
+        running, rank = 0.0, rank - self.zeros
+        key = self.keys[-1] if self.keys else 0
+        for k, n in zip(self.keys, self.counts, strict=True):
+            running += n
+            if running > rank:
+                key = k
+                break
+        return float(min(max(_MAPPING.value(key), self.min), self.max))
+
+    def encode(self) -> SketchData:
+        bins = [0.0] * self.span
+        for key, count in zip(self.keys, self.counts, strict=True):
+            bins[key - self.keys[0]] = count
+        return {
+            "a": RELATIVE_ACCURACY, "n": self.count, "s": self.sum,
+            "min": self.min if self.count else None, "max": self.max if self.count else None,
+            "z": self.zeros, "pn": self.positive, "k": self.keys[0] if self.keys else 0,
+            "c": False, "b": bins,
+        }
