@@ -1,10 +1,12 @@
 """The background sender: its own thread and event loop, batching events into Kafka envelopes.
 
-Each cycle takes what the buffer holds (up to a cap), builds the event dicts, groups them by
-series key, encodes one envelope per ``batch_max_events`` events of a series and publishes the
-envelopes with aiokafka. Envelopes that fail are kept and retried with exponential backoff; while
-they are pending nothing more is taken, so memory stays within the buffer's bound plus one
-cycle's envelopes, and overflow shows up as counted drops at the buffer.
+A cycle is due ``linger_ms`` after the previous one, or at once when ``batch_max_events`` are
+buffered. It takes what the buffer holds (up to a cap), builds the event dicts, packs them into
+one columnar envelope per partition of the calls topic (:mod:`promptprof.export.packing`) and
+publishes the envelopes with aiokafka, each to its partition. Envelopes that fail are kept and
+retried with exponential backoff; while they are pending nothing more is taken, so memory stays
+within the buffer's bound plus the cycles in flight and pending, and overflow shows up as counted
+drops at the buffer.
 
 With ``producer.spool_dir`` set, a cycle that failed or waited for ``spool_after_s`` (or any
 unsent cycle at close) goes to the disk spool (:mod:`promptprof.spool`) instead. While the spool
@@ -22,7 +24,6 @@ import itertools
 import threading
 import time
 from asyncio import FIRST_COMPLETED
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,13 +33,12 @@ from aiokafka import AIOKafkaProducer
 from promptprof.backoff import Backoff
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
-from promptprof.envelope import encode_envelope
+from promptprof.export.packing import Envelope, Packer
 from promptprof.record import EventBuilder
 from promptprof.spool import Spool, SpoolRecord
 
 log = structlog.get_logger("promptprof")
 
-MAX_RECORD_BYTES = 900_000
 CYCLE_BATCHES = 40  # envelopes' worth of events taken per cycle
 MAX_IN_FLIGHT = 3  # cycles sent and not yet acknowledged: preparing overlaps waiting for acks
 CLOCK_SYNC_S = 60.0
@@ -68,13 +68,24 @@ class SenderStats:
     spool_write_errors: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One encoded Kafka record."""
+class Linger:
+    """When the next cycle is due: ``linger_s`` after the previous take, or at once when
+    ``batch_max`` calls are buffered."""
 
-    key: bytes
-    value: bytes
-    events: int
+    def __init__(self, linger_s: float, batch_max: int) -> None:
+        self.linger_s = linger_s
+        self.batch_max = batch_max
+        self._last = float("-inf")
+
+    def remaining(self, now: float, buffered: int) -> float:
+        """Seconds until the next cycle is due (0 when it is)."""
+        if buffered >= self.batch_max:
+            return 0.0
+        return max(0.0, self._last + self.linger_s - now)
+
+    def taken(self, now: float) -> None:
+        """A cycle took the buffer at ``now``."""
+        self._last = now
 
 
 class Sender:
@@ -99,6 +110,9 @@ class Sender:
         self._seq = itertools.count()
         self._failed: list[tuple[int, list[Envelope]]] = []  # at the head of _pending, by seq
         producer = settings.producer
+        self._linger = Linger(producer.linger_ms / 1000, producer.batch_max_events)
+        self._packer = Packer(producer.batch_max_events, self._drop_invalid)
+        self._partitions: int | None = None  # of the calls topic, once Kafka told
         self._backoff = Backoff(
             producer.retry_backoff_initial_ms / 1000, producer.retry_backoff_max_ms / 1000
         )
@@ -201,20 +215,25 @@ class Sender:
             if len(in_flight) >= MAX_IN_FLIGHT:
                 await asyncio.wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
                 continue
-            if not self._pending:
-                self._pending = self._prepare()
-                self._note_pending()
-                if self._pending and self._waiting_since is None:
-                    self._waiting_since = now
-            if not self._pending:
-                await self._idle(in_flight)
-                continue
-            if producer is None:
+            if producer is None and (self._pending or self.buffer):
                 producer = await self._connect()
                 if producer is None:
                     self._failing_since = self._failing_since or time.monotonic()
                     await self._wait(self._backoff.next())
                     continue
+            if not self._pending:
+                due = self._linger.remaining(now, len(self.buffer))
+                if due > 0 and not (self._stop.is_set() and self.buffer):
+                    await self._idle(in_flight, due)
+                    continue
+                self._linger.taken(now)
+                self._partitions = _partition_count(producer, self.settings.topics.calls)
+                self._pending = self._prepare()
+                self._note_pending()
+                if not self._pending:
+                    continue
+                self._waiting_since = self._waiting_since or now
+            assert producer is not None
             batch, self._pending = self._pending, []
             self._failed = []
             self._waiting_since = None
@@ -266,7 +285,7 @@ class Sender:
         spool = self._spool
         if spool is None or not self._pending:
             return
-        written = spool.append([(e.key, e.value, e.events) for e in self._pending])
+        written = spool.append([(e.spool_key(), e.value, e.events) for e in self._pending])
         self._failed = []  # nothing is in flight in spool mode: the order is settled
         self.stats.spooled_events += sum(e.events for e in self._pending[:written])
         self._pending = self._pending[written:]
@@ -308,7 +327,7 @@ class Sender:
         records = spool.read(CYCLE_BATCHES, skip=self._replay_acked)
         if not records:
             return
-        envelopes = [Envelope(r.key, r.value, r.events) for r in records]
+        envelopes = [Envelope.from_spool(r.key, r.value, r.events) for r in records]
         failed = {id(e) for e in await self._send(producer, envelopes)}
         acked: list[SpoolRecord] = []
         first_failed: SpoolRecord | None = None
@@ -345,14 +364,12 @@ class Sender:
     def _report(self) -> None:
         log.info("promptprof.producer_stats", **self.snapshot(), buffer_depth=len(self.buffer))
 
-    async def _idle(self, in_flight: set[asyncio.Task[None]]) -> None:
-        if len(self.buffer) >= self.settings.producer.batch_max_events:
-            return
-        linger = self.settings.producer.linger_ms / 1000
+    async def _idle(self, in_flight: set[asyncio.Task[None]], seconds: float) -> None:
+        """Wait ``seconds`` for the next cycle, waking early when a cycle in flight completes."""
         if in_flight:
-            await asyncio.wait(in_flight, timeout=linger, return_when=FIRST_COMPLETED)
+            await asyncio.wait(in_flight, timeout=seconds, return_when=FIRST_COMPLETED)
         else:
-            await self._wait(linger)
+            await self._wait(seconds)
 
     async def _wait(self, seconds: float) -> None:
         """Sleep, but no longer than the flush deadline once a stop is asked for."""
@@ -365,53 +382,22 @@ class Sender:
             await asyncio.sleep(min(limit - now, 0.05))
 
     def _prepare(self) -> list[Envelope]:
-        batch_max = self.settings.producer.batch_max_events
-        items = self.buffer.take(batch_max * CYCLE_BATCHES)
+        """Take a cycle's worth of calls, build their events and pack them into envelopes."""
+        items = self.buffer.take(self.settings.producer.batch_max_events * CYCLE_BATCHES)
         if not items:
             return []
-        groups: defaultdict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        keyed = []
         build = self.builder.build_keyed
         for item in items:
             try:
-                key, event = build(item)
+                keyed.append(build(item))
             except Exception as exc:
-                self.stats.dropped_invalid += 1
-                self.stats.last_error = f"cannot build event: {exc!r}"
-                continue
-            groups[key].append(event)
-        envelopes: list[Envelope] = []
-        for key, events in groups.items():
-            for start in range(0, len(events), batch_max):
-                envelopes.extend(self._encode(key, events[start : start + batch_max]))
-        return envelopes
+                self._drop_invalid(f"cannot build event: {exc!r}")
+        return self._packer.pack(keyed, self._partitions)
 
-    def _encode(self, key: bytes, events: list[dict[str, Any]]) -> list[Envelope]:
-        try:
-            value = encode_envelope(events)
-        except TypeError as exc:
-            return self._encode_each(key, events, exc)
-        if len(value) <= MAX_RECORD_BYTES or len(events) == 1:
-            if len(value) > MAX_RECORD_BYTES:
-                self.stats.dropped_invalid += 1
-                self.stats.last_error = f"event of {len(value)} bytes exceeds the record limit"
-                return []
-            return [Envelope(key, value, len(events))]
-        half = len(events) // 2
-        return self._encode(key, events[:half]) + self._encode(key, events[half:])
-
-    def _encode_each(
-        self, key: bytes, events: list[dict[str, Any]], exc: Exception
-    ) -> list[Envelope]:
-        """Find the events that cannot be serialised, drop and count them, keep the rest."""
-        good = []
-        for event in events:
-            try:
-                encode_envelope([event])
-                good.append(event)
-            except TypeError:
-                self.stats.dropped_invalid += 1
-        self.stats.last_error = f"cannot serialise event: {exc}"
-        return self._encode(key, good) if good else []
+    def _drop_invalid(self, reason: str) -> None:
+        self.stats.dropped_invalid += 1
+        self.stats.last_error = reason
 
     async def _connect(self) -> AIOKafkaProducer | None:
         producer = None
@@ -431,7 +417,17 @@ class Sender:
                 await _quiet_stop(producer)
             return None
         log.info("promptprof.kafka_connected", bootstrap=self.settings.kafka.bootstrap_servers)
+        await self._learn_partitions(producer)
         return producer
+
+    async def _learn_partitions(self, producer: AIOKafkaProducer) -> None:
+        """Ask for the calls topic's partition count (packing needs it); on failure, keep
+        packing by series until a later cycle finds it in the producer's metadata."""
+        try:
+            await asyncio.wait_for(producer.partitions_for(self.settings.topics.calls), 5.0)
+        except Exception as exc:
+            self.stats.last_error = f"no metadata for the calls topic: {exc!r}"
+            log.warning("promptprof.topic_metadata_missing", error=repr(exc))
 
     async def _send(self, producer: AIOKafkaProducer, envelopes: list[Envelope]) -> list[Envelope]:
         """Publish envelopes; return the ones that failed."""
@@ -440,7 +436,11 @@ class Sender:
         failed: list[Envelope] = []
         for envelope in envelopes:
             try:
-                futures.append(await producer.send(topic, envelope.value, key=envelope.key))
+                futures.append(
+                    await producer.send(
+                        topic, envelope.value, key=envelope.key, partition=envelope.partition
+                    )
+                )
             except Exception as exc:
                 self._note_error(exc)
                 failed.append(envelope)
@@ -504,6 +504,14 @@ class Sender:
             log.warning("promptprof.dropped_spool_full", events=lost)
         spool.close()
         self._spool = None
+
+
+def _partition_count(producer: AIOKafkaProducer | None, topic: str) -> int | None:
+    """The topic's partition count in the producer's metadata (None when unknown)."""
+    if producer is None:
+        return None
+    partitions = producer.client.cluster.partitions_for_topic(topic)
+    return len(partitions) if partitions else None
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
