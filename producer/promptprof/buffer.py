@@ -1,7 +1,8 @@
 """The bounded, non-blocking buffer between the host's calls and the sender thread.
 
 Overflow policy: **drop newest**. When the buffer holds ``capacity`` items, a new item is not
-stored and is counted in ``dropped_full``; what is already buffered is kept, so the oldest
+stored and is counted in ``dropped_full``; once :meth:`EventBuffer.close` was called every new
+item is refused and counted in ``dropped_closed``; what is already buffered is kept, so the oldest
 measurements (those nearest to an outage's start) survive. ``deque.append`` and ``next()`` on an
 ``itertools.count`` are atomic under the GIL, so the hot path takes no lock; the length check and
 the append are two steps, so concurrent threads can overshoot the capacity by at most one item
@@ -28,11 +29,13 @@ class EventBuffer:
         self._items: deque[Any] = deque()
         self._accepted = itertools.count()
         self._dropped_full = itertools.count()
+        self._dropped_closed = itertools.count()
+        self._refused = self._dropped_full  # where a refused item is counted
 
     def put(self, item: Any) -> bool:
         """Store ``item`` unless the buffer is full; never blocks."""
         if len(self._items) >= self.capacity:
-            next(self._dropped_full)
+            next(self._refused)
             return False
         self._items.append(item)
         next(self._accepted)
@@ -46,6 +49,12 @@ class EventBuffer:
         for _ in range(min(limit, len(items))):
             taken.append(pop())
         return taken
+
+    def close(self) -> None:
+        """Refuse every new item from now on (counted in ``dropped_closed``); what is buffered
+        stays to be taken."""
+        self._refused = self._dropped_closed
+        self.capacity = 0
 
     def discard_all(self) -> int:
         """Empty the buffer, returning how many items were discarded."""
@@ -67,3 +76,8 @@ class EventBuffer:
     def dropped_full(self) -> int:
         """Items refused because the buffer was full."""
         return _read(self._dropped_full)
+
+    @property
+    def dropped_closed(self) -> int:
+        """Items refused because they came after :meth:`close`."""
+        return _read(self._dropped_closed)

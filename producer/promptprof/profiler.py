@@ -24,6 +24,7 @@ import structlog
 
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings, load_settings
+from promptprof.export import Exporter, default_exporter
 from promptprof.record import (
     Call,
     Evaluator,
@@ -43,11 +44,16 @@ _perf_ns = time.perf_counter_ns
 
 
 class Profiler:
-    """Buffers measured calls and ships them to Kafka from a background sender."""
+    """Buffers measured calls; a background sender builds their events and hands them to an
+    exporter (Kafka by default, see :mod:`promptprof.export`)."""
 
-    def __init__(self, settings: Settings | None = None, *, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, redact: Redactor | None = None,
+        exporter: Exporter | None = None,
+    ) -> None:
         self.settings = settings or load_settings()
         self.redact = redact
+        self._exporter = exporter  # None: the default one, made when the sender starts
         producer = self.settings.producer
         self.enabled = producer.enabled
         self.sample_rate = producer.sample_rate
@@ -57,6 +63,12 @@ class Profiler:
         self._closed = False
         self.internal_errors = 0
         _live_profilers.add(self)
+
+    @property
+    def exporter(self) -> Exporter | None:
+        """The exporter in use (None until the sender starts, unless one was given)."""
+        sender = self._sender
+        return sender.exporter if sender is not None else self._exporter
 
     def enqueue(self, item: Any) -> None:
         """Hand a recorded item to the sender; never blocks, never raises."""
@@ -75,7 +87,8 @@ class Profiler:
             builder = EventBuilder(
                 producer.service_name, producer.environment, producer.capture_text, self.redact
             )
-            sender = Sender(self.buffer, builder, self.settings)
+            exporter = self._exporter or default_exporter(self.settings)
+            sender = Sender(self.buffer, builder, self.settings, exporter)
             sender.start()
             self._sender = sender
 
@@ -84,18 +97,20 @@ class Profiler:
         sender = self._sender.stats if self._sender else None
         sent = self._sender.snapshot() if self._sender else {}
         dropped_full = self.buffer.dropped_full
+        dropped_closed = self.buffer.dropped_closed
         dropped_other = (
             (sender.dropped_invalid + sender.dropped_close + sender.dropped_spool_full)
             if sender
             else 0
         )
         return {
-            "recorded": self.buffer.accepted + dropped_full,
+            "recorded": self.buffer.accepted + dropped_full + dropped_closed,
             "queued": self.buffer.accepted,
             "buffer_depth": len(self.buffer),
-            "buffer_capacity": self.buffer.capacity,
-            "dropped": dropped_full + dropped_other,
+            "buffer_capacity": self.settings.producer.buffer_size,
+            "dropped": dropped_full + dropped_closed + dropped_other,
             "dropped_buffer_full": dropped_full,
+            "dropped_after_close": dropped_closed,
             "internal_errors": self.internal_errors,
             "sender_alive": bool(self._sender and self._sender.alive),
             **sent,
@@ -109,22 +124,19 @@ class Profiler:
         the spool are not counted twice: ``sent_events - replayed_events`` are the direct sends.
         """
         deadline = time.monotonic() + timeout
+        sender = self._sender
+        if sender is not None:
+            sender.flush_soon()
         while time.monotonic() < deadline:
-            sender = self._sender
-            if sender is None:
+            if sender is None or self.buffer.accepted <= sender.stats.settled():
                 return True
-            done = sender.stats
-            handled = (
-                done.sent_events - done.replayed_events + done.spooled_events
-                + done.dropped_invalid + done.dropped_close + done.dropped_spool_full
-            )
-            if self.buffer.accepted <= handled:
-                return True
-            time.sleep(0.01)
+            time.sleep(0.005)
         return False
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is buffered for at most ``timeout`` seconds and stop the sender.
+
+        Calls recorded afterwards are not kept: they are counted in ``dropped_after_close``.
 
         What is still unsent afterwards is counted as ``dropped_close``; with the disk spool on it
         is written to the spool instead (replayed by the next process using the same
@@ -133,6 +145,7 @@ class Profiler:
         """
         with self._lock:
             self._closed = True
+            self.buffer.close()
             sender = self._sender
         if sender is None:
             return True
@@ -140,8 +153,11 @@ class Profiler:
         return sender.stop(wait)
 
     def _after_fork(self) -> None:
-        """In a forked child: forget the parent's queue and thread, start afresh on first use."""
+        """In a forked child: forget the parent's queue, thread and Kafka connection, start
+        afresh on first use (an exporter given by the caller is kept)."""
         self.buffer = EventBuffer(self.settings.producer.buffer_size)
+        if self._closed:
+            self.buffer.close()
         self._sender = None
         self._lock = threading.Lock()
 
@@ -228,14 +244,16 @@ _default_lock = threading.Lock()
 
 
 def configure(
-    settings: Settings | None = None, *, redact: Redactor | None = None, **overrides: Any
+    settings: Settings | None = None, *, redact: Redactor | None = None,
+    exporter: Exporter | None = None, **overrides: Any,
 ) -> Profiler:
     """Set up the process-wide profiler (closing a previous one) and return it.
 
-    ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``.
+    ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``;
+    ``exporter`` replaces the Kafka exporter (e.g. :class:`promptprof.testing.InMemoryExporter`).
     Raises :class:`promptprof.config.ConfigError` naming any invalid field.
     """
-    new = Profiler(settings or load_settings(**overrides), redact=redact)
+    new = Profiler(settings or load_settings(**overrides), redact=redact, exporter=exporter)
     with _default_lock:
         old, _default[0] = _default[0], new
     if old is not None:
