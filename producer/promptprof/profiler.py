@@ -13,6 +13,7 @@ import functools
 import inspect
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -57,7 +58,7 @@ class Profiler:
         producer = self.settings.producer
         self.enabled = producer.enabled
         self.sample_rate = producer.sample_rate
-        self.buffer = EventBuffer(producer.buffer_size)
+        self.buffer = _new_buffer(self.settings)
         self._sender: Sender | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -75,7 +76,10 @@ class Profiler:
         try:
             if self._sender is None:
                 self._start()
-            self.buffer.put(item)
+            if type(item) is tuple:
+                self.buffer.put(item)
+            else:
+                self.buffer.put_sized(item)
         except Exception:
             self.internal_errors += 1
 
@@ -98,18 +102,22 @@ class Profiler:
         sent = self._sender.snapshot() if self._sender else {}
         dropped_full = self.buffer.dropped_full
         dropped_closed = self.buffer.dropped_closed
+        dropped_bytes = self.buffer.dropped_bytes
         dropped_other = (
             (sender.dropped_invalid + sender.dropped_close + sender.dropped_spool_full)
             if sender
             else 0
         )
         return {
-            "recorded": self.buffer.accepted + dropped_full + dropped_closed,
+            "recorded": self.buffer.accepted + dropped_full + dropped_bytes + dropped_closed,
             "queued": self.buffer.accepted,
             "buffer_depth": len(self.buffer),
             "buffer_capacity": self.settings.producer.buffer_size,
-            "dropped": dropped_full + dropped_closed + dropped_other,
+            "dropped": dropped_full + dropped_bytes + dropped_closed + dropped_other,
             "dropped_buffer_full": dropped_full,
+            "dropped_bytes_limit": dropped_bytes,
+            "bytes_held": self.buffer.held_bytes(),
+            "max_bytes_held": self.buffer.max_bytes,
             "dropped_after_close": dropped_closed,
             "internal_errors": self.internal_errors,
             "sender_alive": bool(self._sender and self._sender.alive),
@@ -155,7 +163,7 @@ class Profiler:
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's queue, thread and Kafka connection, start
         afresh on first use (an exporter given by the caller is kept)."""
-        self.buffer = EventBuffer(self.settings.producer.buffer_size)
+        self.buffer = _new_buffer(self.settings)
         if self._closed:
             self.buffer.close()
         self._sender = None
@@ -176,6 +184,27 @@ class Profiler:
         if not self.enabled or (self.sample_rate < 1.0 and random.random() >= self.sample_rate):
             return None
         return Call(self, spec, self.sample_rate)
+
+
+def _new_buffer(settings: Settings) -> EventBuffer:
+    producer = settings.producer
+    return EventBuffer(producer.buffer_size, producer.max_bytes_held, _extra_bytes)
+
+
+def _extra_bytes(item: Any) -> int:
+    """What a queued item holds beyond ``ITEM_BYTES``: a call's texts and labels (the sizes of
+    their string objects; a quality tuple refers to a call already counted)."""
+    if type(item) is not Call:
+        return 0
+    extra = 0
+    for text in (item.prompt_text, item.response_text):
+        if text is not None:
+            extra += sys.getsizeof(text)
+    labels = item.labels
+    if labels:
+        extra += sys.getsizeof(labels) + sum(map(sys.getsizeof, labels.keys()))
+        extra += sum(map(sys.getsizeof, labels.values()))
+    return extra
 
 
 class Tracked:

@@ -127,6 +127,7 @@ class Sender:
             if now >= next_sync:
                 self.builder.sync_clock()
                 next_sync = now + CLOCK_SYNC_S
+            self.buffer.hold(self.stats.held_bytes)
             due = self._due(now)
             if not exporter.ready() or due > 0:
                 await exporter.progress(self._slice(due if exporter.ready() else MAX_WAIT_S))
@@ -136,6 +137,7 @@ class Sender:
             events = self._take()
             if events:
                 await exporter.export(events)
+            self.buffer.hold(self.stats.held_bytes)
         await self._finish()
 
     def _stopping_done(self, now: float) -> bool:

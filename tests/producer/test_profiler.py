@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -211,3 +212,25 @@ def test_flush_returns_before_the_linger_passes() -> None:
     f()
     assert exported.flush(2), "a flush waited for the 60 s linger"
     assert len(exported.events(flush=False)) == 2
+
+
+def test_the_byte_limit_bounds_the_memory_queued_calls_with_texts_take() -> None:
+    limit = 4 * 1024 * 1024
+    prof, _ = _profiler(_Stalled(), max_bytes_held=limit)
+    text = "x" * 2048
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            with prof.track("faq", "v1") as call:
+                call.set_text(f"{text}{i}", f"{i}{text}")
+                call.label("tenant", f"t{i}")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    stats = prof.stats()
+    prof.close(0.1)
+    assert stats["recorded"] == 20_000 == stats["queued"] + stats["dropped_bytes_limit"]
+    assert stats["dropped_bytes_limit"] > 15_000 and stats["dropped_buffer_full"] == 0
+    assert stats["bytes_held"] <= limit
+    assert held <= limit, f"{held} bytes held over the {limit} limit"
