@@ -71,15 +71,23 @@ class Profiler:
         sender = self._sender
         return sender.exporter if sender is not None else self._exporter
 
-    def enqueue(self, item: Any) -> None:
-        """Hand a recorded item to the sender; never blocks, never raises."""
+    def record(self, item: tuple[Any, ...]) -> None:
+        """The decorators' hot path: hand a call's tuple (no texts) to the sender, without a
+        lock; never blocks, never raises."""
         try:
             if self._sender is None:
                 self._start()
-            if type(item) is tuple:
-                self.buffer.put(item)
-            else:
-                self.buffer.put_sized(item)
+            self.buffer.put(item)
+        except Exception:
+            self.internal_errors += 1
+
+    def enqueue(self, item: Any) -> None:
+        """Hand a finished :class:`Call` or a late score to the sender, its texts and labels
+        counted against ``max_bytes_held``; never blocks, never raises."""
+        try:
+            if self._sender is None:
+                self._start()
+            self.buffer.put_sized(item)
         except Exception:
             self.internal_errors += 1
 
@@ -381,9 +389,9 @@ def _wrap_sync(fn: Callable[P, R], spec: PromptSpec, fixed: Profiler | None) -> 
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.record((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.record((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper
@@ -405,9 +413,9 @@ def _wrap_async(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.record((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.record((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper
