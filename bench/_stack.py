@@ -403,7 +403,8 @@ def sender_records(
         pairs = list(itertools.islice(drawn, len(times)))
         phase = rng.uniform(0, defaults.linger_ms / 1000)
         packer = Packer(defaults.batch_max_events, _refuse_drop)
-        for taken_ns, cycle in _cycles(times, pairs, phase, defaults.batch_max_events):
+        linger = Linger(defaults.linger_ms / 1000, defaults.batch_max_events)
+        for taken_ns, cycle in _cycles(times, pairs, phase, linger):
             for envelope in packer.pack(((k, e) for e, k in cycle), partitions):
                 record = Record(b"", envelope.value, envelope.events, envelope.partition)
                 sent.append((taken_ns, producer, record))
@@ -413,12 +414,12 @@ def sender_records(
 
 def _cycles(
     times: Sequence[int], pairs: Sequence[tuple[dict[str, Any], bytes]], phase_s: float,
-    batch_max: int,
+    linger: Linger,
 ) -> Iterator[tuple[int, Sequence[tuple[dict[str, Any], bytes]]]]:
     """(simulated time, calls taken) of each cycle of one producer's sender, whose clock starts
-    ``phase_s`` after ``times[0]``: a cycle takes what has arrived when its Linger says it is
+    ``phase_s`` after ``times[0]``: a cycle takes what has arrived when its ``linger`` says it is
     due (a linger after the last, or as soon as ``batch_max`` calls wait)."""
-    linger = Linger(load_settings().producer.linger_ms / 1000, batch_max)
+    batch_max = linger.batch_max
     now = times[0] / NS + phase_s if times else 0.0
     linger.taken(now)
     taken = 0
