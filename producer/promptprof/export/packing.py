@@ -10,8 +10,10 @@ client and aiokafka), so a series stays on one partition, in the order its event
 While the partition count is unknown (Kafka not reached yet), events are packed per series and
 sent keyed, which lands them on the same partition.
 
-Within a partition, call events come first and quality events (rows only) after them in a record
-of their own: a quality event refers to a call recorded before it.
+Within a partition the events are grouped by series (each series' events in the order taken), so
+a busy series fills records of its own and the long tail shares records; call events come first
+and quality events (rows only) after them in records of their own: a quality event refers to a
+call recorded before it.
 """
 
 from __future__ import annotations
@@ -79,18 +81,27 @@ class Packer:
         self, keyed: Iterable[tuple[bytes, dict[str, Any]]], partitions: int | None
     ) -> list[Envelope]:
         """Envelopes of the events, per partition (or per series key when ``partitions`` is
-        None), each group in the order of ``keyed``."""
-        groups: dict[int | bytes, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
-        route = self._router(partitions)
+        None); a series' events keep the order of ``keyed``."""
+        by_series: dict[bytes, list[dict[str, Any]]] = {}
         for key, event in keyed:
+            events = by_series.get(key)
+            if events is None:
+                by_series[key] = [event]
+            else:
+                events.append(event)
+        route = self._router(partitions)
+        calls: dict[int | bytes, list[dict[str, Any]]] = {}
+        qualities: dict[int | bytes, list[dict[str, Any]]] = {}
+        for key, events in by_series.items():
             target = route(key)
-            group = groups.get(target)
-            if group is None:
-                group = groups[target] = ([], [])
-            group[event.get("kind") == "quality"].append(event)
+            scored = [e for e in events if e.get("kind") == "quality"]
+            if scored:
+                events = [e for e in events if e.get("kind") != "quality"]
+                qualities.setdefault(target, []).extend(scored)
+            calls.setdefault(target, []).extend(events)
         envelopes: list[Envelope] = []
-        for target, (calls, qualities) in groups.items():
-            for events in (calls, qualities):
+        for target in calls.keys() | qualities.keys():
+            for events in (calls.get(target, []), qualities.get(target, [])):
                 for start in range(0, len(events), self.batch_max):
                     envelopes.extend(self._encode(target, events[start : start + self.batch_max]))
         return envelopes
