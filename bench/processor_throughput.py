@@ -248,7 +248,7 @@ def run(args: argparse.Namespace, events: int, small: bool = False) -> dict[str,
                     raise
                 _common.log("small-envelope run failed", error=str(exc)[:2000])
                 return {
-                    "error": str(exc).splitlines()[0][:300],
+                    "error": _reason(str(exc)),
                     "events_per_record": events_per_record,
                     "record_bytes_mean": nbytes / len(records),
                     "events": total,
@@ -317,6 +317,13 @@ def main() -> None:
     figures = run(args, args.events)
     small = run(args, args.small_events, small=True)
     _common.emit("processor_throughput", {"quick": args.quick, **figures, **_small(small, figures)})
+
+
+def _reason(error: str) -> str:
+    """The line of a worker's failure that names the error (the last one that does)."""
+    lines = error.splitlines() or [""]
+    named = [line for line in lines if "Error" in line]
+    return (named or lines)[-1].strip()[:300]
 
 
 def _small(small: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:

@@ -95,8 +95,8 @@ class KafkaExporter:
         if self._pending and now >= self.retry_at and len(self._in_flight) < MAX_IN_FLIGHT:
             self._dispatch()
             return
-        if self._pending:
-            timeout = min(timeout, max(self.retry_at - now, 0.0))
+        if self._pending and now < self.retry_at:
+            timeout = min(timeout, self.retry_at - now)
         await self.wait_in_flight(timeout)
 
     async def shutdown(self, deadline: float) -> None:
