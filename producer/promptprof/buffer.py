@@ -78,9 +78,9 @@ class EventBuffer:
             if len(self._items) >= self.capacity or extra > room:
                 self._refuse()
                 return False
+            self._extra += extra  # before the item is visible to take()
             self._items.append(item)
             next(self._accepted)
-            self._extra += extra
             self._rebound()
         return True
 
@@ -90,7 +90,7 @@ class EventBuffer:
         items = self._items
         pop = items.popleft
         taken = [pop() for _ in range(min(limit, len(items)))]
-        extra = sum(map(self._sizer, taken))
+        extra = sum(map(self._sizer, taken)) if self._extra else 0  # 0: no item has any
         with self._lock:
             self._extra = max(0, self._extra - extra)
             self._held += len(taken) * ITEM_BYTES + extra

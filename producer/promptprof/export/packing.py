@@ -94,9 +94,9 @@ class Packer:
         qualities: dict[int | bytes, list[dict[str, Any]]] = {}
         for key, events in by_series.items():
             target = route(key)
-            scored = [e for e in events if e.get("kind") == "quality"]
+            scored = [e for e in events if "kind" in e]  # quality events: rows only
             if scored:
-                events = [e for e in events if e.get("kind") != "quality"]
+                events = [e for e in events if "kind" not in e]
                 qualities.setdefault(target, []).extend(scored)
             calls.setdefault(target, []).extend(events)
         envelopes: list[Envelope] = []
