@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from promptprof.config import KafkaSettings, TopicSettings, load_settings
 from promptprof.envelope import encode_envelope
 from promptprof.event import series_key
+from promptprof.export import Cycle
 from promptprof.export.packing import Packer
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, PromptSpec
@@ -405,7 +406,8 @@ def sender_records(
         packer = Packer(defaults.batch_max_events, _refuse_drop)
         linger = Linger(defaults.linger_ms / 1000, defaults.batch_max_events)
         for taken_ns, cycle in _cycles(times, pairs, phase, linger):
-            for envelope in packer.pack(((k, e) for e, k in cycle), partitions):
+            taken = Cycle([k for _, k in cycle], [e for e, _ in cycle])
+            for envelope in packer.pack(taken, partitions):
                 record = Record(b"", envelope.value, envelope.events, envelope.partition)
                 sent.append((taken_ns, producer, record))
     sent.sort(key=lambda item: item[:2])

@@ -21,7 +21,7 @@ import structlog
 
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings
-from promptprof.export.base import Exporter, ExportStats, KeyedEvent
+from promptprof.export.base import Cycle, Exporter, ExportStats
 from promptprof.export.kafka import producer_options
 from promptprof.record import EventBuilder
 
@@ -172,17 +172,21 @@ class Sender:
             seconds = min(seconds, self._deadline - time.monotonic())
         return max(min(seconds, MAX_WAIT_S), MIN_WAIT_S)
 
-    def _take(self) -> list[KeyedEvent]:
+    def _take(self) -> Cycle:
         """Take a cycle's worth of calls and build their events (failures counted)."""
         items = self.buffer.take(self.settings.producer.batch_max_events * CYCLE_BATCHES)
-        keyed = []
+        cycle = Cycle()
+        keys, events = cycle.keys, cycle.events
         build = self.builder.build_keyed
         for item in items:
             try:
-                keyed.append(build(item))
+                key, event = build(item)
             except Exception as exc:
                 self.stats.drop_invalid(f"cannot build event: {exc!r}")
-        return keyed
+                continue
+            keys.append(key)
+            events.append(event)
+        return cycle
 
     def _report_interval(self) -> float:
         interval = self.settings.producer.metrics_log_interval_s

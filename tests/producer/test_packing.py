@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from promptprof.envelope import ColumnBatch, decode_batch
 from promptprof.event import CallEvent, series_key
+from promptprof.export import Cycle
 from promptprof.export.packing import Envelope, Packer, partition_of
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder
@@ -65,7 +66,8 @@ def _pack(
     max_bytes: int = 900_000,
 ) -> tuple[list[Envelope], list[str]]:
     drops: list[str] = []
-    return Packer(batch_max, drops.append, max_bytes).pack(keyed, partitions), drops
+    cycle = Cycle([key for key, _ in keyed], [event for _, event in keyed])
+    return Packer(batch_max, drops.append, max_bytes).pack(cycle, partitions), drops
 
 
 mixes = st.lists(

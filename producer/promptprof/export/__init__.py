@@ -9,15 +9,15 @@ publishes to the calls topic, :class:`SpoolingExporter` wraps it with the disk s
 from __future__ import annotations
 
 from promptprof.config import Settings
-from promptprof.export.base import Exporter, ExportStats, KeyedEvent
+from promptprof.export.base import Cycle, Exporter, ExportStats
 from promptprof.export.kafka import KafkaExporter
 from promptprof.export.spooling import SpoolingExporter
 
 __all__ = [
+    "Cycle",
     "ExportStats",
     "Exporter",
     "KafkaExporter",
-    "KeyedEvent",
     "SpoolingExporter",
     "default_exporter",
 ]

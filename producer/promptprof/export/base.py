@@ -9,10 +9,20 @@ loop, and no method may raise or block that loop on the network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-KeyedEvent = tuple[bytes, dict[str, Any]]  # (series key, call or quality event)
+
+@dataclass(slots=True)
+class Cycle:
+    """One cycle's events (call or quality event dicts) in the order recorded, and the series
+    key of each (two lists: no tuple per event for the garbage collector to track)."""
+
+    keys: list[bytes] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events)
 
 
 @dataclass
@@ -77,8 +87,8 @@ class Exporter(Protocol):
     def ready(self) -> bool:
         """Whether it takes a cycle now (False while it holds all it may hold)."""
 
-    async def export(self, events: list[KeyedEvent]) -> None:
-        """Take one cycle's events, in the order recorded: deliver, hold or count them."""
+    async def export(self, cycle: Cycle) -> None:
+        """Take one cycle's events: deliver, hold or count them."""
 
     async def progress(self, timeout: float) -> None:
         """Move deliveries and retries on, for at most ``timeout`` seconds (less when one ends)."""

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from promptprof.backoff import Backoff
 from promptprof.config import Settings
-from promptprof.export.base import ExportStats, KeyedEvent
+from promptprof.export.base import Cycle, ExportStats
 from promptprof.export.packing import Envelope, Packer
 
 log = structlog.get_logger("promptprof")
@@ -76,9 +76,9 @@ class KafkaExporter:
             and len(self._in_flight) < MAX_IN_FLIGHT
         )
 
-    async def export(self, events: list[KeyedEvent]) -> None:
+    async def export(self, cycle: Cycle) -> None:
         """Pack the events and dispatch them (or hold them when they cannot go yet)."""
-        self._pending.extend(self.pack(events))
+        self._pending.extend(self.pack(cycle))
         self.waiting_since = self.waiting_since or time.monotonic()
         self._dispatch()
         self.note_held()
@@ -110,9 +110,9 @@ class KafkaExporter:
 
     # -- record-level steps (used by wrappers) ------------------------------------------------
 
-    def pack(self, events: list[KeyedEvent]) -> list[Envelope]:
+    def pack(self, cycle: Cycle) -> list[Envelope]:
         """Envelopes of the events, per partition when the partition count is known."""
-        return self._packer.pack(events, self._partition_count())
+        return self._packer.pack(cycle, self._partition_count())
 
     def held(self) -> bool:
         """Whether envelopes are pending or in flight."""

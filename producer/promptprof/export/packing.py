@@ -18,13 +18,14 @@ call recorded before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 
 from promptprof.envelope import encode_envelope
+from promptprof.export.base import Cycle
 
 MAX_RECORD_BYTES = 900_000
 ROUTE_CACHE_SIZE = 65_536
@@ -77,13 +78,11 @@ class Packer:
         self._routes: dict[bytes, int] = {}
         self._routes_for = 0  # the partition count the cached routes were computed for
 
-    def pack(
-        self, keyed: Iterable[tuple[bytes, dict[str, Any]]], partitions: int | None
-    ) -> list[Envelope]:
-        """Envelopes of the events, per partition (or per series key when ``partitions`` is
-        None); a series' events keep the order of ``keyed``."""
+    def pack(self, cycle: Cycle, partitions: int | None) -> list[Envelope]:
+        """Envelopes of the cycle's events, per partition (or per series key when
+        ``partitions`` is None); a series' events keep their order in the cycle."""
         by_series: dict[bytes, list[dict[str, Any]]] = {}
-        for key, event in keyed:
+        for key, event in zip(cycle.keys, cycle.events, strict=True):
             events = by_series.get(key)
             if events is None:
                 by_series[key] = [event]

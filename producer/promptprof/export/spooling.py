@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from promptprof.export.base import ExportStats, KeyedEvent
+from promptprof.export.base import Cycle, ExportStats
 from promptprof.export.kafka import KafkaExporter
 from promptprof.export.packing import Envelope
 from promptprof.spool import Spool, SpoolRecord
@@ -68,12 +68,12 @@ class SpoolingExporter:
             return not self._pending and not self._spool.full
         return self.inner.ready() or (self.inner.producer is None and not self.inner.held())
 
-    async def export(self, events: list[KeyedEvent]) -> None:
+    async def export(self, cycle: Cycle) -> None:
         """Append the events to the spool in spool mode; else hand them to the Kafka exporter."""
         if not self._spooling:
-            await self.inner.export(events)
+            await self.inner.export(cycle)
             return
-        self._pending.extend(self.inner.pack(events))
+        self._pending.extend(self.inner.pack(cycle))
         self._spool_pending()
 
     async def progress(self, timeout: float) -> None:

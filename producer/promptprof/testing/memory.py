@@ -18,7 +18,7 @@ import asyncio
 import threading
 from typing import Any
 
-from promptprof.export.base import ExportStats, KeyedEvent
+from promptprof.export.base import Cycle, ExportStats
 from promptprof.profiler import Profiler, configure
 
 
@@ -74,11 +74,11 @@ class InMemoryExporter:
         """Always."""
         return True
 
-    async def export(self, events: list[KeyedEvent]) -> None:
+    async def export(self, cycle: Cycle) -> None:
         """Keep the events."""
         with self._lock:
-            self._events.extend(event for _, event in events)
-        self._stats.sent_events += len(events)
+            self._events.extend(cycle.events)
+        self._stats.sent_events += len(cycle)
 
     async def progress(self, timeout: float) -> None:
         """Nothing to move on: wait ``timeout``."""
