@@ -74,7 +74,8 @@ class Exporter(Protocol):
     stops, :meth:`export` whenever :meth:`ready` and a cycle is due, and :meth:`progress` in
     between; :meth:`shutdown` once at the end. Counts go into the :class:`ExportStats` given to
     :meth:`start`: ``sent_events`` for what it delivered, ``pending_events`` and ``held_bytes``
-    for what it holds, a ``dropped_*`` counter for what it gives up.
+    for what it holds (the engine counts ``held_bytes`` against ``max_bytes_held``), a
+    ``dropped_*`` counter for what it gives up.
     """
 
     durable: bool
