@@ -9,14 +9,18 @@
   chosen by the caller.
 - :func:`full_envelopes` / :func:`produce`: batch envelopes of one series each (at most 500
   events, in event-time order) and their publication with aiokafka (lz4, as the sender).
+- :func:`sender_records`: records exactly as the real sender packs them (its ``Linger`` and
+  ``Packer``) for many producers on a simulated clock.
 - :class:`WindowWatcher`: consumes the windows topic and tells when each closed window arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ctypes
+import itertools
 import os
 import random
 import shutil
@@ -37,9 +41,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from promptprof.config import KafkaSettings, TopicSettings, load_settings
 from promptprof.envelope import encode_envelope
 from promptprof.event import series_key
+from promptprof.export import Cycle
+from promptprof.export.packing import Packer
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, PromptSpec
-from promptprof.sender import producer_options
+from promptprof.sender import Linger, producer_options
 from promptprof.simulate import ModelProfile, SimulatedError, SimulatedProvider
 from promptprof.stack.influxdb import InfluxDB
 from promptprof.stack.ports import free_port
@@ -376,6 +382,64 @@ def full_envelopes(
             pending[key] = []
     out.extend(Record(k, encode_envelope(g), len(g)) for k, g in pending.items() if g)
     return out
+
+
+def sender_records(
+    start_ns: int, events: int, producers: int = 20, rate: float = 500.0, series: int = 2_000,
+    partitions: int = PARTITIONS, seed: int = 17,
+) -> list[Record]:
+    """Records as the real sender builds them for ``producers`` services taking ``rate`` calls/s
+    each (Poisson arrivals from ``start_ns``), default producer settings (linger 50 ms, 500
+    events per record), calls spread over ``series`` series with skewed shares: on a simulated
+    clock, each producer's :class:`promptprof.sender.Linger` says when a cycle takes its buffer
+    and its :class:`promptprof.export.packing.Packer` packs the cycle into one envelope per
+    partition. ``events`` calls in all; the records of all producers in the order sent."""
+    defaults = load_settings().producer
+    rng = random.Random(seed)
+    counts = [events // producers + (p < events % producers) for p in range(producers)]
+    arrivals = [poisson_times(rng, start_ns, rate, count) for count in counts]
+    drawn = EventFactory(series_mix(series), seed).pooled(itertools.chain(*arrivals), 20_000)
+    sent: list[tuple[int, int, Record]] = []
+    for producer, times in enumerate(arrivals):
+        pairs = list(itertools.islice(drawn, len(times)))
+        phase = rng.uniform(0, defaults.linger_ms / 1000)
+        packer = Packer(defaults.batch_max_events, _refuse_drop)
+        linger = Linger(defaults.linger_ms / 1000, defaults.batch_max_events)
+        for taken_ns, cycle in _cycles(times, pairs, phase, linger):
+            taken = Cycle([k for _, k in cycle], [e for e, _ in cycle])
+            for envelope in packer.pack(taken, partitions):
+                record = Record(b"", envelope.value, envelope.events, envelope.partition)
+                sent.append((taken_ns, producer, record))
+    sent.sort(key=lambda item: item[:2])
+    return [record for _, _, record in sent]
+
+
+def _cycles(
+    times: Sequence[int], pairs: Sequence[tuple[dict[str, Any], bytes]], phase_s: float,
+    linger: Linger,
+) -> Iterator[tuple[int, Sequence[tuple[dict[str, Any], bytes]]]]:
+    """(simulated time, calls taken) of each cycle of one producer's sender, whose clock starts
+    ``phase_s`` after ``times[0]``: a cycle takes what has arrived when its ``linger`` says it is
+    due (a linger after the last, or as soon as ``batch_max`` calls wait)."""
+    batch_max = linger.batch_max
+    now = times[0] / NS + phase_s if times else 0.0
+    linger.taken(now)
+    taken = 0
+    while taken < len(times):
+        arrived = bisect.bisect_right(times, int(now * NS))
+        wait = linger.remaining(now, arrived - taken)
+        if wait > 0:  # wake at the due time, or when the batch_max-th call arrives before it
+            full = taken + batch_max - 1
+            now = min(now + wait, times[full] / NS) if full < len(times) else now + wait
+            continue
+        linger.taken(now)
+        if arrived > taken:
+            yield int(now * NS), pairs[taken:arrived]
+            taken = arrived
+
+
+def _refuse_drop(reason: str) -> None:
+    raise AssertionError(f"the packer dropped a bench event: {reason}")
 
 
 def with_keys(events: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:

@@ -35,6 +35,14 @@ offset 0) that ``orjson.loads`` each record value and counts its events, timed f
 record to its last; run once before the worker starts and once after it has stopped, the mean
 is ``bare_consumer_events_per_s``. ``ratio_vs_bare = events_per_s / bare_consumer_events_per_s``.
 
+Small envelopes (``events_per_s_small_envelopes``): the same measurement in a second private
+stack, with the data records made as the real sender packs them for 20 producers taking 500
+calls/s each with default settings (linger 50 ms), calls spread over 2,000 series
+(:func:`_stack.sender_records`: the sender's Linger and Packer on a simulated clock; one columnar
+envelope per partition and cycle); ``small_envelopes_events_per_record`` is their mean size. Their
+event times span ``small_events / 10,000`` s. The first data record handled before the clock
+starts is left out with its mean size.
+
 ``--py-spy FILE`` records the worker with py-spy over the timed span (raw collapsed stacks).
 """
 
@@ -64,19 +72,27 @@ END_MARKER = "bench-end-marker"
 TARGET = 150_000
 
 
-def build_records(events: int, seed: int = 5) -> tuple[list[_stack.Record], int, int]:
-    """Markers and data envelopes; returns (records, data events, data start ns)."""
+SMALL_RATE = 20 * 500  # calls/s of the 20 simulated producers together
+
+
+def build_records(
+    events: int, seed: int = 5, small: bool = False
+) -> tuple[list[_stack.Record], int, int]:
+    """Markers and data envelopes (full ones, or as the sender packs them when ``small``);
+    returns (records, data events, data start ns)."""
+    span_s = events / SMALL_RATE if small else SPAN_S
     now = time.time_ns()
-    data_start = now - int((SPAN_S + 160) * _stack.NS)
+    data_start = now - int((span_s + 160) * _stack.NS)
     data_start -= data_start % (60 * _stack.NS)  # the same window alignment in every run
-    rng = random.Random(seed)
-    rate = events / SPAN_S
-    times = _stack.poisson_times(rng, data_start, rate, events)
-    factory = _stack.EventFactory(_stack.series_mix(20), seed)
-    data = factory.pooled(times, pool=60_000)
     records = _stack.marker_records(START_MARKER, data_start - 120 * _stack.NS, _stack.PARTITIONS)
-    records += _stack.full_envelopes(data, BATCH, max_age_s=10.0)
-    end_ns = data_start + int((SPAN_S + 100) * _stack.NS)
+    if small:
+        records += _stack.sender_records(data_start, events, seed=seed)
+    else:
+        rng = random.Random(seed)
+        times = _stack.poisson_times(rng, data_start, events / SPAN_S, events)
+        factory = _stack.EventFactory(_stack.series_mix(20), seed)
+        records += _stack.full_envelopes(factory.pooled(times, pool=60_000), BATCH, 10.0)
+    end_ns = data_start + int((span_s + 100) * _stack.NS)
     records += _stack.marker_records(END_MARKER, end_ns, _stack.PARTITIONS)
     return records, events, data_start
 
@@ -202,12 +218,13 @@ async def watch_worker(
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole benchmark; returns the figures."""
+def run(args: argparse.Namespace, events: int, small: bool = False) -> dict[str, Any]:
+    """One measurement (full or sender-packed envelopes) in a stack of its own; the figures."""
     load_before = os.getloadavg()[0]
     with _stack.BenchStack() as stack:
         with _stack.stage("building records"):
-            records, total, _ = build_records(args.events)
+            records, total, _ = build_records(events, small=small)
+        events_per_record = total / (len(records) - 2 * _stack.PARTITIONS)
         nbytes = sum(len(r.value) for r in records)
         _common.log("records", records=len(records), events=total, mb=round(nbytes / 1e6, 1))
         with _stack.stage("producing"):
@@ -224,7 +241,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         worker = stack.start_worker(env)
         with _stack.stage("worker run"):
-            seen = asyncio.run(watch_worker(stack, worker, total, args))
+            try:
+                seen = asyncio.run(watch_worker(stack, worker, total, args))
+            except (RuntimeError, TimeoutError) as exc:
+                if not small:
+                    raise
+                _common.log("small-envelope run failed", error=str(exc)[:2000])
+                return {
+                    "error": _reason(str(exc)),
+                    "events_per_record": events_per_record,
+                    "record_bytes_mean": nbytes / len(records),
+                    "events": total,
+                }
         span = seen["t_last"] - seen["t_first"]
         rows = _stack.influx_wait(
             stack,
@@ -240,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         worker.stop()
         with _stack.stage("bare consumer (after)"):
             bare2 = asyncio.run(bare_consumer(stack.bootstrap, all_events, stack.partitions))
-    events_per_s = (total - BATCH) / span
+    events_per_s = (total - (events_per_record if small else BATCH)) / span
     bare = (bare1["events_per_s"] + bare2["events_per_s"]) / 2
     return {
         "events_per_s": events_per_s,
@@ -250,7 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_met": events_per_s >= TARGET,
         "records": len(records),
         "events": total,
-        "events_per_record": total / (len(records) - 2 * _stack.PARTITIONS),
+        "events_per_record": events_per_record,
         "record_bytes_mean": nbytes / len(records),
         "timed_s": span,
         "startup_s": seen["t_first"] - worker.started,
@@ -277,13 +305,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer events (within 60 s)")
     parser.add_argument("--events", type=int, help="data events (default 3M, quick 600k)")
+    parser.add_argument(
+        "--small-events", type=int, help="data events of the small-envelope run (1M, quick 200k)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the worker")
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker with py-spy")
     args = parser.parse_args()
     args.events = args.events or (600_000 if args.quick else 3_000_000)
+    args.small_events = args.small_events or (200_000 if args.quick else 1_000_000)
     _common.setup()
-    figures = run(args)
-    _common.emit("processor_throughput", {"quick": args.quick, **figures})
+    figures = run(args, args.events)
+    small = run(args, args.small_events, small=True)
+    _common.emit("processor_throughput", {"quick": args.quick, **figures, **_small(small, figures)})
+
+
+def _reason(error: str) -> str:
+    """The line of a worker's failure that names the error (the last one that does)."""
+    lines = error.splitlines() or [""]
+    named = [line for line in lines if "Error" in line]
+    return (named or lines)[-1].strip()[:300]
+
+
+def _small(small: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """The small-envelope figures (the worker's error instead of its rate when it failed)."""
+    out = {
+        "small_envelopes_events_per_record": small["events_per_record"],
+        "small_envelopes_record_bytes_mean": small["record_bytes_mean"],
+        "small_envelopes_events": small["events"],
+    }
+    if "error" in small:
+        return {**out, "small_envelopes_error": small["error"]}
+    return {
+        **out,
+        "events_per_s_small_envelopes": small["events_per_s"],
+        "small_envelopes_worker_cpu_us_per_event": small["worker_cpu_us_per_event"],
+        "ratio_small_vs_full_envelopes": small["events_per_s"] / full["events_per_s"],
+    }
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ promptprof chunk the profiler is flushed outside the timed region. The added cos
 percentile by percentile: ``added_us_p50 = p50(decorated) - p50(bare)``, p99 likewise (the clock
 reads cancel out). The profiler's buffer holds every call of the run, so no call is dropped;
 ``dropped`` and ``sent_events`` are reported and a drop makes the run fail loudly on stderr.
+``bytes_held_max`` and its companions come from ``_producer_memory`` (see its docstring).
 ``ratio_vs_otel_p50 = otel_added_us_p50 / added_us_p50``: above 1 means promptprof adds less than
 OpenTelemetry (``ratio_vs_langfuse_p50`` likewise).
 
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import _common
+import _producer_memory
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -247,6 +249,7 @@ def main() -> None:
         "dropped": stats["dropped"],
         "sent_events": stats["sent_events"],
     }
+    figures |= _producer_memory.figures()  # bytes_held_max: see bench/_producer_memory.py
     _common.emit("producer_overhead", figures)
 
 

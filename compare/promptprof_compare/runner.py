@@ -31,6 +31,7 @@ from pydantic import Field
 from promptprof.config import Settings
 from promptprof.profiler import Profiler
 from promptprof.record import Call, EventBuilder, PromptSpec
+from promptprof.testing import InMemoryExporter
 from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.dataset import Item, load_dataset
 from promptprof_compare.evaluators import EvaluatorError, Evaluators, Sample, references
@@ -71,13 +72,15 @@ class BenchRun(RunFile):
 
 
 class BenchProfiler(Profiler):
-    """Measures every bench call (no sampling) and publishes the events only when ``publish``.
+    """Measures every bench call (no sampling). Its events go to Kafka when ``publish``, else to
+    a :class:`~promptprof.testing.InMemoryExporter` (nothing leaves the process).
 
-    The calls started in a bench task are also handed to that task (see :func:`_measure`).
+    The calls started in a bench task are also handed to that task (see :func:`_measure`): the
+    run file needs each request's own call, which no exporter can tell.
     """
 
     def __init__(self, settings: Settings, *, publish: bool) -> None:
-        super().__init__(settings)
+        super().__init__(settings, exporter=None if publish else InMemoryExporter())
         self.enabled, self.sample_rate, self.publish = True, 1.0, publish
         producer = settings.producer
         self.builder = EventBuilder(producer.service_name, producer.environment, False, None)
@@ -90,15 +93,9 @@ class BenchProfiler(Profiler):
             captured.append(call)
         return call
 
-    def enqueue(self, item: Any) -> None:
-        """Pass a finished call or a score on to Kafka when publishing; else drop it."""
-        if self.publish:
-            super().enqueue(item)
-
     def finish(self) -> None:
         """Flush what is to be published (for at most the producer's close timeout)."""
-        if self.publish:
-            self.close()
+        self.close()
 
 
 def kafka_reachable(bootstrap_servers: str, timeout_s: float = KAFKA_PROBE_TIMEOUT_S) -> bool:

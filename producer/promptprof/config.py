@@ -103,6 +103,10 @@ class ProducerSettings(BaseModel):
     buffer_size: int = Field(
         default=100_000, ge=100, le=10_000_000, description="events held in memory, 100..10M"
     )
+    max_bytes_held: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024,
+        description="bytes held in memory (buffer, cycles pending and in flight), >= 1 MiB",
+    )
     batch_max_events: int = Field(
         default=500, ge=1, le=10_000, description="events per Kafka record, 1..10000"
     )

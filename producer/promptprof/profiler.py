@@ -13,6 +13,7 @@ import functools
 import inspect
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -25,6 +26,7 @@ import structlog
 from promptprof.buffer import EventBuffer
 from promptprof.config import Settings, load_settings
 from promptprof.event import MAX_LABELS
+from promptprof.export import Exporter, default_exporter
 from promptprof.record import (
     Call,
     Evaluator,
@@ -44,27 +46,49 @@ _perf_ns = time.perf_counter_ns
 
 
 class Profiler:
-    """Buffers measured calls and ships them to Kafka from a background sender."""
+    """Buffers measured calls; a background sender builds their events and hands them to an
+    exporter (Kafka by default, see :mod:`promptprof.export`)."""
 
-    def __init__(self, settings: Settings | None = None, *, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, redact: Redactor | None = None,
+        exporter: Exporter | None = None,
+    ) -> None:
         self.settings = settings or load_settings()
         self.redact = redact
+        self._exporter = exporter  # None: the default one, made when the sender starts
         producer = self.settings.producer
         self.enabled = producer.enabled
         self.sample_rate = producer.sample_rate
-        self.buffer = EventBuffer(producer.buffer_size)
+        self.buffer = _new_buffer(self.settings)
         self._sender: Sender | None = None
         self._lock = threading.Lock()
         self._closed = False
         self.internal_errors = 0
         _live_profilers.add(self)
 
-    def enqueue(self, item: Any) -> None:
-        """Hand a recorded item to the sender; never blocks, never raises."""
+    @property
+    def exporter(self) -> Exporter | None:
+        """The exporter in use (None until the sender starts, unless one was given)."""
+        sender = self._sender
+        return sender.exporter if sender is not None else self._exporter
+
+    def record(self, item: tuple[Any, ...]) -> None:
+        """The decorators' hot path: hand a call's tuple (no texts) to the sender, without a
+        lock; never blocks, never raises."""
         try:
             if self._sender is None:
                 self._start()
             self.buffer.put(item)
+        except Exception:
+            self.internal_errors += 1
+
+    def enqueue(self, item: Any) -> None:
+        """Hand a finished :class:`Call` or a late score to the sender, its texts and labels
+        counted against ``max_bytes_held``; never blocks, never raises."""
+        try:
+            if self._sender is None:
+                self._start()
+            self.buffer.put_sized(item)
         except Exception:
             self.internal_errors += 1
 
@@ -76,7 +100,8 @@ class Profiler:
             builder = EventBuilder(
                 producer.service_name, producer.environment, producer.capture_text, self.redact
             )
-            sender = Sender(self.buffer, builder, self.settings)
+            exporter = self._exporter or default_exporter(self.settings)
+            sender = Sender(self.buffer, builder, self.settings, exporter)
             sender.start()
             self._sender = sender
 
@@ -85,14 +110,20 @@ class Profiler:
         sender = self._sender.stats if self._sender else None
         sent = self._sender.snapshot() if self._sender else {}
         dropped_full = self.buffer.dropped_full
+        dropped_closed = self.buffer.dropped_closed
+        dropped_bytes = self.buffer.dropped_bytes
         dropped_other = sender.dropped if sender else 0
         return {
-            "recorded": self.buffer.accepted + dropped_full,
+            "recorded": self.buffer.accepted + dropped_full + dropped_bytes + dropped_closed,
             "queued": self.buffer.accepted,
             "buffer_depth": len(self.buffer),
-            "buffer_capacity": self.buffer.capacity,
-            "dropped": dropped_full + dropped_other,
+            "buffer_capacity": self.settings.producer.buffer_size,
+            "dropped": dropped_full + dropped_bytes + dropped_closed + dropped_other,
             "dropped_buffer_full": dropped_full,
+            "dropped_bytes_limit": dropped_bytes,
+            "bytes_held": self.buffer.held_bytes(),
+            "max_bytes_held": self.buffer.max_bytes,
+            "dropped_after_close": dropped_closed,
             "internal_errors": self.internal_errors,
             "sender_alive": bool(self._sender and self._sender.alive),
             **sent,
@@ -106,21 +137,19 @@ class Profiler:
         the spool are not counted twice: ``sent_events - replayed_events`` are the direct sends.
         """
         deadline = time.monotonic() + timeout
+        sender = self._sender
+        if sender is not None:
+            sender.flush_soon()
         while time.monotonic() < deadline:
-            sender = self._sender
-            if sender is None:
+            if sender is None or self.buffer.accepted <= sender.stats.settled():
                 return True
-            done = sender.stats
-            handled = (
-                done.sent_events - done.replayed_events + done.spooled_events + done.dropped
-            )
-            if self.buffer.accepted <= handled:
-                return True
-            time.sleep(0.01)
+            time.sleep(0.005)
         return False
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is buffered for at most ``timeout`` seconds and stop the sender.
+
+        Calls recorded afterwards are not kept: they are counted in ``dropped_after_close``.
 
         What is still unsent afterwards is counted as ``dropped_close``; with the disk spool on it
         is written to the spool instead (replayed by the next process using the same
@@ -129,6 +158,7 @@ class Profiler:
         """
         with self._lock:
             self._closed = True
+            self.buffer.close()
             sender = self._sender
         if sender is None:
             return True
@@ -136,8 +166,11 @@ class Profiler:
         return sender.stop(wait)
 
     def _after_fork(self) -> None:
-        """In a forked child: forget the parent's queue and thread, start afresh on first use."""
-        self.buffer = EventBuffer(self.settings.producer.buffer_size)
+        """In a forked child: forget the parent's queue, thread and Kafka connection, start
+        afresh on first use (an exporter given by the caller is kept)."""
+        self.buffer = _new_buffer(self.settings)
+        if self._closed:
+            self.buffer.close()
         self._sender = None
         self._lock = threading.Lock()
 
@@ -156,6 +189,27 @@ class Profiler:
         if not self.enabled or (self.sample_rate < 1.0 and random.random() >= self.sample_rate):
             return None
         return Call(self, spec, self.sample_rate)
+
+
+def _new_buffer(settings: Settings) -> EventBuffer:
+    producer = settings.producer
+    return EventBuffer(producer.buffer_size, producer.max_bytes_held, _extra_bytes)
+
+
+def _extra_bytes(item: Any) -> int:
+    """What a queued item holds beyond ``ITEM_BYTES``: a call's texts and labels (the sizes of
+    their string objects; a quality tuple refers to a call already counted)."""
+    if type(item) is not Call:
+        return 0
+    extra = 0
+    for text in (item.prompt_text, item.response_text):
+        if text is not None:
+            extra += sys.getsizeof(text)
+    labels = item.labels
+    if labels:
+        extra += sys.getsizeof(labels) + sum(map(sys.getsizeof, labels.keys()))
+        extra += sum(map(sys.getsizeof, labels.values()))
+    return extra
 
 
 class Tracked:
@@ -228,14 +282,16 @@ _default_lock = threading.Lock()
 
 
 def configure(
-    settings: Settings | None = None, *, redact: Redactor | None = None, **overrides: Any
+    settings: Settings | None = None, *, redact: Redactor | None = None,
+    exporter: Exporter | None = None, **overrides: Any,
 ) -> Profiler:
     """Set up the process-wide profiler (closing a previous one) and return it.
 
-    ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``.
+    ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``;
+    ``exporter`` replaces the Kafka exporter (e.g. :class:`promptprof.testing.InMemoryExporter`).
     Raises :class:`promptprof.config.ConfigError` naming any invalid field.
     """
-    new = Profiler(settings or load_settings(**overrides), redact=redact)
+    new = Profiler(settings or load_settings(**overrides), redact=redact, exporter=exporter)
     with _default_lock:
         old, _default[0] = _default[0], new
     if old is not None:
@@ -334,9 +390,9 @@ def _wrap_sync(fn: Callable[P, R], spec: PromptSpec, fixed: Profiler | None) -> 
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.record((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.record((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper
@@ -358,9 +414,9 @@ def _wrap_async(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            prof.enqueue((index, start, _perf_ns(), type(exc).__name__, None, rate))
+            prof.record((index, start, _perf_ns(), type(exc).__name__, None, rate))
             raise
-        prof.enqueue((index, start, _perf_ns(), None, result if keep_result else None, rate))
+        prof.record((index, start, _perf_ns(), None, result if keep_result else None, rate))
         return result
 
     return wrapper

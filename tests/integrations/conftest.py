@@ -1,4 +1,5 @@
-"""Fixtures for the client wrappers: the fake provider server, a recording profiler, clients.
+"""Fixtures for the client wrappers: the fake provider server, a profiler exporting to memory
+(:class:`promptprof.testing.InMemoryExporter`) and helpers reading its events, clients.
 
 Every client fixture is parametrized over the sync and the async client, so each test runs
 twice; :func:`invoke` and :func:`drain` hide the difference (awaiting when needed).
@@ -7,47 +8,49 @@ twice; :func:`invoke` and :func:`drain` hide the difference (awaiting when neede
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
-from promptprof.config import ProducerSettings, Settings
+from promptprof import Profiler, Settings
+from promptprof.config import ProducerSettings
 from promptprof.integrations import wrap_anthropic, wrap_openai
-from promptprof.profiler import Profiler
-from promptprof.record import EventBuilder
+from promptprof.testing import InMemoryExporter
 from promptprof.testing.fake_providers import FakeProviderServer
 
+RecordingProfiler = Profiler  # a profiler made by recording_profiler()
 
-class RecordingProfiler(Profiler):
-    """A profiler that keeps what it is handed (no sender, no Kafka)."""
 
-    def __init__(self, *, capture_text: bool = False, enabled: bool = True) -> None:
-        producer = ProducerSettings(
-            capture_text=capture_text, enabled=enabled, service_name="tests", compression="none"
-        )
-        super().__init__(Settings(producer=producer))
-        self.items: list[Any] = []
+def recording_profiler(*, capture_text: bool = False, enabled: bool = True) -> Profiler:
+    """A profiler whose events go to an :class:`InMemoryExporter` (no Kafka)."""
+    producer = ProducerSettings(
+        capture_text=capture_text, enabled=enabled, service_name="tests", compression="none",
+        metrics_log_interval_s=0,
+    )
+    return Profiler(Settings(producer=producer), exporter=InMemoryExporter())
 
-    def enqueue(self, item: Any) -> None:
-        """Keep ``item``."""
-        self.items.append(item)
 
-    def events(self) -> list[dict[str, Any]]:
-        """The call events the sender would publish for the recorded items."""
-        producer = self.settings.producer
-        builder = EventBuilder(
-            producer.service_name, producer.environment, producer.capture_text, self.redact
-        )
-        return [builder.build(item) for item in self.items]
+def events_of(profiler: Profiler) -> list[dict[str, Any]]:
+    """The call events the profiler exported (after a flush)."""
+    exporter = profiler.exporter
+    assert isinstance(exporter, InMemoryExporter)
+    assert profiler.flush(5)
+    return exporter.events(flush=False)
 
-    def event(self) -> dict[str, Any]:
-        """The single recorded event."""
-        events = self.events()
-        assert len(events) == 1, events
-        return events[0]
+
+def event_of(profiler: Profiler) -> dict[str, Any]:
+    """The single call event the profiler exported."""
+    events = events_of(profiler)
+    assert len(events) == 1, events
+    return events[0]
+
+
+def queued(profiler: Profiler) -> int:
+    """How many calls the profiler recorded so far."""
+    return int(profiler.stats()["queued"])
 
 
 async def invoke(method: Any, **kwargs: Any) -> Any:
@@ -73,9 +76,11 @@ async def close(stream: Any) -> None:
 
 
 @pytest.fixture
-def profiler() -> RecordingProfiler:
-    """A fresh recording profiler."""
-    return RecordingProfiler()
+def profiler() -> Iterator[Profiler]:
+    """A fresh recording profiler (closed after the test)."""
+    made = recording_profiler()
+    yield made
+    made.close(1)
 
 
 @pytest.fixture(params=["sync", "async"])

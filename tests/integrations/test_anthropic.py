@@ -20,7 +20,7 @@ from promptprof.testing.fake_providers import (
 )
 from promptprof.tokens import estimate_tokens
 
-from .conftest import RecordingProfiler, drain, invoke
+from .conftest import RecordingProfiler, drain, event_of, events_of, invoke, queued
 
 MODEL = "claude-3-5-haiku-latest"
 SYSTEM = "Answer in one sentence."
@@ -74,7 +74,7 @@ async def test_message_counts_cached_tokens_as_input(
     assert isinstance(message, Message)
     assert message.usage.input_tokens == 20  # Anthropic leaves the cache reads out
     assert message.content[0].type == "text" and message.content[0].text == DEFAULT_TEXT
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert (event["promptprof.prompt.id"], event["promptprof.prompt.version"]) == (
         "support", "v1"
     )
@@ -91,7 +91,7 @@ async def test_message_without_usage_is_estimated(
 ) -> None:
     server.script(FakeReply(usage=False))
     await create(anthropic_client)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.tokens.estimated"] is True
     assert event["gen_ai.usage.input_tokens"] == estimate_tokens(PROMPT_TEXT, MODEL)
     assert event["gen_ai.usage.output_tokens"] == estimate_tokens(DEFAULT_TEXT, MODEL)
@@ -110,7 +110,7 @@ async def test_raw_event_stream(
         if e.type == "content_block_delta" and e.delta.type == "text_delta"
     )
     assert text == DEFAULT_TEXT
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert_usage(event, inp=40, cached=15)
     assert_ttft(event)
 
@@ -129,7 +129,7 @@ async def test_stream_cut_short_estimates_the_output(
             if event.type == "content_block_delta":
                 break
         stream.close()
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.status"] == "ok"
     assert event["gen_ai.usage.input_tokens"] == 25  # from message_start
     first_chunk = split_text(DEFAULT_TEXT)[0]
@@ -151,7 +151,7 @@ async def test_stream_helper_context_manager(
             final = await stream.get_final_message()
     assert text == DEFAULT_TEXT
     assert final.usage.output_tokens == 9
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert_usage(event)
     assert_ttft(event)
 
@@ -165,7 +165,7 @@ async def test_stream_helper_left_unread(
     else:
         async with stream_manager(anthropic_client):
             pass
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.status"] == "ok"
     assert "gen_ai.server.time_to_first_token" not in event
 
@@ -182,7 +182,7 @@ async def test_error_status_is_recorded_and_reraised(
     server.script(FakeReply(status=status))
     with pytest.raises(error):
         await create(anthropic_client)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.status"] == "error"
     assert event["error.type"] == error.__name__
     assert "gen_ai.usage.input_tokens" not in event
@@ -199,7 +199,7 @@ async def test_error_when_entering_the_stream_helper(
         else:
             async with stream_manager(anthropic_client):
                 pass
-    assert valid(profiler.event())["error.type"] == "RateLimitError"
+    assert valid(event_of(profiler))["error.type"] == "RateLimitError"
 
 
 async def test_error_event_in_the_middle_of_a_stream(
@@ -208,7 +208,7 @@ async def test_error_event_in_the_middle_of_a_stream(
     server.script(FakeReply(stream_error_after=3))
     with pytest.raises(anthropic.APIStatusError) as info:
         await drain(await create(anthropic_client, stream=True))
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["error.type"] == type(info.value).__name__
     assert event["gen_ai.usage.input_tokens"] == 25
     partial = "".join(split_text(DEFAULT_TEXT)[:3])
@@ -228,7 +228,7 @@ async def test_prompt_override_per_call(
         async with manager as stream:
             await stream.until_done()
     versions = [
-        (e["promptprof.prompt.id"], e["promptprof.prompt.version"]) for e in profiler.events()
+        (e["promptprof.prompt.id"], e["promptprof.prompt.version"]) for e in events_of(profiler)
     ]
     assert versions == [("support", "v2"), ("support-short", "v1")]
     assert all("promptprof" not in request.body for request in server.requests)
@@ -246,7 +246,7 @@ async def test_internal_failures_never_reach_the_caller(
     assert message.content[0].text == DEFAULT_TEXT
     events = await drain(await create(anthropic_client, stream=True))
     assert events[-1].type == "message_stop"
-    assert len(profiler.items) == 2
+    assert queued(profiler) == 2
     assert profiler.internal_errors == 1 + len(events)
 
 
@@ -261,4 +261,4 @@ async def test_parse_is_profiled(
     message = await invoke(anthropic_client.messages.parse, model=MODEL, max_tokens=64,
                            messages=MESSAGES, output_format=Answer)
     assert message.parsed_output == Answer(city="Paris")
-    assert_usage(valid(profiler.event()))
+    assert_usage(valid(event_of(profiler)))

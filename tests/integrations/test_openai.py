@@ -25,7 +25,16 @@ from promptprof.testing.fake_providers import (
 )
 from promptprof.tokens import estimate_tokens
 
-from .conftest import RecordingProfiler, close, drain, invoke
+from .conftest import (
+    RecordingProfiler,
+    close,
+    drain,
+    event_of,
+    events_of,
+    invoke,
+    queued,
+    recording_profiler,
+)
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [
@@ -64,7 +73,7 @@ async def test_completion_records_usage_model_and_cost(
     completion = await chat(openai_client)
     assert isinstance(completion, ChatCompletion)
     assert completion.choices[0].message.content == DEFAULT_TEXT
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.prompt.id"] == "faq"
     assert event["promptprof.prompt.version"] == "v1"
     assert event["promptprof.labels"] == {"team": "search"}
@@ -90,7 +99,7 @@ async def test_completion_without_usage_is_estimated(
 ) -> None:
     server.script(FakeReply(usage=False))
     await chat(openai_client)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.tokens.estimated"] is True
     assert event["gen_ai.usage.input_tokens"] == estimate_tokens(PROMPT_TEXT, MODEL)
     assert event["gen_ai.usage.output_tokens"] == estimate_tokens(DEFAULT_TEXT, MODEL)
@@ -107,7 +116,7 @@ async def test_stream_with_usage_forwards_chunks_and_reads_the_last_one(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == DEFAULT_TEXT
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 25
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["gen_ai.usage.input_tokens"] == 25
     assert event["gen_ai.usage.output_tokens"] == 9
     assert event["promptprof.tokens.estimated"] is False
@@ -121,7 +130,7 @@ async def test_stream_without_usage_is_estimated_from_the_text(
 ) -> None:
     stream = await chat(openai_client, stream=True)
     await drain(stream)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.tokens.estimated"] is True
     assert event["gen_ai.usage.input_tokens"] == estimate_tokens(PROMPT_TEXT, MODEL)
     assert event["gen_ai.usage.output_tokens"] == estimate_tokens(DEFAULT_TEXT, MODEL)
@@ -134,12 +143,12 @@ async def test_stream_closed_early_finishes_the_call(
     stream = await chat(openai_client, stream=True)
     first = await anext(stream) if hasattr(stream, "__anext__") else next(stream)
     assert isinstance(first, ChatCompletionChunk)
-    assert profiler.items == []  # still streaming
+    assert queued(profiler) == 0  # still streaming
     await close(stream)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.status"] == "ok"
     await close(stream)  # closing twice records nothing more
-    assert len(profiler.items) == 1
+    assert queued(profiler) == 1
 
 
 async def test_stream_dropped_unread_finishes_the_call(
@@ -153,7 +162,7 @@ async def test_stream_dropped_unread_finishes_the_call(
         response.close()
     del stream
     gc.collect()
-    assert valid(profiler.event())["promptprof.status"] == "ok"
+    assert valid(event_of(profiler))["promptprof.status"] == "ok"
 
 
 async def test_stream_used_as_context_manager(
@@ -168,7 +177,7 @@ async def test_stream_used_as_context_manager(
         async with stream as entered:
             chunks = [chunk async for chunk in entered]
     assert chunks and stream.response.status_code == 200  # attributes are delegated
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["gen_ai.usage.output_tokens"] == 9
     assert_ttft(event)
 
@@ -186,7 +195,7 @@ async def test_error_status_is_recorded_and_reraised(
     with pytest.raises(error) as info:
         await chat(openai_client)
     assert cast(openai.APIStatusError, info.value).status_code == status
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["promptprof.status"] == "error"
     assert event["error.type"] == error.__name__
     assert "gen_ai.usage.input_tokens" not in event  # nothing was answered
@@ -199,7 +208,7 @@ async def test_timeout_is_recorded_and_reraised(
     server.script(FakeReply(delay_s=1.0))
     with pytest.raises(openai.APITimeoutError):
         await chat(openai_client, timeout=0.1)
-    assert valid(profiler.event())["error.type"] == "APITimeoutError"
+    assert valid(event_of(profiler))["error.type"] == "APITimeoutError"
 
 
 async def test_error_in_the_middle_of_a_stream(
@@ -209,7 +218,7 @@ async def test_error_in_the_middle_of_a_stream(
     stream = await chat(openai_client, stream=True)
     with pytest.raises(openai.APIError, match="simulated failure"):
         await drain(stream)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["error.type"] == "APIError"
     assert_ttft(event)
     partial = "".join(split_text(DEFAULT_TEXT)[:2])  # the chunks before the error
@@ -240,7 +249,7 @@ async def test_the_same_exception_object_is_reraised(
         await invoke(client.chat.completions.create, model=MODEL, messages=MESSAGES)
     assert info.value is boom
     assert inspect.iscoroutinefunction(client.chat.completions.create) is is_async
-    assert profiler.event()["error.type"] == "Boom"
+    assert event_of(profiler)["error.type"] == "Boom"
 
 
 async def test_prompt_override_per_call_is_removed_from_the_request(
@@ -248,7 +257,7 @@ async def test_prompt_override_per_call_is_removed_from_the_request(
 ) -> None:
     await chat(openai_client, promptprof={"prompt_id": "faq-short", "version": "v9",
                                           "labels": {"variant": "b"}})
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert (event["promptprof.prompt.id"], event["promptprof.prompt.version"]) == (
         "faq-short", "v9"
     )
@@ -268,7 +277,7 @@ async def test_use_prompt_overrides_inside_the_block(
     await chat(openai_client)
     identities = [
         (e["promptprof.prompt.id"], e["promptprof.prompt.version"], e["promptprof.labels"])
-        for e in profiler.events()
+        for e in events_of(profiler)
     ]
     labelled = {"team": "search", "variant": "c"}
     assert identities == [
@@ -289,7 +298,7 @@ async def test_invalid_override_skips_profiling_without_raising(
 ) -> None:
     completion = await chat(openai_client, promptprof={"prompt": "typo"})
     assert isinstance(completion, ChatCompletion)
-    assert profiler.items == []
+    assert queued(profiler) == 0
     assert profiler.internal_errors == 1
     assert "promptprof" not in server.requests[-1].body
 
@@ -306,14 +315,14 @@ async def test_internal_failures_never_reach_the_caller(
     assert completion.choices[0].message.content == DEFAULT_TEXT
     chunks = await drain(await chat(openai_client, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == DEFAULT_TEXT
-    assert len(profiler.items) == 2  # both calls still measured
+    assert queued(profiler) == 2  # both calls still measured
     assert profiler.internal_errors == 1 + len(chunks)
 
 
 async def test_capture_text_offers_prompt_and_response(
     server: FakeProviderServer, mode: str
 ) -> None:
-    profiler = RecordingProfiler(capture_text=True)
+    profiler = recording_profiler(capture_text=True)
     cls = openai.OpenAI if mode == "sync" else openai.AsyncOpenAI
     client = wrap_openai(
         cls(base_url=server.openai_base_url, api_key="test", max_retries=0),
@@ -321,7 +330,7 @@ async def test_capture_text_offers_prompt_and_response(
     )
     await chat(client)
     await drain(await chat(client, stream=True, stream_options={"include_usage": True}))
-    for event in profiler.events():
+    for event in events_of(profiler):
         assert event["gen_ai.input.messages"] == PROMPT_TEXT
         assert event["gen_ai.output.messages"] == DEFAULT_TEXT
         assert event["promptprof.tokens.estimated"] is False
@@ -330,7 +339,7 @@ async def test_capture_text_offers_prompt_and_response(
 async def test_disabled_profiler_passes_calls_through(
     server: FakeProviderServer, mode: str
 ) -> None:
-    profiler = RecordingProfiler(enabled=False)
+    profiler = recording_profiler(enabled=False)
     cls = openai.OpenAI if mode == "sync" else openai.AsyncOpenAI
     client = wrap_openai(
         cls(base_url=server.openai_base_url, api_key="test", max_retries=0),
@@ -339,7 +348,7 @@ async def test_disabled_profiler_passes_calls_through(
     stream = await chat(client, stream=True, promptprof={"version": "v2"})
     assert isinstance(stream, openai.Stream | openai.AsyncStream)  # not even proxied
     await drain(stream)
-    assert profiler.items == []
+    assert queued(profiler) == 0
     assert "promptprof" not in server.requests[-1].body
 
 
@@ -350,7 +359,7 @@ async def test_copies_and_rewraps_stay_profiled(
     await chat(openai_client.copy(max_retries=0))
     wrap_openai(openai_client, prompt_id="faq-2", version="v1", profiler=profiler)
     await chat(openai_client)
-    ids = [e["promptprof.prompt.id"] for e in profiler.events()]
+    ids = [e["promptprof.prompt.id"] for e in events_of(profiler)]
     assert ids == ["faq", "faq", "faq-2"]  # re-wrapping replaces, never stacks
 
 
@@ -363,7 +372,7 @@ async def test_responses_api(openai_client: Any, profiler: RecordingProfiler) ->
                           stream=True)
     events = await drain(stream)
     assert events[0].type == "response.created" and events[-1].type == "response.completed"
-    plain, streamed = (valid(e) for e in profiler.events())
+    plain, streamed = (valid(e) for e in events_of(profiler))
     for event in (plain, streamed):
         assert event["gen_ai.usage.input_tokens"] == 25
         assert event["gen_ai.usage.output_tokens"] == 9
@@ -379,7 +388,7 @@ async def test_responses_stream_error_event(
     server.script(FakeReply(stream_error_after=1))
     stream = await invoke(openai_client.responses.create, model=MODEL, input="x", stream=True)
     await drain(stream)
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["error.type"] == "server_error"
     assert event["promptprof.tokens.estimated"] is True
 
@@ -395,5 +404,5 @@ async def test_parse_is_profiled(
     completion = await invoke(openai_client.chat.completions.parse, model=MODEL,
                               messages=MESSAGES, response_format=Answer)
     assert completion.choices[0].message.parsed == Answer(city="Paris")
-    event = valid(profiler.event())
+    event = valid(event_of(profiler))
     assert event["gen_ai.usage.output_tokens"] == 9

@@ -7,7 +7,7 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof.buffer import EventBuffer
+from promptprof.buffer import ITEM_BYTES, EventBuffer
 
 
 @given(capacity=st.integers(1, 50), ops=st.lists(st.integers(0, 7), max_size=200))
@@ -48,3 +48,48 @@ def test_concurrent_puts_are_all_accounted_for() -> None:
         w.join()
     assert buffer.accepted + buffer.dropped_full == per_thread * threads
     assert len(buffer) <= 1000 + threads
+
+
+ops_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 3_000)),
+        st.tuples(st.just("take"), st.integers(0, 5)),
+        st.tuples(st.just("hold"), st.integers(0, 6_000)),
+    ),
+    max_size=120,
+)
+
+
+@given(max_items=st.integers(1, 30), max_bytes=st.integers(0, 20_000), ops=ops_st)
+def test_bytes_stay_within_the_limit_and_every_refusal_has_its_reason(
+    max_items: int, max_bytes: int, ops: list[tuple[str, int]]
+) -> None:
+    buffer = EventBuffer(max_items, max_bytes, sizer=lambda item: int(item))
+    puts = 0
+    for op, value in ops:
+        if op == "put":
+            before = (buffer.dropped_full, buffer.dropped_bytes, buffer.held_bytes(), len(buffer))
+            accepted = buffer.put_sized(value) if value else buffer.put(value)
+            puts += 1
+            if accepted:
+                assert buffer.held_bytes() <= max_bytes
+            elif buffer.dropped_full > before[0]:
+                assert before[3] >= max_items
+            else:
+                assert buffer.dropped_bytes > before[1]
+                assert before[2] + ITEM_BYTES + value > max_bytes
+        elif op == "take":
+            held = buffer.held_bytes()
+            buffer.take(value)
+            assert buffer.held_bytes() == held  # taken bytes are the sender's until hold()
+        else:
+            buffer.hold(value)
+    assert buffer.accepted + buffer.dropped_full + buffer.dropped_bytes == puts
+
+
+def test_closed_buffer_refuses_and_counts_every_item() -> None:
+    buffer = EventBuffer(10)
+    buffer.put(1)
+    buffer.close()
+    assert not buffer.put(2) and not buffer.put_sized(3)
+    assert (buffer.dropped_closed, buffer.take(5)) == (2, [1])

@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import pytest
 
-from promptprof.config import load_settings
-from promptprof.profiler import Profiler, profile
-from promptprof.record import Call, EventBuilder
+import promptprof
+from promptprof import Profiler, load_settings, profile
+from promptprof.record import Call
+from promptprof.testing import InMemoryExporter
 
 
-class RecordingProfiler(Profiler):
-    """A profiler whose sender never starts: what it records stays in its buffer."""
+class _Stalled(InMemoryExporter):
+    """An exporter that never takes a cycle (as Kafka down without a spool)."""
 
-    def _start(self) -> None:
-        pass
-
-    def events(self) -> list[dict[str, Any]]:
-        builder = EventBuilder("svc", "test", False, None)
-        return [builder.build(item) for item in self.buffer.take(10**6)]
+    def ready(self) -> bool:
+        return False
 
 
-def _profiler(**producer: Any) -> RecordingProfiler:
-    return RecordingProfiler(load_settings(producer={"metrics_log_interval_s": 0, **producer}))
+def _profiler(
+    exporter: InMemoryExporter | None = None, **producer: Any
+) -> tuple[Profiler, InMemoryExporter]:
+    """A profiler exporting to memory, and its exporter."""
+    exporter = exporter or InMemoryExporter()
+    settings = load_settings(producer={"metrics_log_interval_s": 0, **producer})
+    exporter.profiler = Profiler(settings, exporter=exporter)
+    return exporter.profiler, exporter
 
 
 def test_sync_results_and_exceptions_pass_through() -> None:
-    prof = _profiler()
+    prof, exported = _profiler()
     boom = ValueError("boom")
 
     @profile(prompt_id="faq", version="v2", model="gpt-4o", profiler=prof)
@@ -41,14 +45,14 @@ def test_sync_results_and_exceptions_pass_through() -> None:
     with pytest.raises(ValueError) as info:
         answer(-1)
     assert info.value is boom
-    events = prof.events()
+    events = exported.events()
     assert [e["promptprof.status"] for e in events] == ["ok", "error"]
     assert events[1]["error.type"] == "ValueError"
     assert answer.__name__ == "answer"
 
 
 async def test_async_function_is_measured() -> None:
-    prof = _profiler()
+    prof, exported = _profiler()
 
     @profile(prompt_id="faq", version="v2", profiler=prof)
     async def answer() -> str:
@@ -56,30 +60,30 @@ async def test_async_function_is_measured() -> None:
         return "ok"
 
     assert await answer() == "ok"
-    (event,) = prof.events()
+    (event,) = exported.events()
     assert event["promptprof.latency_ms"] >= 10
 
 
 def test_prompt_id_defaults_to_function_name() -> None:
-    prof = _profiler()
+    prof, exported = _profiler()
 
     @profile(profiler=prof)
     def summarise() -> None:
         return None
 
     summarise()
-    assert prof.events()[0]["promptprof.prompt.id"].endswith("summarise")
+    assert exported.events()[0]["promptprof.prompt.id"].endswith("summarise")
 
 
 def test_track_records_usage_ttft_labels_and_errors() -> None:
-    prof = _profiler()
+    prof, exported = _profiler()
     with prof.track("faq", "v1", model="gpt-4o-mini", provider="openai") as call:
         call.first_token()
         call.set_usage(120, 30, cached_tokens=100)
         call.label("tenant", "acme")
     with pytest.raises(KeyError), prof.track("faq", "v1") as failing:
         raise KeyError("x")
-    ok, failed = prof.events()
+    ok, failed = exported.events()
     assert ok["gen_ai.usage.input_tokens"] == 120
     assert ok["gen_ai.usage.cache_read.input_tokens"] == 100
     assert 0 <= ok["gen_ai.server.time_to_first_token"] <= ok["promptprof.latency_ms"]
@@ -90,7 +94,7 @@ def test_track_records_usage_ttft_labels_and_errors() -> None:
 
 
 def test_sampling_records_a_fraction_with_its_rate() -> None:
-    prof = _profiler(sample_rate=0.25)
+    prof, exported = _profiler(sample_rate=0.25)
 
     @profile(prompt_id="faq", profiler=prof)
     def f() -> None:
@@ -98,13 +102,13 @@ def test_sampling_records_a_fraction_with_its_rate() -> None:
 
     for _ in range(4000):
         f()
-    events = prof.events()
+    events = exported.events()
     assert 800 <= len(events) <= 1200
     assert {e["promptprof.sample_rate"] for e in events} == {0.25}
 
 
 def test_disabled_profiler_records_nothing_and_still_calls() -> None:
-    prof = _profiler(enabled=False)
+    prof, exported = _profiler(enabled=False)
 
     @profile(prompt_id="faq", profiler=prof)
     def f() -> int:
@@ -113,11 +117,11 @@ def test_disabled_profiler_records_nothing_and_still_calls() -> None:
     assert f() == 7
     with prof.track("faq", "v1") as call:
         call.set_usage(1, 1)
-    assert prof.events() == []
+    assert exported.events() == []
 
 
 def test_full_buffer_drops_and_counts_without_raising() -> None:
-    prof = _profiler(buffer_size=100)
+    prof, _ = _profiler(_Stalled(), buffer_size=100)
 
     @profile(prompt_id="faq", profiler=prof)
     def f() -> None:
@@ -132,7 +136,7 @@ def test_full_buffer_drops_and_counts_without_raising() -> None:
 
 
 def test_internal_failure_never_reaches_the_host() -> None:
-    prof = _profiler()
+    prof, _ = _profiler()
 
     def broken_put(item: object) -> bool:
         raise RuntimeError("internal bug")
@@ -145,3 +149,88 @@ def test_internal_failure_never_reaches_the_host() -> None:
 
     assert f() == 1
     assert prof.internal_errors == 1
+
+
+def test_calls_after_close_are_counted_as_dropped() -> None:
+    prof, exported = _profiler()
+
+    @profile(prompt_id="faq", profiler=prof)
+    def f() -> None:
+        return None
+
+    f()
+    assert prof.close(5)
+    for _ in range(3):
+        f()
+    with prof.track("faq", "v1"):
+        pass
+    stats = prof.stats()
+    assert (stats["recorded"], stats["dropped_after_close"], stats["dropped"]) == (5, 4, 4)
+    assert len(exported.events(flush=False)) == 1
+
+
+def test_calls_after_close_of_a_never_started_profiler_are_counted() -> None:
+    prof, _ = _profiler()
+    assert prof.close(1)
+    profile(prompt_id="faq", profiler=prof)(lambda: None)()
+    assert prof.stats()["dropped_after_close"] == 1
+
+
+def test_in_memory_exporter_installs_in_one_line() -> None:
+    exporter = InMemoryExporter.install(service_name="checkout")
+
+    @profile(prompt_id="answer", version="v3")
+    def answer(question: str) -> str:
+        return question.upper()
+
+    try:
+        assert answer("hi") == "HI"
+        with promptprof.track("answer", "v3") as call:
+            call.set_usage(10, 2)
+            call.score(0.5, "judge")
+        call.score(0.9, "late")
+        events = exporter.events()
+        assert [e["promptprof.prompt.id"] for e in events] == ["answer", "answer"]
+        assert {e["service.name"] for e in events} == {"checkout"}
+        assert events[1]["promptprof.quality.score"] == 0.5
+        assert [q["promptprof.quality.metric"] for q in exporter.quality_events()] == ["late"]
+        exporter.clear()
+        assert exporter.events() == []
+    finally:
+        promptprof.shutdown()
+
+
+def test_flush_returns_before_the_linger_passes() -> None:
+    prof, exported = _profiler(linger_ms=60_000)
+
+    @profile(prompt_id="faq", profiler=prof)
+    def f() -> None:
+        return None
+
+    f()
+    assert exported.flush(2)  # the first cycle is due at once
+    f()
+    assert exported.flush(2), "a flush waited for the 60 s linger"
+    assert len(exported.events(flush=False)) == 2
+
+
+def test_the_byte_limit_bounds_the_memory_queued_calls_with_texts_take() -> None:
+    limit = 4 * 1024 * 1024
+    prof, _ = _profiler(_Stalled(), max_bytes_held=limit)
+    text = "x" * 2048
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            with prof.track("faq", "v1") as call:
+                call.set_text(f"{text}{i}", f"{i}{text}")
+                call.label("tenant", f"t{i}")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    stats = prof.stats()
+    prof.close(0.1)
+    assert stats["recorded"] == 20_000 == stats["queued"] + stats["dropped_bytes_limit"]
+    assert stats["dropped_bytes_limit"] > 15_000 and stats["dropped_buffer_full"] == 0
+    assert stats["bytes_held"] <= limit
+    assert held <= limit, f"{held} bytes held over the {limit} limit"

@@ -1,1 +1,6 @@
-"""Test helpers shipped with promptprof (fake LLM providers for tests and demos)."""
+"""Test helpers shipped with promptprof: :class:`InMemoryExporter` for a service's own tests,
+and fake LLM providers (:mod:`promptprof.testing.fake_providers`) for tests and demos."""
+
+from promptprof.testing.memory import InMemoryExporter
+
+__all__ = ["InMemoryExporter"]
