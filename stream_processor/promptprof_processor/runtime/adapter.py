@@ -62,6 +62,7 @@ EXIT_FATAL = 70  # EX_SOFTWARE
 DEAD_LETTER_MAX_BYTES = 900_000
 DEAD_LETTER_PREFIX_BYTES = 65_536
 FETCH_MAX_BYTES = 8 * 1_048_576
+OUTPUT_BATCH_BYTES = 1_000_000
 MAINTENANCE_S = 1.0  # how often idle windows, lost logs and due checkpoints are looked at
 
 
@@ -181,7 +182,9 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         """Consume until :meth:`stop`; checkpoint and leave the group on the way out."""
         worker = self.settings.worker
         await ensure_topics(self.settings, self.options)
-        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, **self.options)
+        # Closing many series' windows at once is a burst of records: batch them.
+        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, max_batch_size=OUTPUT_BATCH_BYTES,
+                                         compression_type="lz4", **self.options)
         self.consumer = AIOKafkaConsumer(
             group_id=worker.app_id, enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=worker.fetch_max_wait_ms, fetch_max_bytes=FETCH_MAX_BYTES,
