@@ -232,9 +232,12 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_SLACK_ICONS = {"resolved": ":white_check_mark:", "accepted": ":arrows_counterclockwise:"}
+
+
 def slack_payload(alert: Alert) -> dict[str, Any]:
     """A Slack incoming-webhook message."""
-    icon = ":white_check_mark:" if alert.state == "resolved" else (
+    icon = _SLACK_ICONS.get(alert.state) or (
         ":rotating_light:" if alert.severity == "critical" else ":warning:"
     )
     state = alert.state.upper() + (" (reminder)" if alert.repeat else "")
@@ -267,7 +270,8 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 def alertmanager_labels(alert: Alert) -> dict[str, str]:
-    """Alertmanager labels: alertname, the series, rule, metric, severity and width."""
+    """Alertmanager labels: alertname, the series, rule, metric and severity (not the window
+    width: the widths of one series are one incident)."""
     s = alert.series
     labels = {f"label_{_LABEL_NAME.sub('_', k)}": v for k, v in s.labels.items()}
     return {
@@ -281,7 +285,6 @@ def alertmanager_labels(alert: Alert) -> dict[str, str]:
         "kind": alert.kind,
         "metric": alert.metric,
         "severity": alert.severity,
-        "width": f"{alert.window.width_s}s",
     }
 
 
@@ -293,6 +296,8 @@ def alertmanager_annotations(alert: Alert) -> dict[str, str]:
         "baseline": _figure(alert, alert.baseline),
         "threshold": _figure(alert, alert.threshold),
         "alert_id": alert.alert_id,
+        "width": f"{alert.window.width_s}s",
+        "state": alert.state,
     }
     if alert.baseline_version:
         notes["baseline_version"] = alert.baseline_version
@@ -317,19 +322,20 @@ def alertmanager_webhook(alert: Alert, receiver: str) -> dict[str, Any]:
     """The version-4 body that Alertmanager sends to webhook receivers, for one alert."""
     labels = alertmanager_labels(alert)
     annotations = alertmanager_annotations(alert)
-    ends = iso(alert.window.end_ns) if alert.state == "resolved" else "0001-01-01T00:00:00Z"
+    status = "firing" if alert.state == "firing" else "resolved"  # accepted: over for Alertmanager
+    ends = iso(alert.window.end_ns) if status == "resolved" else "0001-01-01T00:00:00Z"
     return {
         "version": "4",
         "groupKey": alert.fingerprint,
         "truncatedAlerts": 0,
-        "status": alert.state,
+        "status": status,
         "receiver": receiver,
         "groupLabels": {"alertname": labels["alertname"]},
         "commonLabels": labels,
         "commonAnnotations": annotations,
         "externalURL": "",
         "alerts": [{
-            "status": alert.state,
+            "status": status,
             "labels": labels,
             "annotations": annotations,
             "startsAt": iso(alert.started_ns),
