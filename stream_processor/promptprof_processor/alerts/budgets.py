@@ -163,7 +163,7 @@ class SpendState:
     width_s: int
     period_start_ns: int
     spent_usd: float
-    first_ns: int  # the start of the first window counted in the period
+    rate_since_ns: int  # the start of the first window the recent rate has seen
     recent: Ring
     episode: Episode = field(default_factory=Episode)
     last_ns: int = 0
@@ -172,7 +172,7 @@ class SpendState:
         """JSON-native state."""
         return {
             "width_s": self.width_s, "period_start_ns": self.period_start_ns,
-            "spent_usd": self.spent_usd, "first_ns": self.first_ns,
+            "spent_usd": self.spent_usd, "rate_since_ns": self.rate_since_ns,
             "recent": self.recent.to_state(), "episode": self.episode.to_state(),
             "last_ns": self.last_ns,
         }
@@ -182,7 +182,7 @@ class SpendState:
         """Restore from :meth:`to_state` output."""
         return cls(
             int(state["width_s"]), int(state["period_start_ns"]), float(state["spent_usd"]),
-            int(state["first_ns"]), Ring.from_state(state["recent"]),
+            int(state["rate_since_ns"]), Ring.from_state(state["recent"]),
             Episode.from_state(state["episode"]), int(state["last_ns"]),
         )
 
@@ -347,14 +347,13 @@ class Budgets:
         if counted is False or (state is not None and window.window_end_ns <= state.last_ns):
             return []
         start, end = period_bounds(spend.period, window.window_start_ns)
-        if state is None or counted is None or state.period_start_ns != start:
+        if state is None or counted is None:
             bucket_ns = max(window.width_s, spend.rate_window_s // 12) * NS_PER_S
             recent = Ring(bucket_ns, math.ceil(spend.rate_window_s * NS_PER_S / bucket_ns))
-            if state is not None and counted is not None:
-                recent = state.recent  # a new period keeps the recent rate
-            state = SpendState(window.width_s, start, 0.0, window.window_start_ns, recent,
-                               Episode() if state is None else state.episode)
+            state = SpendState(window.width_s, start, 0.0, window.window_start_ns, recent)
             part.budgets[key] = state
+        elif state.period_start_ns != start:  # a new period: the spend restarts, the rate goes on
+            state.period_start_ns, state.spent_usd = start, 0.0
         part.touch_budget(key)
         state.last_ns = window.window_end_ns
         state.spent_usd += window.cost_usd_sum
@@ -365,7 +364,7 @@ class Budgets:
         self, state: SpendState, spend: Spend, window: WindowAggregate, period_end_ns: int
     ) -> list[Alert]:
         now = window.window_end_ns
-        covered = min(spend.rate_window_s * NS_PER_S, now - state.first_ns)
+        covered = min(spend.rate_window_s * NS_PER_S, now - state.rate_since_ns)
         recent = state.recent.total(window.window_start_ns, spend.rate_window_s * NS_PER_S)
         per_ns = (recent[0] if recent else 0.0) / covered if covered > 0 else 0.0
         projected = state.spent_usd + per_ns * (period_end_ns - now)
