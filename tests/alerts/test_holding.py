@@ -4,6 +4,7 @@ pre-incident band, a shift is accepted only by rule, and the per-entry state API
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import median
 from typing import Any
 
 import orjson
@@ -68,9 +69,30 @@ def test_resolution_reports_the_pre_incident_band() -> None:
     assert (firing.state, resolved.state) == ("firing", "resolved")
     assert resolved.baseline == firing.baseline, "judged against the baseline from before"
     assert firing.baseline is not None
-    assert firing.baseline < resolved.threshold < firing.threshold
+    assert firing.baseline < resolved.threshold < firing.observed
     assert resolved.observed <= resolved.threshold
     assert "back within the band of its pre-incident baseline" in resolved.message
+
+
+def test_a_regression_hovering_at_the_firing_limit_must_come_clearly_back() -> None:
+    """The resolve band is the firing tolerance, narrowed to half the way from the baseline to
+    the incident's level (the median of its windows) when that is closer."""
+    eng = engine()
+    windows = regression(2)
+    feed(eng, windows[: START + 30])
+    (state,) = eng._partitions[0].series.values()
+    rule = state.rules["anomaly.latency_p95_ms"]
+    assert rule.firing
+    center = state.baselines["latency_p95_ms"].spread()[0]
+    halfway = center + 0.5 * (median(rule.held) - center)
+    normal = [  # windows from before the incident, replayed as if recovered
+        windows[START - 3 + k].model_copy(update={
+            "window_start_ns": w.window_start_ns, "window_end_ns": w.window_end_ns})
+        for k, w in enumerate(windows[START + 30 : START + 33])
+    ]
+    events = [a for a in eng.observe(normal) if a.rule == "anomaly.latency_p95_ms"]
+    assert [a.state for a in events] == ["resolved"]
+    assert center < events[0].threshold <= halfway
 
 
 def test_a_lasting_shift_is_accepted_only_by_rule_and_says_so() -> None:

@@ -17,13 +17,14 @@ state machine per rule:
 - A baseline learns a window only while its rule is quiet: a bad window, and every window while
   the rule fires, leaves the baseline as it was before the incident. So a sustained regression
   stays firing, and ``resolved`` means the figure is back within the band of the baseline from
-  before the incident (within ``resolve_within`` of the firing distance from it, so that a
-  regression hovering at the firing limit does not flap) for ``resolve_after`` windows in a
-  row. A lasting shift becomes the new
-  normal only by the rule's ``accept_after_s`` (off by default): after firing that long, the
-  baseline is rebuilt from the windows of the incident and an ``accepted`` event is sent
-  (never ``resolved``). A new prompt version starts from a copy of the previous version's
-  baselines (below), so a version bump does not accept a shift either.
+  before the incident for ``resolve_after`` windows in a row. The band is the firing tolerance,
+  narrowed to ``resolve_within`` of the way from the baseline to the incident's level (the
+  median of the incident's windows) when that is closer: a regression that only just crosses
+  the firing limit must come clearly back, not hover under the limit, to resolve. A lasting
+  shift becomes the new normal only by the rule's ``accept_after_s`` (off by default): after
+  firing that long, the baseline is rebuilt from the windows of the incident and an
+  ``accepted`` event is sent (never ``resolved``). A new prompt version starts from a copy of
+  the previous version's baselines (below), so a version bump does not accept a shift either.
 - ``fire_after`` bad windows in a row fire a rule on a width; ``resolve_after`` good windows in a
   row resolve it. The widths of one series are one *incident* per rule: the first paging width
   (``page_widths_s``) that fires notifies, the others join it silently, and the incident
@@ -54,6 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from statistics import median
 from typing import Literal
 
 import orjson
@@ -149,12 +151,14 @@ class AnomalyCheck:
     kind: Kind = "anomaly"
 
     def judge(
-        self, value: float, events: float, baseline: Baseline, volume: float, resolve_within: float
+        self, value: float, events: float, baseline: Baseline, volume: float,
+        resolve_within: float, incident: float | None = None,
     ) -> Verdict:
         """Bad when ``value`` is far enough from the baseline in the watched direction;
-        recovered when within ``resolve_within`` of that distance. ``events`` is the observed
-        events behind ``value``; ``volume`` (>= 1) widens the spread of a window with fewer
-        events than usual."""
+        recovered when within the firing tolerance and within ``resolve_within`` of the way to
+        the ``incident`` level (while firing). ``events`` is the observed events behind
+        ``value``; ``volume`` (>= 1) widens the spread of a window with fewer events than
+        usual."""
         center, scale = baseline.spread()
         scale *= volume
         deviation = value - center
@@ -168,7 +172,9 @@ class AnomalyCheck:
         )
         signed = deviation if above else -deviation
         sign = 1.0 if above else -1.0
-        band = resolve_within * tolerance
+        band = tolerance
+        if incident is not None and (incident - center) * sign > 0:
+            band = min(band, resolve_within * abs(incident - center))
         score = deviation / scale if scale > 0 else None
         return Verdict(
             signed > tolerance, value, center, center + sign * tolerance, score,
@@ -423,7 +429,11 @@ class AlertEngine:
             return check.judge(value, None if baseline is None else baseline.spread()[0])
         if baseline is None:
             return None
-        return check.judge(value, events, baseline, volume, rules.hysteresis.resolve_within)
+        rule = state.rules.get(check.rule)
+        incident = median(rule.held) if rule is not None and rule.firing and rule.held else None
+        return check.judge(
+            value, events, baseline, volume, rules.hysteresis.resolve_within, incident
+        )
 
     @staticmethod
     def _accept(state: SeriesState, anomaly: AnomalyRules, metric: str, rule: RuleState) -> None:

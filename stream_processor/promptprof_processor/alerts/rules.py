@@ -11,7 +11,7 @@ disables an anomaly metric). Every key is checked: a misspelt one is an error, n
                                  # not judged (sampled events count once, not 1/sample_rate)
       widths_s: []               # window widths to judge; empty: every width
       page_widths_s: []          # widths whose firing notifies; empty: every judged width
-      hysteresis: {fire_after: 2, resolve_after: 3, resolve_within: 0.7}
+      hysteresis: {fire_after: 2, resolve_after: 3, resolve_within: 0.5}
       slo:                       # fixed limits; each fires on its own
         latency_p95_ms: {max: 2000, severity: critical}
         error_rate: {max: 0.05}
@@ -91,8 +91,8 @@ class Hysteresis(_Strict):
         default=3, ge=1, le=100, description="good windows in a row, 1..100"
     )
     resolve_within: float = Field(
-        default=0.7, gt=0, le=1,
-        description="a firing anomaly's good window is within this share of the firing distance",
+        default=0.5, gt=0, le=1,
+        description="a firing anomaly resolves within this share of the way to its level",
     )
 
 
