@@ -135,3 +135,12 @@ async def test_retry_after_holds_back_every_send_of_the_receiver() -> None:
     await client.aclose()
     assert first.ok and first.attempts == 2 and second.ok
     assert seen == [0.0, 20.0, 21.0]
+
+
+def test_receivers_are_rate_limited_by_format_unless_told() -> None:
+    def rate(**given: object) -> float:
+        return ReceiverSettings(name="r", url="http://h.example/x", **given).rate()  # type: ignore[arg-type]
+
+    assert rate(format="slack") == 1.0
+    assert rate(format="generic") == rate(format="alertmanager") == 10.0
+    assert rate(format="slack", max_per_s=0.2) == 0.2

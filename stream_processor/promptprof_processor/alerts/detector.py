@@ -209,6 +209,12 @@ class CompiledRules:
     rules: RuleSet
     checks: tuple[Check, ...]
     learned: tuple[AnomalyCheck, ...]
+    metrics: tuple[Metric, ...]  # every metric a check reads, once
+    accept_ns: int | None
+
+    def readings(self, window: WindowAggregate) -> dict[str, tuple[float | None, float]]:
+        """(value, observed events) of every metric the checks read."""
+        return {m.name: (m.value(window), m.count(window)) for m in self.metrics}
 
     @classmethod
     def of(cls, rules: RuleSet) -> CompiledRules:
@@ -221,7 +227,11 @@ class CompiledRules:
             for name, limit in rules.slo.items()
         ]
         anomaly = _anomaly_checks(rules) if rules.anomaly.enabled else []
-        return cls(rules, (*slo, *anomaly), tuple(anomaly))
+        checks: tuple[Check, ...] = (*slo, *anomaly)
+        metrics = tuple({c.metric.name: c.metric for c in checks}.values())
+        accept_s = rules.anomaly.accept_after_s
+        accept_ns = None if accept_s is None else round(accept_s * NS_PER_S)
+        return cls(rules, checks, tuple(anomaly), metrics, accept_ns)
 
     def judges(self, width_s: int) -> bool:
         """Whether windows of ``width_s`` are judged."""
@@ -385,29 +395,31 @@ class AlertEngine:
         state.last_ns = window.window_end_ns
         part.touch_series(key)
         volume = _volume_factor(state, window)
+        readings = compiled.readings(window)
         judged = [
             found for check in compiled.checks
-            if (found := self._judge(state, compiled.rules, check, window, volume)) is not None
+            if (found := self._judge(state, compiled, check, readings, window, volume))
+            is not None
         ]
         alerts = [
             alert for j in judged
             if (alert := self._notify(part, state, compiled, j, window)) is not None
         ]
-        self._learn(state, compiled, window)
+        self._learn(state, compiled, readings, window)
         return alerts
 
     def _judge(
-        self, state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate,
-        volume: float,
+        self, state: SeriesState, compiled: CompiledRules, check: Check,
+        readings: dict[str, tuple[float | None, float]], window: WindowAggregate, volume: float,
     ) -> _Judged | None:
-        verdict = self._verdict(state, rules, check, window, volume)
+        rules = compiled.rules
+        rule = state.rules.get(check.rule)
+        verdict = self._verdict(state, rules, check, readings, rule, volume)
         if verdict is None:
             return None
-        rule = state.rules.get(check.rule)
         if rule is None:
             rule = state.rules[check.rule] = RuleState()
-        accept_s = rules.anomaly.accept_after_s if isinstance(check, AnomalyCheck) else None
-        accept_ns = None if accept_s is None else round(accept_s * NS_PER_S)
+        accept_ns = compiled.accept_ns if isinstance(check, AnomalyCheck) else None
         step = advance(rule, rules, verdict, window, accept_ns)
         if step is Step.ACCEPT:
             self._accept(state, rules.anomaly, check.metric.name, rule)
@@ -415,21 +427,20 @@ class AlertEngine:
 
     @staticmethod
     def _verdict(
-        state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate, volume: float
+        state: SeriesState, rules: RuleSet, check: Check,
+        readings: dict[str, tuple[float | None, float]], rule: RuleState | None, volume: float,
     ) -> Verdict | None:
-        metric = check.metric
-        value = metric.value(window)
-        events = metric.count(window)
+        name = check.metric.name
+        value, events = readings[name]
         if value is None or events < check.min_calls or events <= 0:
             return None
-        baseline = state.baselines.get(metric.name)
+        baseline = state.baselines.get(name)
         if baseline is not None and baseline.count < rules.anomaly.warmup_windows:
             baseline = None
         if isinstance(check, SloCheck):
             return check.judge(value, None if baseline is None else baseline.spread()[0])
         if baseline is None:
             return None
-        rule = state.rules.get(check.rule)
         incident = median(rule.held) if rule is not None and rule.firing and rule.held else None
         return check.judge(
             value, events, baseline, volume, rules.hysteresis.resolve_within, incident
@@ -445,20 +456,22 @@ class AlertEngine:
         rule.held.clear()
 
     @staticmethod
-    def _learn(state: SeriesState, compiled: CompiledRules, window: WindowAggregate) -> None:
+    def _learn(
+        state: SeriesState, compiled: CompiledRules,
+        readings: dict[str, tuple[float | None, float]], window: WindowAggregate,
+    ) -> None:
         """Learn the window's figures, except those of rules bad or firing (held instead)."""
         anomaly = compiled.rules.anomaly
         learned = False
         for check in compiled.learned:
-            metric = check.metric
-            value = metric.value(window)
-            if value is None or metric.count(window) < check.min_calls:
+            value, events = readings[check.metric.name]
+            if value is None or events < check.min_calls:
                 continue
             rule = state.rules.get(check.rule)
             if rule is not None and rule.troubled:
                 rule.hold(value, anomaly.baseline_windows)
                 continue
-            _baseline(state, metric.name, anomaly).add(value)
+            _baseline(state, check.metric.name, anomaly).add(value)
             learned = True
         if learned:
             _baseline(state, VOLUME, anomaly).add(window.events)
