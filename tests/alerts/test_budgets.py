@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from promptprof_processor.alerts import Alert, AlertEngine, parse_rules
 from promptprof_processor.alerts.budgets import calls_over, period_bounds
 from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
+from promptprof_processor.alerts.webhooks import slack_payload
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.sketches import add_values, encode_sketch, new_sketch
 
@@ -131,3 +132,17 @@ def test_month_bounds_hold_the_moment(seconds: int) -> None:
     following = datetime.fromtimestamp(end // NS_PER_S, tz=UTC)
     assert (first.day, first.hour, following.day, following.hour) == (1, 0, 1, 0)
     assert 28 <= (end - start) // (86_400 * NS_PER_S) <= 31
+
+
+def test_budget_alerts_read_well_in_slack() -> None:
+    burst = synthetic_windows(150, seed=73, traffic=HALF_BUDGET, changes=[
+        Change(120, error_rate=0.3)])
+    burn = engine(SUCCESS).observe(burst)[0]
+    spend = engine({"spend": {"budget_usd": 1.0}}).observe(synthetic_windows(5, seed=74))[0]
+    figures = [
+        {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in
+         slack_payload(a)["blocks"][1]["fields"]}
+        for a in (burn, spend)
+    ]
+    assert figures[0]["*Observed*"].endswith("x") and figures[0]["*Threshold*"] in ("14.4x", "6.0x")
+    assert figures[1]["*Observed*"].startswith("$") and figures[1]["*Threshold*"] == "$1.00"

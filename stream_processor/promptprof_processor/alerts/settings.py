@@ -136,7 +136,8 @@ class AlertSettings(BaseModel):
         default=3600.0, gt=0, description="event-time seconds between reminders of a firing alert"
     )
     queue_size: int = Field(
-        default=10_000, ge=10, le=1_000_000, description="alerts waiting per output, 10..1000000"
+        default=10_000, ge=10, le=1_000_000,
+        description="alerts waiting for the topic, InfluxDB or dead letters, 10..1000000",
     )
     retry: RetryPolicy = RetryPolicy()
     receivers: list[ReceiverSettings] = []

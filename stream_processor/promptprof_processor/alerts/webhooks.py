@@ -232,7 +232,11 @@ def iso(ns: int) -> str:
 
 def _figure(alert: Alert, value: float | None) -> str:
     metric = METRICS.get(alert.metric)
-    return metric.format(value) if metric else str(value)
+    if metric is not None:
+        return metric.format(value)
+    if value is None:
+        return "n/a"
+    return f"${value:,.2f}" if alert.kind == "spend" else f"{value:.1f}x"  # spend, burn rate
 
 
 def _slack_escape(text: str) -> str:
