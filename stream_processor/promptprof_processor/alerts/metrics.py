@@ -88,8 +88,9 @@ def observed(w: WindowAggregate, weighted: float) -> float:
 
 
 def _token_calls(w: WindowAggregate) -> float:
-    known = (t.calls for t in (w.input_tokens, w.output_tokens) if t is not None)
-    return observed(w, max(known, default=0.0))
+    given, taken = w.input_tokens, w.output_tokens
+    return observed(w, max(0.0 if given is None else given.calls,
+                           0.0 if taken is None else taken.calls))
 
 
 def _calls(w: WindowAggregate) -> float:
