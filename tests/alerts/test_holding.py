@@ -245,3 +245,19 @@ def test_restore_states_starts_with_no_changes() -> None:
     other.restore_states(0, eng._partitions[0].everything())
     assert other.changed_states(0) == {}
     assert DEFAULT_SERIES.prompt_id in next(iter(other._partitions[0].series))
+
+
+def test_idle_series_expire_after_a_restore_and_are_reported_deleted() -> None:
+    eng = engine(state_ttl_s=3600)
+    old = DEFAULT_SERIES.model_copy(update={"prompt_id": "old"})
+    eng.observe(synthetic_windows(5, seed=18, series=old))
+    eng.observe(synthetic_windows(5, seed=19, first_index=100))
+    entries = eng._partitions[0].everything()
+    assert len(entries) == 2
+    restarted = engine(state_ttl_s=3600)
+    restarted.restore_states(0, entries)
+    changed = restarted.changed_states(0)
+    assert [k for k, v in changed.items() if v is None] == [
+        k for k in entries if b"\x1fold\x1f" in k
+    ]
+    assert restarted.series_count() == 1

@@ -89,6 +89,7 @@ from promptprof_processor.alerts.state import (
     SPEND,
     Incident,
     PartitionState,
+    Persistent,
     RuleState,
     SeriesState,
     pack_entries,
@@ -376,6 +377,7 @@ class AlertEngine:
         part = self._partition(partition)
         alerts: list[Alert] = []
         for window in windows:
+            part.newest_ns = max(part.newest_ns, window.window_end_ns)
             compiled = self._compiled(window.series.prompt_id)
             alerts += self._budgets.observe(part, compiled.rules, window)
             if compiled.judges(window.width_s):
@@ -623,6 +625,9 @@ class AlertEngine:
         if unreadable:
             log.warning("promptprof.alert_state_discarded", partition=partition,
                         entries=unreadable, reason="unreadable entries")
+        loaded: list[Persistent] = [*part.series.values(), *part.incidents.values(),
+                                    *part.budgets.values()]
+        part.newest_ns = max((x.last_ns for x in loaded), default=0)
         for series_key, state in part.series.items():
             self._families.setdefault(state.family, {})[series_key] = state
 

@@ -36,6 +36,7 @@ INCIDENT = b"i\x1f"
 BURN = b"b\x1f"
 SPEND = b"c\x1f"
 BLOB_TAG = b"PPAS2\n"  # state_bytes(): every entry in one blob
+EXPIRE_EVERY_NS = 60 * 1_000_000_000
 
 
 class Persistent(Protocol):
@@ -157,6 +158,8 @@ class PartitionState:
         self.series: dict[str, SeriesState] = {}
         self.incidents: dict[str, Incident] = {}
         self.budgets: dict[bytes, Persistent] = {}  # burn and spend states by entry key
+        self.newest_ns = 0  # the end of the newest window observed
+        self._expired_ns = -EXPIRE_EVERY_NS  # when expire() last looked
         self._dirty: set[bytes] = set()
 
     def touch_series(self, key: str) -> None:
@@ -199,8 +202,13 @@ class PartitionState:
         return {key: value for key in self.keys() if (value := self.entry(key)) is not None}
 
     def expire(self, ttl_ns: int) -> list[SeriesState]:
-        """Drop state idle for more than ``ttl_ns`` before the newest; return dropped series."""
-        newest = max((p.last_ns for p in self._all()), default=0)
+        """Drop state idle for more than ``ttl_ns`` before the newest window; return the dropped
+        series. Looks at most once per :data:`EXPIRE_EVERY_NS` of event time (it reads every
+        entry)."""
+        newest = self.newest_ns
+        if newest - self._expired_ns < EXPIRE_EVERY_NS:
+            return []
+        self._expired_ns = newest
         stale_series = {k: s for k, s in self.series.items() if newest - s.last_ns > ttl_ns}
         for key in stale_series:
             del self.series[key]
@@ -212,11 +220,6 @@ class PartitionState:
             del self.budgets[bkey]
             self.touch_budget(bkey)
         return list(stale_series.values())
-
-    def _all(self) -> Iterable[Persistent]:
-        yield from self.series.values()
-        yield from self.incidents.values()
-        yield from self.budgets.values()
 
 
 def pack_entries(entries: Mapping[bytes, bytes]) -> bytes:
