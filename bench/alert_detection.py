@@ -28,12 +28,46 @@ noise only ever slows a round down).
 ``*_sparse`` figures repeat this with a tenth of the events (the same windows, ~10 times fewer
 calls in each), where the detector's share of the work is larger.
 
+Holding and resolving (default rules). ``false_resolves_sustained_2x``: resolutions of a
+latency rule (p95 or p99) sent while a 2x latency regression is still active, over seeded trials
+of 60 normal windows, 180 regressed ones and 20 recovered ones (``holding_trials`` of them);
+``resolve_delay_windows_max``: windows from the recovery (the first recovered window is 1) to
+the resolution of each latency rule that fired, worst over the trials.
+
+``false_alerts_per_1000_windows_sampled``: stationary series recorded at sample_rate 0.05
+(4000, 2000, 800 and 400 calls per window: about 200, 100, 40 and 20 recorded events), firing
+events per 1000 windows. ``false_alerts_per_1000_windows_autocorrelated``: stationary series
+whose load factor is AR(1) with rho 0.8 (the synthetic default load spread, 0.05) plus a daily
+swing of +-30 % of calls and latency over 24 h, one day of 60 s windows each (200, 100 and 60
+calls per window); ``..._autocorrelated_load_sigma_0_1`` doubles the load spread.
+
+``alerts_per_incident``: one 2x latency regression of one series seen on 10 s (~40 calls) and
+60 s (~200 calls) windows; the most non-reminder firing events any incident (series and rule)
+gave from the start of the regression on, over the trials (before incidents spanned widths this
+was 2).
+
+``notifications_per_receiver_provider_outage``: 500 series of one service and model (a
+provider) go from 1 % to 30 % errors at once; the engine's alerts reach one receiver's grouper
+(:class:`~promptprof_processor.alerts.grouping.Grouper`, default grouping: by service and model,
+10 s group wait, 300 s group interval) at their window's end; the notifications it releases in
+the first 5 minutes after the first alert, stepped in event time second by second (the
+dispatcher runs the same grouper on its clock). ``outage_series_named`` counts the distinct
+series those notifications list.
+
+``burn_rate_delay_s_errors_10pct``: a 99.9 % success SLO with the default burn windows;
+10 s windows of ~35 calls with 0.05 % errors for 8 h, then 10 % errors; seconds from the start of
+the burst to the end of the window that fires ``burn.success.3600s``, worst over the trials
+(``..._60s_windows``: the same on 60 s windows). ``burn_rate_false_pages_per_day``: burn-rate
+firing events per day of traffic that spends half the budget evenly (0.05 % errors), 60 s
+windows of ~200 calls.
+
 Usage: ``.venv/bin/python bench/alert_detection.py [--quick]``; one JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import time
@@ -44,8 +78,9 @@ from typing import Any
 import _common
 
 from promptprof.envelope import encode_envelope
-from promptprof_processor.alerts import AlertEngine, parse_rules
-from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
+from promptprof_processor.alerts import Alert, AlertEngine, GroupingSettings, parse_rules
+from promptprof_processor.alerts.grouping import Grouper
+from promptprof_processor.alerts.synthetic import DEFAULT_SERIES, Change, Traffic, synthetic_windows
 from promptprof_processor.runtime.partition import Clock, Output, PartitionRun
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 from promptprof_processor.windows.figures import WindowAggregate
@@ -78,10 +113,24 @@ class Plan:
     events: int
     span_s: int
     rounds: int
+    holding_trials: int
+    budget_days: int
+    realistic_series: int
 
 
-FULL = Plan(trials=150, stationary_series=20, events=600_000, span_s=1200, rounds=5)
-QUICK = Plan(trials=30, stationary_series=8, events=150_000, span_s=300, rounds=3)
+FULL = Plan(trials=150, stationary_series=20, events=600_000, span_s=1200, rounds=5,
+            holding_trials=120, budget_days=10, realistic_series=12)
+QUICK = Plan(trials=30, stationary_series=8, events=150_000, span_s=300, rounds=3,
+             holding_trials=30, budget_days=3, realistic_series=4)
+LATENCY = {"latency_p95_ms", "latency_p99_ms"}
+HOLD_START, HOLD_END, HOLD_AFTER = 60, 240, 20
+SAMPLED = tuple(Traffic(calls=c, sample_rate=0.05) for c in (4000.0, 2000.0, 800.0, 400.0))
+AUTOCORRELATED = tuple(
+    Traffic(calls=c, load_rho=0.8, daily_swing=0.3) for c in (200.0, 100.0, 60.0)
+)
+OUTAGE_SERIES = 500
+SUCCESS_999 = {"defaults": {"anomaly": {"enabled": False},
+                            "error_budget": {"success": {"objective": 0.999}}}}
 
 
 # -- detection delay and false alerts -------------------------------------------------------------
@@ -123,6 +172,161 @@ def false_alerts(plan: Plan, method: str) -> tuple[float, int]:
         windows += len(series)
     _common.log("stationary", method=method, windows=windows, firing=fired)
     return fired / windows * 1000, windows
+
+
+# -- holding, sampling, realistic traffic ---------------------------------------------------------
+
+
+def holding(plan: Plan) -> dict[str, Any]:
+    """False resolutions during a sustained 2x regression and the delay of the true ones."""
+    false_resolves, delays = 0, []
+    change = Change(HOLD_START, HOLD_END, latency_factor=2.0)
+    for seed in range(plan.holding_trials):
+        windows = synthetic_windows(HOLD_END + HOLD_AFTER, seed=30_000 + seed, changes=[change])
+        engine = AlertEngine()
+        for index, window in enumerate(windows):
+            for alert in engine.observe([window]):
+                if alert.metric not in LATENCY or alert.state != "resolved":
+                    continue
+                if HOLD_START <= index < HOLD_END:
+                    false_resolves += 1
+                elif index >= HOLD_END:
+                    delays.append(index - HOLD_END + 1)
+    _common.log("holding", false_resolves=false_resolves, resolutions=len(delays))
+    return {
+        "false_resolves_sustained_2x": false_resolves,
+        "resolve_delay_windows_max": max(delays, default=HOLD_AFTER + 1),
+        "resolve_delay_windows_mean": statistics.fmean(delays) if delays else None,
+        "resolve_within_3_windows_rate": sum(d <= 3 for d in delays) / max(1, len(delays)),
+        "holding_trials": plan.holding_trials,
+        "holding_resolutions": len(delays),
+    }
+
+
+def false_alerts_of(traffics: Sequence[Traffic], series: int, windows: int, seed: int) -> float:
+    """Firing events per 1000 windows of stationary series of ``traffics`` (round robin)."""
+    fired = judged = 0
+    for n in range(series):
+        found = synthetic_windows(windows, seed=seed + n, traffic=traffics[n % len(traffics)])
+        fired += sum(a.state == "firing" for a in AlertEngine().observe(found))
+        judged += len(found)
+    return fired / judged * 1000
+
+
+def realistic(plan: Plan) -> dict[str, Any]:
+    """False alerts under sampling and on autocorrelated traffic with a daily swing."""
+    loud = tuple(replace(t, load_sigma=0.1) for t in AUTOCORRELATED)
+    figures = {
+        "false_alerts_per_1000_windows_sampled": false_alerts_of(
+            SAMPLED, plan.realistic_series, 1000, 40_000),
+        "false_alerts_per_1000_windows_autocorrelated": false_alerts_of(
+            AUTOCORRELATED, plan.realistic_series, 1440, 50_000),
+        "false_alerts_per_1000_windows_autocorrelated_load_sigma_0_1": false_alerts_of(
+            loud, plan.realistic_series, 1440, 50_000),
+        "realistic_series": plan.realistic_series,
+    }
+    _common.log("realistic", **{k: round(v, 3) for k, v in figures.items()})
+    return figures
+
+
+# -- incidents and storms -------------------------------------------------------------------------
+
+
+def alerts_per_incident(plan: Plan) -> int:
+    """The most first firings one incident gave, for a regression seen on two widths."""
+    worst = 0
+    for seed in range(max(5, plan.holding_trials // 6)):
+        minutes = synthetic_windows(150, seed=60_000 + seed, changes=[
+            Change(60, 120, latency_factor=2.0)])
+        tens = synthetic_windows(900, seed=61_000 + seed, width_s=10, traffic=Traffic(calls=40),
+                                 changes=[Change(360, 720, latency_factor=2.0)])
+        ordered = sorted([*minutes, *tens], key=lambda w: (w.window_end_ns, w.width_s))
+        change_ns = minutes[60].window_start_ns
+        firings: dict[str, int] = {}
+        for alert in AlertEngine().observe(ordered):
+            if alert.state == "firing" and not alert.repeat and alert.window.end_ns > change_ns:
+                firings[alert.fingerprint] = firings.get(alert.fingerprint, 0) + 1
+        worst = max(worst, *firings.values())
+    return worst
+
+
+def provider_outage() -> dict[str, Any]:
+    """Notifications one receiver gets in the first 5 minutes of a 500-series outage."""
+    engine = AlertEngine()
+    outage = Change(12, error_rate=0.30)
+    arrivals: list[tuple[float, Alert]] = []
+    for n in range(OUTAGE_SERIES):
+        series = DEFAULT_SERIES.model_copy(update={"prompt_id": f"prompt-{n}"})
+        windows = synthetic_windows(18, seed=70_000 + n, series=series, changes=[outage],
+                                    traffic=Traffic(calls=60))
+        for window in windows:
+            arrivals += [(window.window_end_ns / NS_PER_S, a) for a in engine.observe([window])]
+    arrivals.sort(key=lambda pair: pair[0])
+    grouper = Grouper(GroupingSettings())
+    first = arrivals[0][0]
+    notes = []
+    pending = iter(arrivals)
+    upcoming = next(pending, None)
+    for second in range(301):
+        now = first + second
+        while upcoming is not None and upcoming[0] <= now:
+            grouper.add(upcoming[1], now)
+            upcoming = next(pending, None)
+        notes += grouper.due(now)
+    named = {a.series.prompt_id for note in notes for a in note.alerts}
+    _common.log("outage", alerts=len(arrivals), notifications=len(notes), named=len(named))
+    return {
+        "notifications_per_receiver_provider_outage": len(notes),
+        "outage_series_named": len(named),
+        "outage_alerts": len(arrivals),
+    }
+
+
+# -- error budgets --------------------------------------------------------------------------------
+
+
+def burn_delay(trials: int, width_s: int) -> float:
+    """Worst seconds from a 10 % error burst to the fast-burn page (99.9 % SLO)."""
+    per_minute = 60 // width_s
+    start = 8 * 60 * per_minute
+    calls = 210.0 / per_minute
+    worst = 0.0
+    for seed in range(trials):
+        windows = synthetic_windows(
+            start + 30 * per_minute, seed=80_000 + seed, width_s=width_s,
+            traffic=Traffic(calls=calls, error_rate=0.0005),
+            changes=[Change(start, error_rate=0.10)],
+        )
+        pages = [a for a in AlertEngine(parse_rules(SUCCESS_999)).observe(windows)
+                 if a.rule == "burn.success.3600s" and a.state == "firing"]
+        begin = windows[start].window_start_ns
+        seconds = (pages[0].window.end_ns - begin) / NS_PER_S if pages else math.inf
+        worst = max(worst, seconds)
+    return worst
+
+
+def burn_false_pages(plan: Plan) -> float:
+    """Burn-rate firings per day of traffic spending half the budget evenly."""
+    pages = 0
+    for day in range(plan.budget_days):
+        windows = synthetic_windows(1440, seed=90_000 + day, first_index=day * 1440,
+                                    traffic=Traffic(error_rate=0.0005))
+        alerts = AlertEngine(parse_rules(SUCCESS_999)).observe(windows)
+        pages += sum(a.state == "firing" and not a.repeat for a in alerts)
+    return pages / plan.budget_days
+
+
+def budgets(plan: Plan) -> dict[str, Any]:
+    """The burn-rate figures."""
+    trials = max(5, plan.holding_trials // 6)
+    figures = {
+        "burn_rate_delay_s_errors_10pct": burn_delay(trials, 10),
+        "burn_rate_delay_s_errors_10pct_60s_windows": burn_delay(trials, 60),
+        "burn_rate_false_pages_per_day": burn_false_pages(plan),
+        "burn_rate_days": plan.budget_days,
+    }
+    _common.log("budgets", **figures)
+    return figures
 
 
 # -- throughput -----------------------------------------------------------------------------------
@@ -254,6 +458,11 @@ def main() -> None:
     figures["false_alerts_per_1000_windows_ewma"] = false_alerts(plan, "ewma")[0]
     ewma = delays(plan, "ewma")
     figures |= {f"{k}_ewma": v for k, v in ewma.items() if k.startswith(("delay", "within"))}
+    figures |= holding(plan)
+    figures |= realistic(plan)
+    figures["alerts_per_incident"] = alerts_per_incident(plan)
+    figures |= provider_outage()
+    figures |= budgets(plan)
     figures |= throughput(plan)
     sparse = replace(plan, events=plan.events // 10)
     records, events, end_ns = build_records(sparse)

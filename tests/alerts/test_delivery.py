@@ -18,6 +18,7 @@ from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,
     AlertSettings,
+    GroupingSettings,
     ReceiverSettings,
     RetryPolicy,
     RouteSettings,
@@ -31,6 +32,8 @@ from .conftest import SECRET, RecordingLog, sample_alerts
 pytestmark = pytest.mark.integration
 
 FAST = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1, timeout_s=2.0)
+# every incident's events sent on their own and at once: these tests count deliveries per alert
+UNGROUPED = GroupingSettings(group_by=["fingerprint"], group_wait_s=0, group_interval_s=0)
 SECRET_ENV = "PROMPTPROF_TEST_WEBHOOK_SECRET"
 
 
@@ -82,7 +85,7 @@ async def test_alerts_reach_the_topic_influxdb_and_routed_receivers(
     settings = settings_for(topics=fresh_topics, database=influx_database)
     oncall, chat = receiver_factory(), receiver_factory(secret=None)
     config = AlertSettings(
-        retry=FAST,
+        retry=FAST, grouping=UNGROUPED,
         receivers=[
             ReceiverSettings(name="oncall", url=oncall.url, secret_env=SECRET_ENV),
             ReceiverSettings(name="chat", format="slack", url=chat.url),
@@ -152,7 +155,7 @@ async def test_failing_receivers_are_retried_then_dead_lettered_without_delaying
     gone_url = f"http://127.0.0.1:{free_port()}/services/TOKEN-IN-URL"
     policy = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1, timeout_s=0.5)
     config = AlertSettings(
-        retry=policy, write_influx=False, concurrency_per_receiver=4,
+        retry=policy, write_influx=False, concurrency_per_receiver=4, grouping=UNGROUPED,
         receivers=[
             ReceiverSettings(name="broken", url=broken.url, secret_env=SECRET_ENV),
             ReceiverSettings(name="slow", url=slow.url, secret_env=SECRET_ENV),
@@ -219,7 +222,8 @@ async def test_a_re_submitted_alert_is_not_sent_again(
     settings = settings_for(topics=fresh_topics, with_influx=False)
     server = receiver_factory(secret=None)
     config = AlertSettings(
-        retry=FAST, write_influx=False, receivers=[ReceiverSettings(name="r", url=server.url)]
+        retry=FAST, write_influx=False, grouping=UNGROUPED,
+        receivers=[ReceiverSettings(name="r", url=server.url)],
     )
     alerts = sample_alerts()
     dispatcher = AlertDispatcher(settings, config)
@@ -234,28 +238,41 @@ async def test_a_re_submitted_alert_is_not_sent_again(
     assert len(published) == len(alerts)
 
 
-async def test_a_full_queue_drops_instead_of_blocking(
-    settings_for: Callable[..., Settings], fresh_topics: TopicSettings,
-    receiver_factory: Callable[..., WebhookReceiver], patched_logs: RecordingLog,
+async def test_a_storm_reaches_a_slack_receiver_as_few_messages_naming_every_series(
+    receiver_factory: Callable[..., WebhookReceiver],
 ) -> None:
-    settings = settings_for(topics=fresh_topics, with_influx=False)
+    """300 series of one service and model fire at once: with a group wait of 0.5 s the Slack
+    receiver (one message per second) gets one message naming all 300; nothing is dropped and
+    what waits is counted while it waits."""
     server = receiver_factory(secret=None)
-    server.delay_s = 0.5
     config = AlertSettings(
         retry=FAST, write_influx=False, publish_topic=False, queue_size=10,
-        concurrency_per_receiver=1, receivers=[ReceiverSettings(name="r", url=server.url)],
+        grouping=GroupingSettings(group_wait_s=0.5, group_interval_s=60),
+        receivers=[ReceiverSettings(name="chat", format="slack", url=server.url)],
     )
-    alerts = [a for seed in range(30, 36) for a in sample_alerts(seed, f"prompt-{seed}")]
-    assert len(alerts) > 12
-    dispatcher = AlertDispatcher(settings, config)
+    alerts = [
+        a.model_copy(update={
+            "series": a.series.model_copy(update={"prompt_id": f"prompt-{i}"}),
+            "alert_id": f"{a.alert_id}-{i}", "message": f"{a.message} #{i}",
+        })
+        for i, a in enumerate([sample_alerts()[0]] * 300)
+    ]
+    dispatcher = AlertDispatcher(Settings(), config)
     await dispatcher.start()
     started = time.perf_counter()
-    dispatcher.submit(alerts)
-    assert time.perf_counter() - started < 0.05
-    await dispatcher.close(timeout_s=0.1)
-    dropped = dispatcher.stats.dropped
-    assert dropped["webhook:r"] >= len(alerts) - 11
-    assert "promptprof.alert_dropped" in patched_logs.events()
+    assert dispatcher.submit(alerts) == 300
+    assert time.perf_counter() - started < 0.1
+    assert dispatcher.waiting() == {"chat": 300}
+    (message,) = await server.wait(1, timeout_s=10)
+    assert await dispatcher.wait_idle(10)
+    await dispatcher.close()
+    text = message.json()["text"]
+    assert text.startswith(":warning: [FIRING] 300 alerts (service=synthetic, model=gpt-4o-mini)")
+    assert all(f"#{i}\n" in text + "\n" for i in range(300))
+    assert len(server.received) == 1
+    assert dispatcher.stats.delivered == 300 and dispatcher.stats.notifications == 1
+    assert dispatcher.stats.dropped == {} and dispatcher.stats.dead_lettered == 0
+    assert dispatcher.waiting() == {"chat": 0}
 
 
 async def test_webhooks_still_go_out_while_kafka_is_down(
@@ -267,7 +284,8 @@ async def test_webhooks_still_go_out_while_kafka_is_down(
                                "request_timeout_ms": 1000})
     server = receiver_factory(secret=None)
     config = AlertSettings(
-        retry=FAST, write_influx=False, receivers=[ReceiverSettings(name="r", url=server.url)]
+        retry=FAST, write_influx=False, grouping=UNGROUPED,
+        receivers=[ReceiverSettings(name="r", url=server.url)],
     )
     alerts = sample_alerts()
     dispatcher = AlertDispatcher(settings, config)
@@ -290,7 +308,7 @@ async def test_close_drains_a_dispatcher_run_as_a_task(
     server.delay_s = 0.2
     config = AlertSettings(
         retry=FAST, write_influx=False, publish_topic=False, concurrency_per_receiver=1,
-        receivers=[ReceiverSettings(name="r", url=server.url)],
+        grouping=UNGROUPED, receivers=[ReceiverSettings(name="r", url=server.url)],
     )
     dispatcher = AlertDispatcher(Settings(), config)
     task = asyncio.create_task(dispatcher.run())

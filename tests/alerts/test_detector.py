@@ -122,7 +122,7 @@ def test_windows_with_too_few_calls_are_neither_judged_nor_learned() -> None:
         Change(50, latency_factor=5.0)
     ])
     assert feed(eng, quiet) == []
-    assert all(not s.baselines for s in eng._partitions[0].values())
+    assert all(not s.baselines for s in eng._partitions[0].series.values())
 
 
 def test_slo_fires_resolves_and_reminds_after_the_repeat_interval() -> None:
@@ -240,7 +240,7 @@ def test_changing_the_method_drops_the_baselines_but_keeps_alert_states() -> Non
     assert first_firing(feed(mad, windows), LATENCY) == 21
     ewma = engine({"defaults": {"anomaly": {"method": "ewma"}}})
     ewma.restore(0, mad.state_bytes())
-    (state,) = ewma._partitions[0].values()
+    (state,) = ewma._partitions[0].series.values()
     assert state.baselines == {} and state.rules["anomaly.latency_p95_ms"].firing
 
 
@@ -277,12 +277,12 @@ def test_seeding_finds_the_previous_version_on_any_partition_held() -> None:
     eng = engine()
     eng.restore(0, first.state_bytes(0))
     feed(eng, synthetic_windows(5, seed=21, series=v2, first_index=40), partition=1)
-    states = {s.version: s for p in (0, 1) for s in eng._partitions[p].values()}
+    states = {s.version: s for p in (0, 1) for s in eng._partitions[p].series.values()}
     assert states["v2"].seeded_from == "v1"
     eng.forget(0)
     eng.restore(1, eng.state_bytes(1))  # a reload of the same partition keeps one index entry
     feed(eng, synthetic_windows(5, seed=22, series=v3, first_index=45), partition=2)
-    (v3_state,) = eng._partitions[2].values()
+    (v3_state,) = eng._partitions[2].series.values()
     assert v3_state.seeded_from == "v2"
     assert len(eng._families) == 1 and len(next(iter(eng._families.values()))) == 2
 

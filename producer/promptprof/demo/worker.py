@@ -22,6 +22,8 @@ FAUST_ENV = {
 DEMO_WIDTHS_S = "[5, 10]"
 DEMO_RULES = Path(__file__).resolve().parents[3] / "examples" / "alerts" / "demo-rules.yaml"
 WEBHOOK_SECRET_ENV = "PROMPTPROF_DEMO_WEBHOOK_SECRET"
+# a short group wait, so the demo's alerts show within seconds of the regression
+DEMO_GROUPING = json.dumps({"group_wait_s": 2, "group_interval_s": 20})
 
 
 def start_worker(
@@ -35,6 +37,7 @@ def start_worker(
     receiver = {"name": "demo", "url": webhook_url, "secret_env": WEBHOOK_SECRET_ENV}
     env.setdefault("PROMPTPROF_ALERTS__RECEIVERS", json.dumps([receiver]))
     env.setdefault("PROMPTPROF_ALERTS__ROUTES", json.dumps([{"receivers": ["demo"]}]))
+    env.setdefault("PROMPTPROF_ALERTS__GROUPING", DEMO_GROUPING)
     env.setdefault("PROMPTPROF_WORKER__IDLE_TIMEOUT_S", "2")
     env.setdefault("PROMPTPROF_WORKER__DATA_DIR", str(state_dir / "worker"))
     state_dir.mkdir(parents=True, exist_ok=True)

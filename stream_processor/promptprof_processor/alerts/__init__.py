@@ -2,10 +2,12 @@
 alerts topic, InfluxDB and webhooks.
 
 - :class:`AlertEngine` (pure, synchronous): ``observe(windows, partition)`` returns the alert
-  events that closed windows trigger; ``state_bytes(partition)``/``restore(partition, data)``
-  checkpoint its per-series state.
+  events that closed windows trigger; ``changed_states(partition)``/``restore_states(partition,
+  entries)`` checkpoint its state as small per-series entries (``state_bytes``/``restore``: all
+  of them as one blob).
 - :class:`AlertDispatcher` (asyncio): ``submit(alerts)`` queues without blocking; ``run()`` (or
-  ``start()``) delivers in the background; ``close()`` finishes.
+  ``start()``) delivers in the background, grouped and rate-limited per receiver; ``close()``
+  finishes.
 - :class:`AlertSettings`: the ``alerts`` settings section; rules come from a YAML file
   (:func:`load_rules`).
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     )
     from promptprof_processor.alerts.settings import (
         AlertSettings,
+        GroupingSettings,
         ReceiverSettings,
         RetryPolicy,
         RouteSettings,
@@ -48,7 +51,9 @@ _HOMES = {
     "events": ("ALERT_MEASUREMENT", "Alert", "alert_line"),
     "receiver": ("WebhookReceiver",),
     "rules": ("AlertRules", "RuleSet", "RulesError", "load_rules", "parse_rules"),
-    "settings": ("AlertSettings", "ReceiverSettings", "RetryPolicy", "RouteSettings"),
+    "settings": (
+        "AlertSettings", "GroupingSettings", "ReceiverSettings", "RetryPolicy", "RouteSettings",
+    ),
     "webhooks": ("WebhookConfigError", "sign", "verify_signature"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -61,6 +66,7 @@ __all__ = [
     "AlertRules",
     "AlertSettings",
     "DispatchStats",
+    "GroupingSettings",
     "ReceiverSettings",
     "RetryPolicy",
     "RouteSettings",

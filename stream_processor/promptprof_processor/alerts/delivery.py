@@ -10,19 +10,25 @@ queues independently, so a receiver that is down or slow delays only its own del
 - InfluxDB: the ``llm_alert`` point (:func:`promptprof_processor.alerts.events.alert_line`),
   in batches, through :class:`~promptprof_processor.sink.influx.RetryingWriter`; a re-written alert
   overwrites its own point.
-- Webhooks: the receivers of every matching route (every receiver when no route is configured),
-  each delivery retried per the retry policy (:class:`~.webhooks.WebhookSender`). After the last
-  try, or when a receiver's queue is full, the alert goes to the dead-letter topic with headers
+- Webhooks: the receivers of every matching route (every receiver when no route is configured).
+  Each receiver groups its alerts into notifications (group wait, group interval, group keys:
+  :mod:`.grouping`) and sends them under its rate limit, each delivery retried per the retry
+  policy (:class:`~.webhooks.WebhookSender`; a ``Retry-After`` holds back the whole receiver).
+  Nothing waiting for a receiver is dropped; :meth:`AlertDispatcher.waiting` counts it. After
+  the last try, each alert of the notification goes to the dead-letter topic with headers
   ``reason``, ``stage=alerts``, ``receiver`` and ``alert_id``.
 
-An alert id already submitted (a re-processed window) is not dispatched again. A full queue
-drops the alert for that output (counted in :attr:`AlertDispatcher.stats`, logged).
+An alert id already submitted (a re-processed window) is not dispatched again. A full topic or
+InfluxDB queue drops the alert for that output (counted in :attr:`AlertDispatcher.stats`,
+logged). On :meth:`AlertDispatcher.close`, every group still waiting is sent at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +39,13 @@ from aiokafka import AIOKafkaProducer
 
 from promptprof.config import Settings
 from promptprof_processor.alerts.events import Alert, alert_line
-from promptprof_processor.alerts.settings import AlertSettings, RouteSettings
+from promptprof_processor.alerts.grouping import Grouper, Limiter, Notification
+from promptprof_processor.alerts.settings import (
+    AlertSettings,
+    GroupingSettings,
+    ReceiverSettings,
+    RouteSettings,
+)
 from promptprof_processor.alerts.webhooks import Receiver, WebhookSender
 from promptprof_processor.sink.influx import LineWriter, RetryingWriter, make_writer
 
@@ -54,7 +66,9 @@ class DispatchStats:
     dropped: dict[str, int] = field(default_factory=dict)
     published: int = 0
     written: int = 0
-    delivered: int = 0
+    delivered: int = 0  # alerts delivered to a receiver
+    notifications: int = 0  # requests that delivered them
+    rate_limited: int = 0  # notifications that waited for their receiver's rate limit
     dead_lettered: int = 0
     lost: int = 0
 
@@ -150,6 +164,84 @@ class _Lane(Generic[T]):
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+class _ReceiverLane:
+    """One receiver: alerts grouped into notifications, sent under the receiver's rate limit."""
+
+    def __init__(
+        self, settings: ReceiverSettings, grouping: GroupingSettings,
+        deliver: Callable[[Notification, Limiter], Awaitable[None]], workers: int,
+    ) -> None:
+        self.name = settings.name
+        self.grouper = Grouper(grouping)
+        self.limiter = Limiter(settings.rate())
+        self.ready: asyncio.Queue[Notification] = asyncio.Queue()
+        self.deliver = deliver
+        self.workers = workers
+        self.queued = 0  # alerts in the notifications of ``ready``
+        self.in_flight = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+
+    def offer(self, alert: Alert) -> None:
+        """Put an alert in its group; never blocks, never drops."""
+        self.grouper.add(alert, time.monotonic())
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the scheduler and the sender tasks."""
+        self.tasks = [asyncio.create_task(self._schedule(), name=f"alerts-{self.name}-groups")]
+        self.tasks += [
+            asyncio.create_task(self._work(), name=f"alerts-{self.name}-{i}")
+            for i in range(self.workers)
+        ]
+
+    def flush(self) -> None:
+        """Release every group now (at shutdown)."""
+        self._release(math.inf)
+
+    def _release(self, now: float) -> None:
+        for note in self.grouper.due(now):
+            self.queued += len(note.alerts)
+            self.ready.put_nowait(note)
+
+    async def _schedule(self) -> None:
+        while True:
+            self._release(time.monotonic())
+            due = self.grouper.next_due()
+            self._wake.clear()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _work(self) -> None:
+        while True:
+            note = await self.ready.get()
+            self.queued -= len(note.alerts)
+            self.in_flight += len(note.alerts)
+            try:
+                await self.deliver(note, self.limiter)
+            except Exception as exc:  # a bug must not stop the lane
+                log.exception("promptprof.alert_lane_failed", lane=self.name, error=repr(exc))
+            finally:
+                self.in_flight -= len(note.alerts)
+
+    @property
+    def waiting(self) -> int:
+        """Alerts not yet delivered: in groups, in notifications queued or being sent."""
+        return self.grouper.waiting + self.queued + self.in_flight
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting."""
+        return self.waiting == 0
+
+    async def stop(self) -> None:
+        """Cancel the tasks and wait for them."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 class AlertDispatcher:
     """Publishes alerts to the alerts topic, InfluxDB and webhooks without blocking the caller."""
 
@@ -183,6 +275,13 @@ class AlertDispatcher:
         )
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lanes = self._make_lanes()
+        self._receiver_lanes = {
+            r.name: _ReceiverLane(
+                r, config.grouping, self._deliverer(self.receivers[r.name]),
+                config.concurrency_per_receiver,
+            )
+            for r in config.receivers
+        }
         self._closing = asyncio.Event()
         self._running = False
         self._stopped = asyncio.Event()
@@ -198,11 +297,6 @@ class AlertDispatcher:
             lanes["topic"] = _Lane("topic", size, self._publish, batch=BATCH)
         if self.alerts.write_influx:
             lanes["influx"] = _Lane("influx", size, self._write, batch=BATCH)
-        for name, receiver in self.receivers.items():
-            lanes[f"webhook:{name}"] = _Lane(
-                f"webhook:{name}", size, self._deliverer(receiver),
-                workers=self.alerts.concurrency_per_receiver,
-            )
         return lanes
 
     # -- the caller's side ----------------------------------------------------------------------
@@ -221,8 +315,7 @@ class AlertDispatcher:
                 if lane in self._lanes:
                     self._offer(lane, alert)
             for name in self.router.receivers_for(alert):
-                if not self._offer(f"webhook:{name}", alert):
-                    self._offer("dead_letter", DeadLetter(alert, name, "delivery queue full"))
+                self._receiver_lanes[name].offer(alert)
         return accepted
 
     def _remember(self, alert_id: str) -> None:
@@ -241,7 +334,11 @@ class AlertDispatcher:
 
     def idle(self) -> bool:
         """Nothing queued and nothing in progress on any output."""
-        return all(lane.idle for lane in self._lanes.values())
+        return all(lane.idle for lane in self._lanes.values()) and not any(self.waiting().values())
+
+    def waiting(self) -> dict[str, int]:
+        """Alerts waiting for each receiver (grouped, rate-limited, or being sent)."""
+        return {name: lane.waiting for name, lane in self._receiver_lanes.items()}
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until :meth:`idle` (True) or ``timeout_s`` passed (False)."""
@@ -266,21 +363,27 @@ class AlertDispatcher:
         Run it as a task (a Faust ``app.task``, or :meth:`start`); cancelling it stops at once.
         """
         self._running = True
-        for lane in self._lanes.values():
+        lanes: list[_Lane[Any] | _ReceiverLane] = [
+            *self._lanes.values(), *self._receiver_lanes.values()
+        ]
+        for lane in lanes:
             lane.start()
         log.info("promptprof.alert_dispatcher_started", receivers=sorted(self.receivers))
         try:
             await self._closing.wait()
+            for receiver in self._receiver_lanes.values():
+                receiver.flush()
             if not await self.wait_idle(self._drain_timeout_s):
                 log.warning("promptprof.alert_dispatcher_unfinished", **self._backlog())
         finally:
-            for lane in self._lanes.values():
+            for lane in lanes:
                 await lane.stop()
             await self._release()
             self._stopped.set()
 
     def _backlog(self) -> dict[str, int]:
-        return {name: lane.queue.qsize() + lane.busy for name, lane in self._lanes.items()}
+        backlog = {name: lane.queue.qsize() + lane.busy for name, lane in self._lanes.items()}
+        return backlog | {f"webhook:{k}": v for k, v in self.waiting().items()}
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop after delivering what is queued, waiting at most ``timeout_s`` for it."""
@@ -358,14 +461,17 @@ class AlertDispatcher:
         if await self._writer.write([alert_line(a) for a in alerts]):
             self.stats.written += len(alerts)
 
-    def _deliverer(self, receiver: Receiver) -> Callable[[list[Alert]], Awaitable[None]]:
-        async def deliver(alerts: list[Alert]) -> None:
-            for alert in alerts:
-                result = await self._sender.deliver(receiver, alert)
-                if result.ok:
-                    self.stats.delivered += 1
-                    continue
-                reason = f"webhook {receiver.name}: {result.reason} after {result.attempts} tries"
+    def _deliverer(self, receiver: Receiver) -> Callable[[Notification, Limiter], Awaitable[None]]:
+        async def deliver(note: Notification, limiter: Limiter) -> None:
+            waits = limiter.waits
+            result = await self._sender.deliver(receiver, note, limiter)
+            self.stats.rate_limited += int(limiter.waits > waits)
+            if result.ok:
+                self.stats.delivered += len(note.alerts)
+                self.stats.notifications += 1
+                return
+            reason = f"webhook {receiver.name}: {result.reason} after {result.attempts} tries"
+            for alert in note.alerts:
                 self._offer("dead_letter", DeadLetter(alert, receiver.name, reason))
 
         return deliver

@@ -4,19 +4,34 @@ A *series* here is (service, prompt id, version, model, label values, window wid
 series the engine keeps a robust baseline per anomaly metric (:mod:`.baseline`) and a small
 state machine per rule:
 
-- A window is judged by a rule only when the figure has at least ``min_calls`` calls behind it
-  (and, for anomalies, the baseline has seen ``warmup_windows`` windows); other windows leave
-  the rule as it is. Every judged window is then learned by the baselines.
+- A window is judged by a rule only when the figure rests on at least ``min_calls`` *observed
+  events* (sampled events count once: :mod:`.metrics`) and, for anomalies, the baseline has seen
+  ``warmup_windows`` windows; other windows leave the rule as it is.
 - An anomaly window is *bad* when the figure is beyond ``threshold`` robust standard
   deviations of the baseline and beyond ``min_relative_change`` of the baseline and
-  ``min_absolute_change`` (in the configured direction). A window with fewer calls than the
-  series' usual (the median calls of its recent windows) is noisier: its spread is widened by
-  sqrt(usual / calls). Rates (the error rate) use at least the binomial standard deviation of
-  the window's call count (at the mean rate of the history) as spread. An SLO window is bad
-  when it crosses its fixed limit.
-- ``fire_after`` bad windows in a row fire the alert; ``resolve_after`` good windows in a row
-  resolve it. While it fires, a reminder is emitted when a bad window ends ``repeat_interval_s``
-  (event time) after the last notification.
+  ``min_absolute_change`` (in the configured direction). A window with fewer events than the
+  series' usual (the median events of its recent windows) is noisier: its spread is widened by
+  sqrt(usual / events). Rates (the error rate) use at least the binomial standard deviation of
+  the window's observed events (at the mean rate of the history) as spread. An SLO window is
+  bad when it crosses its fixed limit.
+- A baseline learns a window only while its rule is quiet: a bad window, and every window while
+  the rule fires, leaves the baseline as it was before the incident. So a sustained regression
+  stays firing, and ``resolved`` means the figure is back within the band of the baseline from
+  before the incident for ``resolve_after`` windows in a row. The band is the firing tolerance,
+  narrowed to ``resolve_within`` of the way from the baseline to the incident's level (the
+  median of the incident's windows) when that is closer: a regression that only just crosses
+  the firing limit must come clearly back, not hover under the limit, to resolve. A lasting
+  shift becomes the new normal only by the rule's ``accept_after_s`` (off by default): after
+  firing that long, the baseline is rebuilt from the windows of the incident and an
+  ``accepted`` event is sent (never ``resolved``). A new prompt version starts from a copy of
+  the previous version's baselines (below), so a version bump does not accept a shift either.
+- ``fire_after`` bad windows in a row fire a rule on a width; ``resolve_after`` good windows in a
+  row resolve it. The widths of one series are one *incident* per rule: the first paging width
+  (``page_widths_s``) that fires notifies, the others join it silently, and the incident
+  resolves (one event) when the last width firing resolves. While it fires, a reminder is
+  emitted when a bad window of a paging width ends ``repeat_interval_s`` (event time) after the
+  last notification.
+- Error budgets (burn rates) and spend are judged per prompt (:mod:`.budgets`).
 
 A new prompt version starts with a copy of the baselines of the version of the same prompt,
 model, labels and width seen last (on any partition this engine holds), so a change the new
@@ -24,22 +39,30 @@ version brought is judged against the old version's figures; alerts then name bo
 Across workers, a version whose predecessor lives on another worker's partition warms up alone.
 
 Windows that end no later than the last judged window of their series are ignored, so a
-re-delivered window (at-least-once input) is not counted twice. State is kept per partition of
-the calls topic, like the window state, and travels as bytes (:meth:`AlertEngine.state_bytes`).
+re-delivered window (at-least-once input) is not counted twice. The engine reads no clock: time
+comes from the windows, so the same windows give the same events and the same state.
+
+State is kept per partition of the calls topic, like the window state, as small entries
+(:mod:`.state`): :meth:`AlertEngine.changed_states` returns the entries changed since its last
+call and :meth:`AlertEngine.restore_states` rebuilds a partition from all of them; the older
+:meth:`AlertEngine.state_bytes` / :meth:`AlertEngine.restore` move every entry as one blob.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
-from typing import Any, Literal
+from statistics import median
+from typing import Literal
 
 import orjson
 import structlog
 
-from promptprof_processor.alerts.baseline import Baseline, Method, make_baseline
+from promptprof_processor.alerts.baseline import Baseline, make_baseline
+from promptprof_processor.alerts.budgets import Budgets
 from promptprof_processor.alerts.events import (
     Alert,
     AlertWindow,
@@ -47,6 +70,7 @@ from promptprof_processor.alerts.events import (
     State,
     alert_id,
     fingerprint,
+    series_identity,
 )
 from promptprof_processor.alerts.metrics import METRICS, Metric
 from promptprof_processor.alerts.rules import (
@@ -58,13 +82,25 @@ from promptprof_processor.alerts.rules import (
     load_rules,
 )
 from promptprof_processor.alerts.settings import AlertSettings
+from promptprof_processor.alerts.state import (
+    BURN,
+    INCIDENT,
+    SERIES,
+    SPEND,
+    Incident,
+    PartitionState,
+    Persistent,
+    RuleState,
+    SeriesState,
+    pack_entries,
+    unpack_entries,
+)
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.figures import SeriesTags, WindowAggregate
 
 log = structlog.get_logger("promptprof.alerts")
 
-STATE_FORMAT = 1
-VOLUME = "calls"  # the baseline of the calls per window, kept beside the metrics' baselines
+VOLUME = "calls"  # the baseline of the observed events per window, beside the metrics'
 DEFAULT_STATE_TTL_S = 7 * 86_400
 
 
@@ -78,6 +114,8 @@ class Verdict:
     threshold: float
     score: float | None
     direction: Literal["above", "below"]
+    recovered: bool  # within the band a firing rule must return to (resolve_limit)
+    resolve_limit: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +134,7 @@ class SloCheck:
         """Bad when ``value`` crosses the limit."""
         bad = value > self.limit if self.above else value < self.limit
         side: Literal["above", "below"] = "above" if self.above else "below"
-        return Verdict(bad, value, baseline, self.limit, None, side)
+        return Verdict(bad, value, baseline, self.limit, None, side, not bad, self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,44 +151,56 @@ class AnomalyCheck:
     severity: Severity
     kind: Kind = "anomaly"
 
-    def judge(self, value: float, calls: float, baseline: Baseline, volume: float) -> Verdict:
+    def judge(
+        self, value: float, events: float, baseline: Baseline, volume: float,
+        resolve_within: float, incident: float | None = None,
+    ) -> Verdict:
         """Bad when ``value`` is far enough from the baseline in the watched direction;
-        ``volume`` (>= 1) widens the spread of a window with fewer calls than usual."""
+        recovered when within the firing tolerance and within ``resolve_within`` of the way to
+        the ``incident`` level (while firing). ``events`` is the observed events behind
+        ``value``; ``volume`` (>= 1) widens the spread of a window with fewer events than
+        usual."""
         center, scale = baseline.spread()
         scale *= volume
         deviation = value - center
         above = self.direction == "up" or (self.direction == "both" and deviation >= 0)
         if self.metric.rate:
-            scale = max(scale, _binomial_sd(max(center, baseline.mean()), calls))
+            scale = max(scale, _binomial_sd(max(center, baseline.mean()), events))
         tolerance = max(
             self.threshold * scale,
             self.min_relative_change * abs(center),
             self.min_absolute_change,
         )
-        bad = (deviation if above else -deviation) > tolerance
-        limit = center + tolerance if above else center - tolerance
+        signed = deviation if above else -deviation
+        sign = 1.0 if above else -1.0
+        band = tolerance
+        if incident is not None and (incident - center) * sign > 0:
+            band = min(band, resolve_within * abs(incident - center))
         score = deviation / scale if scale > 0 else None
-        return Verdict(bad, value, center, limit, score, "above" if above else "below")
+        return Verdict(
+            signed > tolerance, value, center, center + sign * tolerance, score,
+            "above" if above else "below", signed <= band, center + sign * band,
+        )
 
 
 Check = SloCheck | AnomalyCheck
 
 
 def _volume_factor(state: SeriesState, window: WindowAggregate) -> float:
-    """sqrt(usual calls / this window's calls) when the window has fewer calls than usual."""
+    """sqrt(usual events / this window's events) when the window has fewer events than usual."""
     usual = state.baselines.get(VOLUME)
-    if usual is None or usual.count == 0 or window.calls <= 0:
+    if usual is None or usual.count == 0 or window.events <= 0:
         return 1.0
     typical = usual.spread()[0]
-    return math.sqrt(typical / window.calls) if window.calls < typical else 1.0
+    return math.sqrt(typical / window.events) if window.events < typical else 1.0
 
 
-def _binomial_sd(rate: float, calls: float) -> float:
-    """The standard deviation of a proportion near ``rate`` over ``calls`` calls."""
-    if calls <= 0:
+def _binomial_sd(rate: float, events: float) -> float:
+    """The standard deviation of a proportion near ``rate`` measured on ``events`` events."""
+    if events <= 0:
         return 0.0
-    p = min(max(rate, 1.0 / calls), 0.5)
-    return math.sqrt(p * (1 - p) / calls)
+    p = min(max(rate, 1.0 / events), 0.5)
+    return math.sqrt(p * (1 - p) / events)
 
 
 @dataclass(frozen=True)
@@ -160,6 +210,12 @@ class CompiledRules:
     rules: RuleSet
     checks: tuple[Check, ...]
     learned: tuple[AnomalyCheck, ...]
+    metrics: tuple[Metric, ...]  # every metric a check reads, once
+    accept_ns: int | None
+
+    def readings(self, window: WindowAggregate) -> dict[str, tuple[float | None, float]]:
+        """(value, observed events) of every metric the checks read."""
+        return {m.name: (m.value(window), m.count(window)) for m in self.metrics}
 
     @classmethod
     def of(cls, rules: RuleSet) -> CompiledRules:
@@ -172,11 +228,19 @@ class CompiledRules:
             for name, limit in rules.slo.items()
         ]
         anomaly = _anomaly_checks(rules) if rules.anomaly.enabled else []
-        return cls(rules, (*slo, *anomaly), tuple(anomaly))
+        checks: tuple[Check, ...] = (*slo, *anomaly)
+        metrics = tuple({c.metric.name: c.metric for c in checks}.values())
+        accept_s = rules.anomaly.accept_after_s
+        accept_ns = None if accept_s is None else round(accept_s * NS_PER_S)
+        return cls(rules, checks, tuple(anomaly), metrics, accept_ns)
 
     def judges(self, width_s: int) -> bool:
         """Whether windows of ``width_s`` are judged."""
         return not self.rules.widths_s or width_s in self.rules.widths_s
+
+    def pages(self, width_s: int) -> bool:
+        """Whether a firing on windows of ``width_s`` notifies."""
+        return not self.rules.page_widths_s or width_s in self.rules.page_widths_s
 
 
 def _anomaly_checks(rules: RuleSet) -> list[AnomalyCheck]:
@@ -202,74 +266,52 @@ def _given(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-@dataclass(slots=True)
-class RuleState:
-    """The hysteresis state of one rule on one series."""
+class Step(Enum):
+    """What one window did to a rule on one width."""
 
-    firing: bool = False
-    bad: int = 0
-    good: int = 0
-    started_ns: int = 0
-    notified_ns: int = 0
-
-    def to_state(self) -> list[Any]:
-        """JSON-native state."""
-        return [self.firing, self.bad, self.good, self.started_ns, self.notified_ns]
-
-    @classmethod
-    def from_state(cls, state: Sequence[Any]) -> RuleState:
-        """Restore from :meth:`to_state` output."""
-        firing, bad, good, started_ns, notified_ns = state
-        return cls(bool(firing), int(bad), int(good), int(started_ns), int(notified_ns))
+    FIRE = "fire"  # the rule starts firing
+    STILL = "still"  # a bad window while firing
+    RESOLVE = "resolve"  # back within the band for resolve_after windows
+    ACCEPT = "accept"  # fired for accept_after_s: the shift is the new baseline
 
 
-@dataclass(slots=True)
-class SeriesState:
-    """Baselines and rule states of one series."""
+def advance(
+    rule: RuleState, rules: RuleSet, verdict: Verdict, window: WindowAggregate,
+    accept_ns: int | None,
+) -> Step | None:
+    """Advance a rule's hysteresis by one judged window: a quiet rule counts bad windows, a
+    firing one counts windows back within the resolve band."""
+    if rule.firing:
+        return _advance_firing(rule, rules, not verdict.recovered, window.window_end_ns, accept_ns)
+    bad = verdict.bad
+    if not bad:
+        rule.bad = 0
+        rule.held.clear()
+        return None
+    rule.bad += 1
+    if rule.bad == 1:
+        rule.started_ns = window.window_start_ns
+    if rule.bad < rules.hysteresis.fire_after:
+        return None
+    rule.firing, rule.good = True, 0
+    return Step.FIRE
 
-    prompt_id: str
-    family: str
-    version: str
-    method: Method
-    baselines: dict[str, Baseline] = field(default_factory=dict)
-    rules: dict[str, RuleState] = field(default_factory=dict)
-    own_windows: int = 0
-    seeded_from: str | None = None
-    last_end_ns: int = 0
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-native state."""
-        return {
-            "prompt_id": self.prompt_id,
-            "family": self.family,
-            "version": self.version,
-            "method": self.method,
-            "baselines": {name: b.to_state() for name, b in self.baselines.items()},
-            "rules": {rule: r.to_state() for rule, r in self.rules.items()},
-            "own_windows": self.own_windows,
-            "seeded_from": self.seeded_from,
-            "last_end_ns": self.last_end_ns,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], anomaly: AnomalyRules) -> SeriesState:
-        """Restore from :meth:`to_state` output; baselines of another method are dropped."""
-        same = state["method"] == anomaly.method
-        size = anomaly.baseline_windows
-        return cls(
-            prompt_id=state["prompt_id"],
-            family=state["family"],
-            version=state["version"],
-            method=anomaly.method,
-            baselines={
-                name: make_baseline(anomaly.method, size, b)
-                for name, b in (state["baselines"].items() if same else ())
-            },
-            rules={rule: RuleState.from_state(r) for rule, r in state["rules"].items()},
-            own_windows=state["own_windows"],
-            seeded_from=state["seeded_from"],
-            last_end_ns=state["last_end_ns"],
-        )
+def _advance_firing(
+    rule: RuleState, rules: RuleSet, bad: bool, end_ns: int, accept_ns: int | None
+) -> Step | None:
+    if accept_ns is not None and end_ns - rule.started_ns >= accept_ns:
+        rule.firing, rule.bad, rule.good = False, 0, 0
+        return Step.ACCEPT
+    if bad:
+        rule.good = 0
+        return Step.STILL
+    rule.good += 1
+    if rule.good < rules.hysteresis.resolve_after:
+        return None
+    rule.firing, rule.bad, rule.good = False, 0, 0
+    rule.held.clear()
+    return Step.RESOLVE
 
 
 def series_keys(series: SeriesTags, width_s: int) -> tuple[str, str]:
@@ -286,6 +328,16 @@ def _baseline(state: SeriesState, name: str, anomaly: AnomalyRules) -> Baseline:
     return baseline
 
 
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """One check's verdict on one window, and what it did to the rule."""
+
+    check: Check
+    verdict: Verdict
+    rule: RuleState
+    step: Step | None
+
+
 class AlertEngine:
     """Judges closed windows against the rules; pure, synchronous, per-partition state."""
 
@@ -297,9 +349,10 @@ class AlertEngine:
         self.rules = rules or AlertRules()
         self.repeat_interval_ns = round(repeat_interval_s * NS_PER_S)
         self.state_ttl_ns = round(state_ttl_s * NS_PER_S)
-        self._partitions: dict[int, dict[str, SeriesState]] = {}
+        self._partitions: dict[int, PartitionState] = {}
         self._families: dict[str, dict[str, SeriesState]] = {}  # family -> series key -> state
         self._compiled = lru_cache(maxsize=4096)(self._compile)
+        self._budgets = Budgets(self.repeat_interval_ns)
 
     @classmethod
     def from_settings(cls, settings: AlertSettings) -> AlertEngine:
@@ -313,107 +366,178 @@ class AlertEngine:
         """Whether state for ``partition`` is loaded."""
         return partition in self._partitions
 
+    def _partition(self, partition: int) -> PartitionState:
+        found = self._partitions.get(partition)
+        if found is None:
+            found = self._partitions[partition] = PartitionState()
+        return found
+
     def observe(self, windows: Iterable[WindowAggregate], partition: int = 0) -> list[Alert]:
         """Judge closed windows of ``partition`` (in event-time order per series)."""
-        states = self._partitions.setdefault(partition, {})
+        part = self._partition(partition)
         alerts: list[Alert] = []
         for window in windows:
+            part.newest_ns = max(part.newest_ns, window.window_end_ns)
             compiled = self._compiled(window.series.prompt_id)
+            alerts += self._budgets.observe(part, compiled.rules, window)
             if compiled.judges(window.width_s):
-                alerts.extend(self._observe_one(states, compiled, window))
+                alerts += self._observe_one(part, compiled, window)
         return alerts
 
     def _observe_one(
-        self, states: dict[str, SeriesState], compiled: CompiledRules, window: WindowAggregate
+        self, part: PartitionState, compiled: CompiledRules, window: WindowAggregate
     ) -> list[Alert]:
         key, family = series_keys(window.series, window.width_s)
-        state = states.get(key)
+        state = part.series.get(key)
         if state is None:
-            state = states[key] = self._new_series(family, window.series, compiled)
+            state = part.series[key] = self._new_series(family, window.series, compiled)
             self._families.setdefault(family, {})[key] = state
-        elif window.window_end_ns <= state.last_end_ns:
+        elif window.window_end_ns <= state.last_ns:
             return []
-        state.last_end_ns = window.window_end_ns
+        state.last_ns = window.window_end_ns
+        part.touch_series(key)
         volume = _volume_factor(state, window)
-        alerts = [
-            alert for check in compiled.checks
-            if (alert := self._check(state, compiled.rules, check, window, volume)) is not None
+        readings = compiled.readings(window)
+        judged = [
+            found for check in compiled.checks
+            if (found := self._judge(state, compiled, check, readings, window, volume))
+            is not None
         ]
-        self._learn(state, compiled, window)
+        alerts = [
+            alert for j in judged
+            if (alert := self._notify(part, state, compiled, j, window)) is not None
+        ]
+        self._learn(state, compiled, readings, window)
         return alerts
 
-    def _check(
-        self, state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate,
-        volume: float,
-    ) -> Alert | None:
-        verdict = self._judge(state, rules, check, window, volume)
+    def _judge(
+        self, state: SeriesState, compiled: CompiledRules, check: Check,
+        readings: dict[str, tuple[float | None, float]], window: WindowAggregate, volume: float,
+    ) -> _Judged | None:
+        rules = compiled.rules
+        rule = state.rules.get(check.rule)
+        verdict = self._verdict(state, rules, check, readings, rule, volume)
         if verdict is None:
             return None
-        rule_state = state.rules.get(check.rule)
-        if rule_state is None:
-            rule_state = state.rules[check.rule] = RuleState()
-        transition = self._step(rule_state, rules, verdict.bad, window)
-        if transition is None:
-            return None
-        return self._alert(state, rules, check, verdict, window, rule_state, transition)
+        if rule is None:
+            rule = state.rules[check.rule] = RuleState()
+        accept_ns = compiled.accept_ns if isinstance(check, AnomalyCheck) else None
+        step = advance(rule, rules, verdict, window, accept_ns)
+        if step is Step.ACCEPT:
+            self._accept(state, rules.anomaly, check.metric.name, rule)
+        return _Judged(check, verdict, rule, step)
 
     @staticmethod
-    def _judge(
-        state: SeriesState, rules: RuleSet, check: Check, window: WindowAggregate, volume: float
+    def _verdict(
+        state: SeriesState, rules: RuleSet, check: Check,
+        readings: dict[str, tuple[float | None, float]], rule: RuleState | None, volume: float,
     ) -> Verdict | None:
-        metric = check.metric
-        value = metric.value(window)
-        calls = metric.count(window)
-        if value is None or calls < check.min_calls or calls <= 0:
+        name = check.metric.name
+        value, events = readings[name]
+        if value is None or events < check.min_calls or events <= 0:
             return None
-        baseline = state.baselines.get(metric.name)
+        baseline = state.baselines.get(name)
         if baseline is not None and baseline.count < rules.anomaly.warmup_windows:
             baseline = None
         if isinstance(check, SloCheck):
             return check.judge(value, None if baseline is None else baseline.spread()[0])
-        return None if baseline is None else check.judge(value, calls, baseline, volume)
-
-    def _step(
-        self, rule: RuleState, rules: RuleSet, bad: bool, window: WindowAggregate
-    ) -> tuple[State, bool] | None:
-        """Advance the hysteresis; return (state, repeat) when an event is due."""
-        if rule.firing:
-            return self._step_firing(rule, rules, bad, window.window_end_ns)
-        if not bad:
-            rule.bad = 0
+        if baseline is None:
             return None
-        rule.bad += 1
-        if rule.bad == 1:
-            rule.started_ns = window.window_start_ns
-        if rule.bad < rules.hysteresis.fire_after:
-            return None
-        rule.firing, rule.good, rule.notified_ns = True, 0, window.window_end_ns
-        return "firing", False
+        incident = median(rule.held) if rule is not None and rule.firing and rule.held else None
+        return check.judge(
+            value, events, baseline, volume, rules.hysteresis.resolve_within, incident
+        )
 
-    def _step_firing(
-        self, rule: RuleState, rules: RuleSet, bad: bool, end_ns: int
-    ) -> tuple[State, bool] | None:
-        if bad:
-            rule.good = 0
-            if end_ns - rule.notified_ns < self.repeat_interval_ns:
+    @staticmethod
+    def _accept(state: SeriesState, anomaly: AnomalyRules, metric: str, rule: RuleState) -> None:
+        """Rebuild a metric's baseline from the windows of the incident (the new normal)."""
+        baseline = make_baseline(anomaly.method, anomaly.baseline_windows)
+        for value in rule.held:
+            baseline.add(value)
+        state.baselines[metric] = baseline
+        rule.held.clear()
+
+    @staticmethod
+    def _learn(
+        state: SeriesState, compiled: CompiledRules,
+        readings: dict[str, tuple[float | None, float]], window: WindowAggregate,
+    ) -> None:
+        """Learn the window's figures, except those of rules bad or firing (held instead)."""
+        anomaly = compiled.rules.anomaly
+        learned = False
+        for check in compiled.learned:
+            value, events = readings[check.metric.name]
+            if value is None or events < check.min_calls:
+                continue
+            rule = state.rules.get(check.rule)
+            if rule is not None and rule.troubled:
+                rule.hold(value, anomaly.baseline_windows)
+                continue
+            _baseline(state, check.metric.name, anomaly).add(value)
+            learned = True
+        if learned:
+            _baseline(state, VOLUME, anomaly).add(window.events)
+            state.own_windows += 1
+
+    def _notify(
+        self, part: PartitionState, state: SeriesState, compiled: CompiledRules, judged: _Judged,
+        window: WindowAggregate,
+    ) -> Alert | None:
+        """The incident's event for this width's step, if one is due."""
+        if judged.step is None:
+            return None
+        key = f"{series_identity(window.series)}\x1f{judged.check.rule}"
+        incident = part.incidents.get(key)
+        if incident is None:
+            if judged.step is not Step.FIRE:
                 return None
-            rule.notified_ns = end_ns
-            return "firing", True
-        rule.good += 1
-        if rule.good < rules.hysteresis.resolve_after:
+            incident = part.incidents[key] = Incident(started_ns=judged.rule.started_ns)
+        part.touch_incident(key)
+        incident.last_ns = window.window_end_ns
+        event = self._incident_step(incident, judged.step, window, compiled.pages(window.width_s))
+        if not incident.widths:
+            del part.incidents[key]
+        if event is None:
             return None
-        rule.firing, rule.bad = False, 0
-        return "resolved", False
+        return self._alert(state, compiled.rules, judged, window, incident, event)
+
+    def _incident_step(
+        self, incident: Incident, step: Step, window: WindowAggregate, pages: bool
+    ) -> tuple[State, bool] | None:
+        """Advance an incident by one width's step; return (state, repeat) when an event is due."""
+        width, end_ns = window.width_s, window.window_end_ns
+        if step is Step.FIRE:
+            incident.widths = sorted({*incident.widths, width})
+        if step in (Step.FIRE, Step.STILL):
+            return self._firing_event(incident, end_ns, pages)
+        incident.widths = [w for w in incident.widths if w != width]
+        if incident.widths or not incident.notified:
+            return None
+        return ("accepted" if step is Step.ACCEPT else "resolved"), False
+
+    def _firing_event(
+        self, incident: Incident, end_ns: int, pages: bool
+    ) -> tuple[State, bool] | None:
+        if not pages:
+            return None
+        if not incident.notified:
+            incident.notified, incident.notified_ns = True, end_ns
+            return "firing", False
+        if end_ns - incident.notified_ns < self.repeat_interval_ns:
+            return None
+        incident.notified_ns = end_ns
+        return "firing", True
 
     def _alert(
-        self, state: SeriesState, rules: RuleSet, check: Check, verdict: Verdict,
-        window: WindowAggregate, rule: RuleState, transition: tuple[State, bool],
+        self, state: SeriesState, rules: RuleSet, judged: _Judged, window: WindowAggregate,
+        incident: Incident, transition: tuple[State, bool],
     ) -> Alert:
         alert_state, repeat = transition
+        check, verdict = judged.check, judged.verdict
         baseline_version = self._baseline_version(state, rules)
-        fp = fingerprint(window.series, window.width_s, check.rule)
+        fp = fingerprint(window.series, check.rule)
         return Alert(
-            alert_id=alert_id(fp, alert_state, rule.started_ns, window.window_end_ns),
+            alert_id=alert_id(fp, alert_state, incident.started_ns, window.window_end_ns),
             fingerprint=fp,
             state=alert_state,
             repeat=repeat,
@@ -426,10 +550,10 @@ class AlertEngine:
                 start_ns=window.window_start_ns, end_ns=window.window_end_ns,
                 width_s=window.width_s,
             ),
-            started_ns=rule.started_ns,
+            started_ns=incident.started_ns,
             observed=verdict.observed,
             baseline=verdict.baseline,
-            threshold=verdict.threshold,
+            threshold=verdict.resolve_limit if alert_state == "resolved" else verdict.threshold,
             score=verdict.score,
             direction=verdict.direction,
             baseline_version=baseline_version,
@@ -442,21 +566,6 @@ class AlertEngine:
         """The version the baseline mostly comes from."""
         inherited = state.own_windows * 2 < rules.anomaly.baseline_windows
         return state.seeded_from if state.seeded_from and inherited else state.version
-
-    @staticmethod
-    def _learn(state: SeriesState, compiled: CompiledRules, window: WindowAggregate) -> None:
-        anomaly = compiled.rules.anomaly
-        learned = False
-        for check in compiled.learned:
-            metric = check.metric
-            value = metric.value(window)
-            if value is None or metric.count(window) < check.min_calls:
-                continue
-            _baseline(state, metric.name, anomaly).add(value)
-            learned = True
-        if learned:
-            _baseline(state, VOLUME, anomaly).add(window.calls)
-            state.own_windows += 1
 
     def _new_series(
         self, family: str, series: SeriesTags, compiled: CompiledRules
@@ -482,58 +591,91 @@ class AlertEngine:
     def _latest_in_family(self, family: str, version: str) -> SeriesState | None:
         members = self._families.get(family, {}).values()
         candidates = [s for s in members if s.version != version and s.baselines]
-        return max(candidates, key=lambda s: s.last_end_ns, default=None)
+        return max(candidates, key=lambda s: s.last_ns, default=None)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def changed_states(self, partition: int = 0) -> dict[bytes, bytes | None]:
+        """The state entries of ``partition`` changed since the last call, by stable key.
+
+        Keys start with ``s\\x1f`` (a series: its baselines and rule states), ``i\\x1f`` (an
+        incident across widths), ``b\\x1f`` (a prompt's burn-rate state) or ``c\\x1f`` (a
+        prompt's spend state), then the identity as UTF-8; values are orjson documents of a few
+        KB at most (bounded by the rules' ``baseline_windows`` and burn windows, see
+        :mod:`.state`); ``None`` means the entry was deleted (an incident over, a series idle
+        beyond the TTL). Series idle beyond the TTL are dropped first. Store each entry under
+        its key (a compacted changelog, a key-value table) and pass all of them to
+        :meth:`restore_states` to rebuild the partition.
+        """
+        part = self._partition(partition)
+        self._unindex(part.expire(self.state_ttl_ns))
+        return part.changed()
+
+    def restore_states(self, partition: int, entries: Mapping[bytes, bytes]) -> None:
+        """Rebuild ``partition`` from every current entry of :meth:`changed_states` (an entry
+        that cannot be read is dropped and logged); the change record starts empty."""
+        self.forget(partition)
+        part = self._partitions[partition] = PartitionState()
+        unreadable = 0
+        for key, value in entries.items():
+            try:
+                self._load_entry(part, key, value)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+                unreadable += 1
+        if unreadable:
+            log.warning("promptprof.alert_state_discarded", partition=partition,
+                        entries=unreadable, reason="unreadable entries")
+        loaded: list[Persistent] = [*part.series.values(), *part.incidents.values(),
+                                    *part.budgets.values()]
+        part.newest_ns = max((x.last_ns for x in loaded), default=0)
+        for series_key, state in part.series.items():
+            self._families.setdefault(state.family, {})[series_key] = state
+
+    def _load_entry(self, part: PartitionState, key: bytes, value: bytes) -> None:
+        document = orjson.loads(value)
+        if key.startswith(SERIES):
+            anomaly = self._compiled(document["prompt_id"]).rules.anomaly
+            part.series[key[len(SERIES):].decode()] = SeriesState.from_state(document, anomaly)
+        elif key.startswith(INCIDENT):
+            part.incidents[key[len(INCIDENT):].decode()] = Incident.from_state(document)
+        elif key.startswith((BURN, SPEND)):
+            part.budgets[key] = self._budgets.load(key, document)
+        else:
+            raise ValueError(f"unknown alert state entry {key[:2]!r}")
 
     def state_bytes(self, partition: int = 0) -> bytes:
-        """The partition's state as bytes (series idle beyond the TTL are dropped first)."""
-        states = self._partitions.get(partition, {})
-        self._expire(states)
-        series = {key: s.to_state() for key, s in states.items()}
-        return orjson.dumps({"format": STATE_FORMAT, "series": series})
+        """Every entry of the partition as one blob (series idle beyond the TTL dropped first);
+        for checkpoints that store a partition whole. Prefer :meth:`changed_states` at scale."""
+        part = self._partition(partition)
+        self._unindex(part.expire(self.state_ttl_ns))
+        return pack_entries(part.everything())
 
-    def _expire(self, states: dict[str, SeriesState]) -> None:
-        if not states:
-            return
-        newest = max(s.last_end_ns for s in states.values())
-        stale = {k: s for k, s in states.items() if newest - s.last_end_ns > self.state_ttl_ns}
-        self._unindex(stale)
-        for key in stale:
-            del states[key]
+    def restore(self, partition: int, data: bytes | None) -> None:
+        """Load a partition from :meth:`state_bytes` output (or start it empty)."""
+        try:
+            entries = unpack_entries(data) if data else {}
+        except ValueError as exc:
+            log.warning("promptprof.alert_state_discarded", partition=partition, reason=str(exc))
+            entries = {}
+        self.restore_states(partition, entries)
 
-    def _unindex(self, states: dict[str, SeriesState]) -> None:
-        for key, state in states.items():
+    def _unindex(self, states: Iterable[SeriesState]) -> None:
+        for state in states:
             members = self._families.get(state.family, {})
-            members.pop(key, None)
+            for key in [k for k, s in members.items() if s is state]:
+                del members[key]
             if not members:
                 self._families.pop(state.family, None)
 
-    def restore(self, partition: int, data: bytes | None) -> None:
-        """Load a partition's state from :meth:`state_bytes` output (or start it empty)."""
-        self.forget(partition)
-        states = self._partitions[partition] = self._decode(data) if data else {}
-        for key, state in states.items():
-            self._families.setdefault(state.family, {})[key] = state
-
-    def _decode(self, data: bytes) -> dict[str, SeriesState]:
-        try:
-            document = orjson.loads(data)
-            if document.get("format") != STATE_FORMAT:
-                raise ValueError(f"state format {document.get('format')!r}")
-            return {
-                key: SeriesState.from_state(s, self._compiled(s["prompt_id"]).rules.anomaly)
-                for key, s in document["series"].items()
-            }
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("promptprof.alert_state_discarded", reason=str(exc))
-            return {}
-
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its checkpoint stays wherever it was saved)."""
-        self._unindex(self._partitions.pop(partition, {}))
+        part = self._partitions.pop(partition, None)
+        if part is not None:
+            self._unindex(part.series.values())
 
     def series_count(self) -> int:
         """Series with state, over every partition."""
-        return sum(len(states) for states in self._partitions.values())
+        return sum(len(part.series) for part in self._partitions.values())
 
 
 def describe(
@@ -545,9 +687,16 @@ def describe(
     where = f"{s.prompt_id} {s.prompt_version} on {s.model} ({s.service}, {window.width_s}s)"
     label = check.metric.label
     if state == "resolved":
+        band = "its SLO" if isinstance(check, SloCheck) else "the band of its pre-incident baseline"
         return (
-            f"resolved: {where}: {label} {fmt(verdict.observed)} is back within "
-            f"{fmt(verdict.threshold)}"
+            f"resolved: {where}: {label} {fmt(verdict.observed)} is back within {band} "
+            f"({fmt(verdict.resolve_limit)})"
+        )
+    if state == "accepted":
+        return (
+            f"accepted as new baseline: {where}: {label} {fmt(verdict.observed)} stayed "
+            f"{verdict.direction} its former baseline {fmt(verdict.baseline)} for the rule's "
+            "accept_after_s; it is judged against its new level from now on"
         )
     if isinstance(check, SloCheck):
         bound = "max" if check.above else "min"

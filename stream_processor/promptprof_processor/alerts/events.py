@@ -7,15 +7,23 @@ the ``generic`` webhook. Its fields (schema_version 1):
     Idempotency key: the same alert re-emitted (a worker that re-processes windows after a
     crash) has the same id; receivers should drop an id they have already handled.
 ``fingerprint``
-    The identity of the series, window width and rule; every event of every episode shares it.
+    The identity of the incident: the series and the rule, whatever the window width (a rule
+    firing on the 10 s and the 60 s windows of one series is one incident); every event of every
+    episode shares it.
 ``state``
     ``firing`` (``repeat`` true for a reminder of an alert still firing after the repeat
-    interval) or ``resolved``.
+    interval), ``resolved`` (the figure is back within the band of the baseline from before the
+    incident, or within its SLO, for the hysteresis count of windows) or ``accepted`` (an
+    anomaly that lasted the rule's ``accept_after_s`` became the series' new baseline: it is not
+    over, it is the new normal).
 ``kind``, ``rule``, ``metric``, ``severity``
-    ``slo`` or ``anomaly``; the rule id (``slo.latency_p95_ms``, ``anomaly.error_rate``...);
-    the figure judged; ``info``, ``warning`` or ``critical``.
+    ``slo``, ``anomaly``, ``burn_rate`` or ``spend``; the rule id (``slo.latency_p95_ms``,
+    ``anomaly.error_rate``, ``burn.success.3600s``, ``spend.day``...); the figure judged
+    (for burn rates the burn rate over the long window, for spend the projected spend);
+    ``info``, ``warning`` or ``critical``.
 ``series``
-    ``service``, ``prompt_id``, ``prompt_version``, ``model``, ``labels``.
+    ``service``, ``prompt_id``, ``prompt_version``, ``model``, ``labels``; budgets and spend are
+    judged per prompt, so their version and model are ``*``.
 ``window``
     ``start_ns``, ``end_ns``, ``width_s`` of the window that made the decision.
 ``started_ns``
@@ -52,8 +60,9 @@ from promptprof_processor.windows.figures import SeriesTags
 ALERT_MEASUREMENT = "llm_alert"
 SCHEMA_VERSION: Literal[1] = 1
 
-State = Literal["firing", "resolved"]
-Kind = Literal["slo", "anomaly"]
+State = Literal["firing", "resolved", "accepted"]
+Kind = Literal["slo", "anomaly", "burn_rate", "spend"]
+ANY = "*"  # the version and model of an alert judged over a whole prompt
 
 
 class AlertWindow(BaseModel):
@@ -102,11 +111,16 @@ class Alert(BaseModel):
         return cls.model_validate(orjson.loads(data))
 
 
-def fingerprint(series: SeriesTags, width_s: int, rule: str) -> str:
-    """A stable id of (series, width, rule)."""
+def series_identity(series: SeriesTags) -> str:
+    """The series' tags as one string (labels sorted)."""
     labels = "\x1e".join(f"{k}={v}" for k, v in sorted(series.labels.items()))
     parts = (series.service, series.prompt_id, series.prompt_version, series.model, labels)
-    return _digest("\x1f".join((*parts, str(width_s), rule)), 16)
+    return "\x1f".join(parts)
+
+
+def fingerprint(series: SeriesTags, rule: str) -> str:
+    """A stable id of an incident: (series, rule), whatever the window width."""
+    return _digest(f"{series_identity(series)}\x1f{rule}", 16)
 
 
 def alert_id(fingerprint_: str, state: State, started_ns: int, window_end_ns: int) -> str:

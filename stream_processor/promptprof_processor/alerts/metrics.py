@@ -1,9 +1,16 @@
 """The window figures that alert rules watch, by name, with the call count behind each.
 
 A figure is taken from a closed :class:`~promptprof_processor.windows.figures.WindowAggregate`; it
-is
-``None`` when the window has no value for it (no TTFT measured, no token counts, ...). The count
-is the number of calls the figure rests on, compared with a rule's ``min_calls``.
+is ``None`` when the window has no value for it (no TTFT measured, no token counts, ...).
+
+The count is the number of *observed events* the figure rests on: it gates a rule's
+``min_calls`` and sizes the noise of the figure. Under sampling an event recorded at
+``sample_rate`` r stands for 1/r calls in the window's totals and rates, but it is still one
+measurement: a window of 5 events sampled at 0.01 holds 5 latencies, not 500. The window carries
+the observed count of all its call events (``events``); the figures measured on a subset of the
+calls (TTFT, tokens, cost, quality) carry a weighted count only, so their observed count is that
+weighted count scaled by ``events / calls`` (exact when the window's events share one sample
+rate, as a producer's do).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class Metric:
     name: str
     label: str
     value: Callable[[WindowAggregate], float | None]
-    count: Callable[[WindowAggregate], float]
+    count: Callable[[WindowAggregate], float]  # observed events, not weighted calls
     unit: Literal["ms", "rate", "tokens", "usd", "score"]
     rate: bool = False  # a proportion of calls: its noise floor is binomial
 
@@ -73,16 +80,25 @@ def _tokens_per_call(w: WindowAggregate) -> float | None:
     return float(sum(known)) if known else None
 
 
+def observed(w: WindowAggregate, weighted: float) -> float:
+    """The observed events behind ``weighted`` calls of the window (``events / calls`` of it)."""
+    if w.calls <= 0 or weighted <= 0:
+        return 0.0
+    return min(float(w.events), weighted * w.events / w.calls)
+
+
 def _token_calls(w: WindowAggregate) -> float:
-    return max((t.calls for t in (w.input_tokens, w.output_tokens) if t is not None), default=0.0)
+    given, taken = w.input_tokens, w.output_tokens
+    return observed(w, max(0.0 if given is None else given.calls,
+                           0.0 if taken is None else taken.calls))
 
 
 def _calls(w: WindowAggregate) -> float:
-    return w.calls
+    return float(w.events)
 
 
 def _ttft_calls(w: WindowAggregate) -> float:
-    return w.ttft_calls
+    return observed(w, w.ttft_calls)
 
 
 METRICS: dict[str, Metric] = {
@@ -98,20 +114,22 @@ METRICS: dict[str, Metric] = {
         Metric(
             "input_tokens_per_call", "input tokens per call",
             lambda w: None if w.input_tokens is None else w.input_tokens.mean,
-            lambda w: 0.0 if w.input_tokens is None else w.input_tokens.calls, "tokens",
+            lambda w: 0.0 if w.input_tokens is None else observed(w, w.input_tokens.calls),
+            "tokens",
         ),
         Metric(
             "output_tokens_per_call", "output tokens per call",
             lambda w: None if w.output_tokens is None else w.output_tokens.mean,
-            lambda w: 0.0 if w.output_tokens is None else w.output_tokens.calls, "tokens",
+            lambda w: 0.0 if w.output_tokens is None else observed(w, w.output_tokens.calls),
+            "tokens",
         ),
         Metric(
             "cost_per_call_usd", "cost per call", lambda w: w.cost_per_call_usd,
-            lambda w: w.cost_known_calls, "usd",
+            lambda w: observed(w, w.cost_known_calls), "usd",
         ),
         Metric(
             "quality_mean", "quality mean", lambda w: w.quality_mean,
-            lambda w: w.quality_scored, "score",
+            lambda w: observed(w, w.quality_scored), "score",
         ),
     )
 }

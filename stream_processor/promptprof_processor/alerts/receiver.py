@@ -135,9 +135,14 @@ class WebhookReceiver:
             return list(self.received)
 
     def alerts(self) -> list[Any]:
-        """The JSON bodies received so far."""
+        """The alerts received so far, in order (those of a grouped notification one by one;
+        the generic format's bodies)."""
         with self._lock:
-            return [r.json() for r in self.received]
+            bodies = [r.json() for r in self.received]
+        return [
+            alert for body in bodies
+            for alert in (body["alerts"] if "group_key" in body else [body])
+        ]
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
         """Decide the answer to one request: (status, body, Location or '')."""

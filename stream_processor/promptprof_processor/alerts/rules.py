@@ -7,9 +7,11 @@ disables an anomaly metric). Every key is checked: a misspelt one is an error, n
 .. code-block:: yaml
 
     defaults:
-      min_calls: 20              # a window with fewer calls (for that figure) is not judged
+      min_calls: 20              # a window with fewer observed events (for that figure) is
+                                 # not judged (sampled events count once, not 1/sample_rate)
       widths_s: []               # window widths to judge; empty: every width
-      hysteresis: {fire_after: 2, resolve_after: 3}
+      page_widths_s: []          # widths whose firing notifies; empty: every judged width
+      hysteresis: {fire_after: 2, resolve_after: 3, resolve_within: 0.5}
       slo:                       # fixed limits; each fires on its own
         latency_p95_ms: {max: 2000, severity: critical}
         error_rate: {max: 0.05}
@@ -22,9 +24,17 @@ disables an anomaly metric). Every key is checked: a misspelt one is an error, n
         threshold: 5             # robust standard deviations
         min_relative_change: 0.1 # and at least this fraction of the baseline
         direction: up            # up, down or both
+        accept_after_s: null     # a shift firing this long becomes the new baseline (off)
         metrics:                 # merged over the default set below
           latency_p99_ms: {threshold: 6}
           cost_per_call_usd: null
+      error_budget:              # SLOs judged by multi-window, multi-burn-rate rules
+        success: {objective: 0.995}                  # 99.5 % of calls succeed
+        latency: {objective: 0.99, threshold_ms: 4000}  # 99 % finish under 4 s
+        burn_windows:            # the default pair (Google SRE workbook)
+          - {long_s: 3600, short_s: 300, burn_rate: 14.4, severity: critical}
+          - {long_s: 21600, short_s: 1800, burn_rate: 6, severity: warning}
+      spend: {budget_usd: 200, period: day}   # projected spend at the current rate
     prompts:
       support-answer:
         slo: {latency_p95_ms: {max: 1500}}
@@ -35,6 +45,10 @@ calls: a tail percentile of fewer calls is one of the few slowest calls), TTFT p
 calls), error rate (at least 2 points of change), tokens per call (either direction) and cost
 per call. ``min_calls`` may also be set per SLO
 and per anomaly metric.
+
+``error_budget`` and ``spend`` are judged per prompt (service and prompt id, every version,
+model and label together) from the windows of one width (``width_s``; default the smallest width
+the prompt is seen with), whichever widths ``widths_s`` judges.
 """
 
 from __future__ import annotations
@@ -75,6 +89,10 @@ class Hysteresis(_Strict):
     fire_after: int = Field(default=2, ge=1, le=100, description="bad windows in a row, 1..100")
     resolve_after: int = Field(
         default=3, ge=1, le=100, description="good windows in a row, 1..100"
+    )
+    resolve_within: float = Field(
+        default=0.5, gt=0, le=1,
+        description="a firing anomaly resolves within this share of the way to its level",
     )
 
 
@@ -126,6 +144,10 @@ class AnomalyRules(_Strict):
     min_relative_change: float = Field(default=0.1, ge=0, description="fraction of the baseline")
     min_absolute_change: float = Field(default=0.0, ge=0)
     severity: Severity = "warning"
+    accept_after_s: float | None = Field(
+        default=None, gt=0,
+        description="seconds of firing after which a shift becomes the new baseline; none: never",
+    )
     metrics: dict[MetricName, AnomalyMetric] = Field(default_factory=lambda: _default_metrics())
 
     @field_validator("metrics", mode="before")
@@ -160,6 +182,66 @@ def _metrics_over_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class Objective(_Strict):
+    """An SLO over calls: the share of calls that must be good."""
+
+    objective: float = Field(gt=0, lt=1, description="share of good calls, e.g. 0.995")
+    threshold_ms: float | None = Field(
+        default=None, gt=0, description="latency SLOs: a call is good when faster than this"
+    )
+
+
+class BurnWindow(_Strict):
+    """A multi-window burn-rate rule: fires when the budget burns at least ``burn_rate`` times
+    the sustainable rate over both the long and the short window."""
+
+    long_s: int = Field(gt=0, le=30 * 86_400)
+    short_s: int = Field(gt=0)
+    burn_rate: float = Field(gt=0)
+    severity: Severity = "critical"
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> BurnWindow:
+        if self.short_s >= self.long_s:
+            raise ValueError("short_s must be below long_s")
+        return self
+
+
+DEFAULT_BURN_WINDOWS = (
+    BurnWindow(long_s=3600, short_s=300, burn_rate=14.4, severity="critical"),
+    BurnWindow(long_s=21_600, short_s=1800, burn_rate=6.0, severity="warning"),
+)
+
+
+class ErrorBudget(_Strict):
+    """Success and latency SLOs of a prompt, judged on their error budget's burn rate."""
+
+    success: Objective | None = None
+    latency: Objective | None = None
+    burn_windows: list[BurnWindow] = Field(
+        default=list(DEFAULT_BURN_WINDOWS), min_length=1, max_length=4
+    )
+    width_s: int | None = Field(default=None, description="window width counted; none: smallest")
+
+    @model_validator(mode="after")
+    def _latency_has_threshold(self) -> ErrorBudget:
+        if self.latency is not None and self.latency.threshold_ms is None:
+            raise ValueError("the latency objective needs threshold_ms")
+        return self
+
+
+class Spend(_Strict):
+    """A spend budget in USD per UTC day or calendar month, judged on the projected spend."""
+
+    budget_usd: float = Field(gt=0)
+    period: Literal["day", "month"] = "day"
+    rate_window_s: int = Field(
+        default=3600, ge=300, le=86_400, description="the spend rate is measured over this"
+    )
+    severity: Severity = "warning"
+    width_s: int | None = Field(default=None, description="window width counted; none: smallest")
+
+
 class RuleSet(_Strict):
     """The rules of one prompt (or the defaults)."""
 
@@ -167,9 +249,14 @@ class RuleSet(_Strict):
         default=20, ge=0, description="calls behind a figure before its window is judged"
     )
     widths_s: list[int] = Field(default=[], description="window widths to judge; [] = all")
+    page_widths_s: list[int] = Field(
+        default=[], description="widths whose firing notifies; [] = every judged width"
+    )
     hysteresis: Hysteresis = Hysteresis()
     slo: dict[MetricName, SloLimit] = {}
     anomaly: AnomalyRules = AnomalyRules()
+    error_budget: ErrorBudget | None = None
+    spend: Spend | None = None
 
     @field_validator("slo", mode="before")
     @classmethod

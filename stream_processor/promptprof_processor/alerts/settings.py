@@ -14,6 +14,7 @@ Meant as the ``alerts`` section of the processor's settings, so from YAML::
       routes:
         - {receivers: [slack], severities: [critical]}
         - {receivers: [oncall, am]}
+      grouping: {group_by: [service, model], group_wait_s: 10, group_interval_s: 300}
 
 or from the environment (lists as JSON), e.g. ``PROMPTPROF_ALERTS__RULES_FILE=alerts.yaml``,
 ``PROMPTPROF_ALERTS__RECEIVERS='[{"name": "oncall", "url": "...", "secret_env": "..."}]'``.
@@ -22,7 +23,9 @@ Secrets (a signing key, or a URL that holds a token, as Slack's do) are best giv
 of an environment variable (``secret_env``, ``url_env``) or a file (``secret_file``,
 ``url_file``) read when the dispatcher starts; they are never logged. A route with no
 ``prompt_ids``, ``services`` or ``severities`` matches every alert; an alert goes to the
-receivers of every matching route, once each.
+receivers of every matching route, once each. Each receiver gets alerts grouped
+(:mod:`.grouping`) and at most ``max_per_s`` notifications per second (default: 1 for Slack,
+10 for the others).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from promptprof_processor.alerts.rules import Severity
 
@@ -48,6 +51,35 @@ class RetryPolicy(BaseModel):
     )
 
 
+DEFAULT_MAX_PER_S: dict[str, float] = {"slack": 1.0}
+OTHERS_MAX_PER_S = 10.0
+
+
+class GroupingSettings(BaseModel):
+    """How a receiver's alerts are grouped into notifications (see :mod:`.grouping`)."""
+
+    group_by: list[str] = Field(
+        default=["service", "model"], description="alert fields (or label:<name>) of a group"
+    )
+    group_wait_s: float = Field(default=10.0, ge=0, le=3600)
+    group_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    max_alerts: int = Field(default=500, ge=1, le=10_000, description="alerts per notification")
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_keys(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in GROUP_KEYS and not k.startswith("label:")]
+        if unknown:
+            raise ValueError(f"unknown group_by keys {unknown}; known: {sorted(GROUP_KEYS)}")
+        return value
+
+
+GROUP_KEYS = frozenset({
+    "service", "prompt_id", "prompt_version", "model", "rule", "kind", "metric", "severity",
+    "fingerprint",
+})
+
+
 class ReceiverSettings(BaseModel):
     """One webhook receiver."""
 
@@ -61,6 +93,15 @@ class ReceiverSettings(BaseModel):
     secret: SecretStr | None = Field(default=None, description="HMAC key (prefer secret_env)")
     secret_env: str | None = Field(default=None, description="a variable holding the HMAC key")
     secret_file: Path | None = Field(default=None, description="a file holding the HMAC key")
+    max_per_s: float | None = Field(
+        default=None, gt=0, le=1000, description="notifications per second; none: by format"
+    )
+
+    def rate(self) -> float:
+        """Notifications per second this receiver takes."""
+        if self.max_per_s is not None:
+            return self.max_per_s
+        return DEFAULT_MAX_PER_S.get(self.format, OTHERS_MAX_PER_S)
 
     @model_validator(mode="after")
     def _sources(self) -> ReceiverSettings:
@@ -95,11 +136,13 @@ class AlertSettings(BaseModel):
         default=3600.0, gt=0, description="event-time seconds between reminders of a firing alert"
     )
     queue_size: int = Field(
-        default=10_000, ge=10, le=1_000_000, description="alerts waiting per output, 10..1000000"
+        default=10_000, ge=10, le=1_000_000,
+        description="alerts waiting for the topic, InfluxDB or dead letters, 10..1000000",
     )
     retry: RetryPolicy = RetryPolicy()
     receivers: list[ReceiverSettings] = []
     routes: list[RouteSettings] = []
+    grouping: GroupingSettings = GroupingSettings()
     allowed_hosts: list[str] = Field(
         default=[], description="webhook hosts allowed; [] allows any host"
     )

@@ -7,6 +7,13 @@ log-normal input and output tokens, the cost that follows from the tokens, and q
 The window's figures are then computed as the processor computes them (percentiles at rank
 floor(q * (n - 1)), means over the calls). Sketches are left out.
 
+Realistic traffic options: ``load_rho`` makes the load factor AR(1) from window to window
+(``load_sigma`` stays its marginal standard deviation); ``daily_swing`` scales the calls and the
+latency median by ``1 + daily_swing * sin(2 pi t / 24 h)``; ``sample_rate`` records each call with
+that probability, as a sampling producer does: the figures come from the recorded events only,
+``events`` counts them and the call, error, token, cost and quality counts are weighted by
+1/sample_rate (a window where nothing was recorded is left out).
+
 A :class:`Change` multiplies latencies or tokens, or sets the error rate, from a window index
 on (and optionally back to normal later).
 """
@@ -48,6 +55,9 @@ class Traffic:
     usd_per_1k_input: float = 0.00015
     usd_per_1k_output: float = 0.0006
     quality_mean: float = 0.8
+    load_rho: float = 0.0
+    daily_swing: float = 0.0
+    sample_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,21 +94,43 @@ def synthetic_windows(
     rng = random.Random(seed)
     base = traffic or Traffic()
     out = []
+    load = 0.0
     for index in range(first_index, first_index + count):
-        now = base
+        now = _swung(base, index * width_s)
         for change in changes:
             if change.active(index):
                 now = change.apply(now)
         begin = start_ns + index * width_s * NS_PER_S
-        out.append(_window(rng, now, series, begin, width_s))
+        window, load = _window(rng, now, series, begin, width_s, load)
+        if window is not None:
+            out.append(window)
     return out
 
 
+def _swung(traffic: Traffic, at_s: int) -> Traffic:
+    """The traffic at ``at_s`` seconds into the day, under its daily swing."""
+    if not traffic.daily_swing:
+        return traffic
+    factor = 1.0 + traffic.daily_swing * math.sin(2 * math.pi * at_s / 86_400)
+    return replace(
+        traffic, calls=traffic.calls * factor,
+        latency_median_ms=traffic.latency_median_ms * factor,
+    )
+
+
 def _window(
-    rng: random.Random, t: Traffic, series: SeriesTags, start_ns: int, width_s: int
-) -> WindowAggregate:
-    n = max(1, round(rng.gauss(t.calls, math.sqrt(t.calls))))
-    mu = math.log(t.latency_median_ms) + rng.gauss(0.0, t.load_sigma)
+    rng: random.Random, t: Traffic, series: SeriesTags, start_ns: int, width_s: int,
+    previous_load: float,
+) -> tuple[WindowAggregate | None, float]:
+    """One window (None when sampling recorded nothing) and its load factor (log scale)."""
+    calls = max(1, round(rng.gauss(t.calls, math.sqrt(t.calls))))
+    innovation = math.sqrt(1.0 - t.load_rho**2)
+    load = t.load_rho * previous_load + innovation * rng.gauss(0.0, t.load_sigma)
+    n = calls if t.sample_rate >= 1.0 else sum(rng.random() < t.sample_rate for _ in range(calls))
+    if n == 0:
+        return None, load
+    weight = 1.0 / t.sample_rate
+    mu = math.log(t.latency_median_ms) + load
     latency = sorted(rng.lognormvariate(mu, t.latency_sigma) for _ in range(n))
     ttft = sorted(v * t.ttft_share * rng.uniform(0.7, 1.3) for v in latency)
     errors = float(sum(rng.random() < t.error_rate for _ in range(n)))
@@ -107,16 +139,17 @@ def _window(
     cost = (math.fsum(inputs) * t.usd_per_1k_input + math.fsum(outputs) * t.usd_per_1k_output)
     cost /= 1000.0
     quality = math.fsum(min(1.0, max(0.0, rng.gauss(t.quality_mean, 0.1))) for _ in range(n)) / n
+    weighted = n * weight
     return WindowAggregate(
         window_start_ns=start_ns, window_end_ns=start_ns + width_s * NS_PER_S, width_s=width_s,
-        series=series, events=n, calls=float(n), errors=errors, error_rate=errors / n,
-        errors_by_type={"server_error": errors} if errors else {},
-        latency_ms=_percentiles(latency), ttft_ms=_percentiles(ttft), ttft_calls=float(n),
-        input_tokens=_tokens(inputs), output_tokens=_tokens(outputs),
-        cost_usd_sum=cost, cost_per_call_usd=cost / n, cost_known_calls=float(n),
-        cost_unknown_calls=0.0, quality_mean=quality, quality_p10=None, quality_scored=float(n),
+        series=series, events=n, calls=weighted, errors=errors * weight, error_rate=errors / n,
+        errors_by_type={"server_error": errors * weight} if errors else {},
+        latency_ms=_percentiles(latency), ttft_ms=_percentiles(ttft), ttft_calls=weighted,
+        input_tokens=_tokens(inputs, weight), output_tokens=_tokens(outputs, weight),
+        cost_usd_sum=cost * weight, cost_per_call_usd=cost / n, cost_known_calls=weighted,
+        cost_unknown_calls=0.0, quality_mean=quality, quality_p10=None, quality_scored=weighted,
         late_events=0, sketches={},
-    )
+    ), load
 
 
 def _lognormal_mean(rng: random.Random, mean: float, sigma: float, n: int) -> list[float]:
@@ -135,9 +168,9 @@ def _percentiles(ordered: Sequence[float]) -> Percentiles:
     )
 
 
-def _tokens(values: list[float]) -> TokenStats:
+def _tokens(values: list[float], weight: float) -> TokenStats:
     total = math.fsum(values)
     return TokenStats(
-        sum=total, mean=total / len(values), p95=_rank(sorted(values), 0.95),
-        calls=float(len(values)),
+        sum=total * weight, mean=total / len(values), p95=_rank(sorted(values), 0.95),
+        calls=len(values) * weight,
     )

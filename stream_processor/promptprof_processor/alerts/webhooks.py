@@ -4,9 +4,12 @@ Every request is ``POST`` with a JSON body and these headers:
 
 ``Content-Type: application/json``, ``User-Agent: promptprof-alerts/1``
 ``Idempotency-Key``
-    The alert's ``alert_id``: the same on every try and on a re-emission of the same alert.
+    The alert's ``alert_id`` (for a notification of several alerts, a digest of their ids): the
+    same on every try and on a re-emission of the same alerts.
 ``X-Promptprof-Event``
-    ``firing`` or ``resolved``.
+    ``firing``, ``resolved`` or ``accepted``.
+``X-Promptprof-Alerts``
+    How many alerts the notification holds.
 ``X-Promptprof-Timestamp``, ``X-Promptprof-Signature`` (when the receiver has a secret)
     Unix seconds of this try, and ``sha256=`` + the hex HMAC-SHA256, keyed by the secret, of
     ``"<timestamp>." + body`` (the raw body bytes). A receiver recomputes it, compares in
@@ -56,6 +59,7 @@ import structlog
 from pydantic import SecretStr
 
 from promptprof_processor.alerts.events import Alert
+from promptprof_processor.alerts.grouping import Limiter, Notification
 from promptprof_processor.alerts.metrics import METRICS
 from promptprof_processor.alerts.settings import ReceiverSettings, RetryPolicy, WebhookFormat
 
@@ -65,10 +69,12 @@ USER_AGENT = "promptprof-alerts/1"
 SIGNATURE_HEADER = "X-Promptprof-Signature"
 TIMESTAMP_HEADER = "X-Promptprof-Timestamp"
 EVENT_HEADER = "X-Promptprof-Event"
+COUNT_HEADER = "X-Promptprof-Alerts"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 SIGNATURE_TOLERANCE_S = 300
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 _LABEL_NAME = re.compile(r"[^A-Za-z0-9_]")
+SLACK_SECTION_CHARS = 2900  # Slack takes at most 3000 characters in a section's text
 
 
 class _HideRequestUrls(logging.Filter):
@@ -199,13 +205,14 @@ def verify_signature(
     return hmac.compare_digest(signature, sign(secret, timestamp, body))
 
 
-def request_headers(receiver: Receiver, alert: Alert, body: bytes) -> dict[str, str]:
+def request_headers(receiver: Receiver, note: Notification, body: bytes) -> dict[str, str]:
     """The headers of one try."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        IDEMPOTENCY_HEADER: alert.alert_id,
-        EVENT_HEADER: alert.state,
+        IDEMPOTENCY_HEADER: note.notification_id,
+        EVENT_HEADER: note.state,
+        COUNT_HEADER: str(len(note.alerts)),
     }
     if receiver.secret:
         timestamp = int(time.time())
@@ -225,16 +232,23 @@ def iso(ns: int) -> str:
 
 def _figure(alert: Alert, value: float | None) -> str:
     metric = METRICS.get(alert.metric)
-    return metric.format(value) if metric else str(value)
+    if metric is not None:
+        return metric.format(value)
+    if value is None:
+        return "n/a"
+    return f"${value:,.2f}" if alert.kind == "spend" else f"{value:.1f}x"  # spend, burn rate
 
 
 def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_SLACK_ICONS = {"resolved": ":white_check_mark:", "accepted": ":arrows_counterclockwise:"}
+
+
 def slack_payload(alert: Alert) -> dict[str, Any]:
     """A Slack incoming-webhook message."""
-    icon = ":white_check_mark:" if alert.state == "resolved" else (
+    icon = _SLACK_ICONS.get(alert.state) or (
         ":rotating_light:" if alert.severity == "critical" else ":warning:"
     )
     state = alert.state.upper() + (" (reminder)" if alert.repeat else "")
@@ -267,7 +281,8 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 def alertmanager_labels(alert: Alert) -> dict[str, str]:
-    """Alertmanager labels: alertname, the series, rule, metric, severity and width."""
+    """Alertmanager labels: alertname, the series, rule, metric and severity (not the window
+    width: the widths of one series are one incident)."""
     s = alert.series
     labels = {f"label_{_LABEL_NAME.sub('_', k)}": v for k, v in s.labels.items()}
     return {
@@ -281,7 +296,6 @@ def alertmanager_labels(alert: Alert) -> dict[str, str]:
         "kind": alert.kind,
         "metric": alert.metric,
         "severity": alert.severity,
-        "width": f"{alert.window.width_s}s",
     }
 
 
@@ -293,6 +307,8 @@ def alertmanager_annotations(alert: Alert) -> dict[str, str]:
         "baseline": _figure(alert, alert.baseline),
         "threshold": _figure(alert, alert.threshold),
         "alert_id": alert.alert_id,
+        "width": f"{alert.window.width_s}s",
+        "state": alert.state,
     }
     if alert.baseline_version:
         notes["baseline_version"] = alert.baseline_version
@@ -317,19 +333,20 @@ def alertmanager_webhook(alert: Alert, receiver: str) -> dict[str, Any]:
     """The version-4 body that Alertmanager sends to webhook receivers, for one alert."""
     labels = alertmanager_labels(alert)
     annotations = alertmanager_annotations(alert)
-    ends = iso(alert.window.end_ns) if alert.state == "resolved" else "0001-01-01T00:00:00Z"
+    status = "firing" if alert.state == "firing" else "resolved"  # accepted: over for Alertmanager
+    ends = iso(alert.window.end_ns) if status == "resolved" else "0001-01-01T00:00:00Z"
     return {
         "version": "4",
         "groupKey": alert.fingerprint,
         "truncatedAlerts": 0,
-        "status": alert.state,
+        "status": status,
         "receiver": receiver,
         "groupLabels": {"alertname": labels["alertname"]},
         "commonLabels": labels,
         "commonAnnotations": annotations,
         "externalURL": "",
         "alerts": [{
-            "status": alert.state,
+            "status": status,
             "labels": labels,
             "annotations": annotations,
             "startsAt": iso(alert.started_ns),
@@ -340,8 +357,63 @@ def alertmanager_webhook(alert: Alert, receiver: str) -> dict[str, Any]:
     }
 
 
-def render(receiver: Receiver, alert: Alert, repeat_interval_s: float) -> bytes:
+def slack_group_payload(note: Notification) -> dict[str, Any]:
+    """A Slack message for several alerts: a title, then one line per alert."""
+    first = note.alerts[0]
+    icon = _SLACK_ICONS.get(note.state) or (
+        ":rotating_light:" if any(a.severity == "critical" for a in note.alerts) else ":warning:"
+    )
+    labels = ", ".join(f"{k}={v}" for k, v in note.group_labels.items())
+    title = f"{icon} [{note.state.upper()}] {len(note.alerts)} alerts ({labels or first.rule})"
+    lines = [f"• {_slack_escape(a.message)}" for a in note.alerts]
+    chunks: list[str] = []
+    for line in lines:
+        if chunks and len(chunks[-1]) + len(line) < SLACK_SECTION_CHARS:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}}]
+    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": c}} for c in chunks[:48]]
+    return {"text": "\n".join([title, *lines]), "blocks": blocks}
+
+
+def generic_group(note: Notification) -> dict[str, Any]:
+    """The generic body of a notification of several alerts."""
+    return {
+        "schema_version": 1, "group_key": note.group_key, "group_labels": note.group_labels,
+        "state": note.state, "count": len(note.alerts),
+        "alerts": [a.model_dump() for a in note.alerts],
+    }
+
+
+def alertmanager_group_webhook(note: Notification, receiver: str) -> dict[str, Any]:
+    """The version-4 Alertmanager webhook body of a notification."""
+    bodies = [alertmanager_webhook(a, receiver) for a in note.alerts]
+    common = dict(bodies[0]["commonLabels"])
+    for body in bodies[1:]:
+        common = {k: v for k, v in common.items() if body["commonLabels"].get(k) == v}
+    return {
+        **bodies[0], "groupKey": note.group_key, "groupLabels": note.group_labels,
+        "commonLabels": common, "commonAnnotations": {},
+        "alerts": [alert for body in bodies for alert in body["alerts"]],
+    }
+
+
+def render(receiver: Receiver, item: Alert | Notification, repeat_interval_s: float) -> bytes:
     """The request body for ``receiver``'s format."""
+    note = as_notification(item)
+    if len(note.alerts) == 1:
+        return _render_one(receiver, note.alerts[0], repeat_interval_s)
+    if receiver.format == "generic":
+        return orjson.dumps(generic_group(note))
+    if receiver.format == "slack":
+        return orjson.dumps(slack_group_payload(note))
+    if receiver.format == "alertmanager":
+        return orjson.dumps([alertmanager_alert(a, repeat_interval_s) for a in note.alerts])
+    return orjson.dumps(alertmanager_group_webhook(note, receiver.name))
+
+
+def _render_one(receiver: Receiver, alert: Alert, repeat_interval_s: float) -> bytes:
     if receiver.format == "generic":
         return alert.to_json()
     if receiver.format == "slack":
@@ -349,6 +421,13 @@ def render(receiver: Receiver, alert: Alert, repeat_interval_s: float) -> bytes:
     if receiver.format == "alertmanager":
         return orjson.dumps([alertmanager_alert(alert, repeat_interval_s)])
     return orjson.dumps(alertmanager_webhook(alert, receiver.name))
+
+
+def as_notification(item: Alert | Notification) -> Notification:
+    """A notification (an alert alone is a notification of one)."""
+    if isinstance(item, Notification):
+        return item
+    return Notification(item.fingerprint, {}, item.state, (item,))
 
 
 # -- delivery -----------------------------------------------------------------------------------
@@ -394,24 +473,35 @@ class WebhookSender:
         self._sleep = sleep
         self.failed_attempts = 0
 
-    async def deliver(self, receiver: Receiver, alert: Alert) -> DeliveryResult:
-        """Post ``alert`` until it succeeds, fails for good, or the tries run out."""
-        body = render(receiver, alert, self.repeat_interval_s)
+    async def deliver(
+        self, receiver: Receiver, item: Alert | Notification, limiter: Limiter | None = None
+    ) -> DeliveryResult:
+        """Post an alert or a notification until it succeeds, fails for good, or the tries run
+        out; with a ``limiter``, every try takes a slot of it and a ``Retry-After`` holds back
+        every send through it."""
+        note = as_notification(item)
+        body = render(receiver, note, self.repeat_interval_s)
         attempt = Attempt(False, True, "not tried")
         for number in range(1, self.policy.attempts + 1):
-            attempt = await self._attempt(receiver, body, request_headers(receiver, alert, body))
+            if limiter is not None:
+                await limiter.acquire()
+            attempt = await self._attempt(receiver, body, request_headers(receiver, note, body))
             if attempt.ok:
                 return DeliveryResult(True, number, attempt.reason, attempt.status)
             self.failed_attempts += 1
             last = number == self.policy.attempts or not attempt.retryable
             log.warning(
                 "promptprof.webhook_attempt_failed", receiver=receiver.name, host=receiver.host,
-                alert_id=alert.alert_id, attempt=number, reason=attempt.reason,
-                status=attempt.status, final=last,
+                alert_id=note.notification_id, alerts=len(note.alerts), attempt=number,
+                reason=attempt.reason, status=attempt.status, final=last,
             )
             if last:
                 return DeliveryResult(False, number, attempt.reason, attempt.status)
-            await self._sleep(self._backoff(number, attempt.retry_after_s))
+            backoff = self._backoff(number, attempt.retry_after_s)
+            if limiter is not None and attempt.retry_after_s is not None:
+                limiter.defer(backoff)  # the next acquire() waits it out, for every send
+            else:
+                await self._sleep(backoff)
         return DeliveryResult(False, self.policy.attempts, attempt.reason, attempt.status)
 
     def _backoff(self, number: int, retry_after_s: float | None) -> float:
