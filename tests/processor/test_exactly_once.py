@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promptprof.envelope import encode_envelope
+from promptprof_processor.alerts import AlertEngine
 from promptprof_processor.runtime.checkpoint import Chunk
 from promptprof_processor.runtime.partition import Output, PartitionRun
 from promptprof_processor.settings import WindowSettings
@@ -145,3 +146,18 @@ def test_a_checkpoint_writes_only_what_changed_until_a_new_base_pays() -> None:
     assert len(store.chunks[-1]) < base
     chunk = Chunk.unpack(store.chunks[-1])
     assert chunk is not None and orjson.loads(chunk.data)["base"] is False
+
+
+def test_alert_state_comes_back_from_a_base_and_the_changes_since() -> None:
+    engine = AlertEngine()
+    engine.restore(0, None)
+    run = PartitionRun(0, SETTINGS, next_offset=0, alerts=engine)
+    store = MemoryLog(chunk_bytes=1024)
+    log = [record(i, [(p, t, i + 0.5, 100.0 * (1 + i % 3)) for p in "ab" for t in ("t1", "t2")])
+           for i in range(40)]
+    for start in range(0, 40, 8):
+        feed(run, log, start, 8)
+        store.checkpoint(run)
+    restored = store.restore(0, SETTINGS, alerts=AlertEngine())
+    assert restored.alerts is not None and restored.alerts.all_states(0) == engine.all_states(0)
+    assert engine.all_states(0)  # the windows closed gave the engine state to carry

@@ -611,6 +611,12 @@ class AlertEngine:
         self._unindex(part.expire(self.state_ttl_ns))
         return part.changed()
 
+    def all_states(self, partition: int = 0) -> dict[bytes, bytes]:
+        """Every entry of ``partition`` (series idle beyond the TTL dropped first), for a
+        checkpoint that stores the whole state; the change record starts empty."""
+        self.changed_states(partition)
+        return self._partition(partition).everything()
+
     def restore_states(self, partition: int, entries: Mapping[bytes, bytes]) -> None:
         """Rebuild ``partition`` from every current entry of :meth:`changed_states` (an entry
         that cannot be read is dropped and logged); the change record starts empty."""

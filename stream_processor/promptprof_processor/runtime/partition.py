@@ -117,7 +117,7 @@ class PartitionRun:
         written with other window widths or label dimensions."""
         windows = WindowAggregator.from_changes((d["windows"] for d in documents), settings)
         if alerts is not None:
-            alerts.restore(partition, _alert_state(documents))
+            alerts.restore_states(partition, _alert_entries(documents))
         return cls(partition, settings, next_offset=head.next_offset, windows=windows,
                    alerts=alerts, **options)
 
@@ -180,7 +180,7 @@ class PartitionRun:
             "base": base,
             "next_offset": self.next_offset,
             "windows": self.windows.snapshot() if base else self.windows.changes(),
-            "alerts": _encode_alerts(self.alerts, self.partition),
+            "alerts": _encode_alerts(self.alerts, self.partition, base),
         }
         outputs, self._outbox = self._outbox, []
         return Epoch(self.epoch, document, self.next_offset, outputs)
@@ -201,15 +201,32 @@ class PartitionRun:
         return outputs
 
 
-def _encode_alerts(alerts: AlertEngine | None, partition: int) -> str | None:
+def _encode_alerts(alerts: AlertEngine | None, partition: int, base: bool) -> dict[str, Any]:
+    """The alert state entries (all of them for a base, else those changed), JSON-native:
+    keys and values in base64, a deleted entry as None."""
     if alerts is None:
-        return None
-    return base64.b64encode(alerts.state_bytes(partition)).decode()
+        return {}
+    entries: dict[bytes, bytes | None] = (
+        dict(alerts.all_states(partition)) if base else alerts.changed_states(partition))
+    return {_b64(key): None if value is None else _b64(value) for key, value in entries.items()}
 
 
-def _alert_state(documents: list[dict[str, Any]]) -> bytes | None:
-    encoded = documents[-1].get("alerts")
-    return base64.b64decode(encoded) if encoded else None
+def _alert_entries(documents: list[dict[str, Any]]) -> dict[bytes, bytes]:
+    """The alert state entries after a base and the epochs since, in order."""
+    entries: dict[bytes, bytes] = {}
+    for document in documents:
+        if document["base"]:
+            entries.clear()
+        for key, value in document["alerts"].items():
+            if value is None:
+                entries.pop(base64.b64decode(key), None)
+            else:
+                entries[base64.b64decode(key)] = base64.b64decode(value)
+    return entries
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 __all__ = ["Clock", "Epoch", "Output", "PartitionRun", "StateError"]
