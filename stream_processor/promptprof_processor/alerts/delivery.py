@@ -37,6 +37,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from promptprof.backoff import Backoff
 from promptprof.config import Settings
 from promptprof_processor.alerts.events import Alert, alert_line
 from promptprof_processor.alerts.grouping import Grouper, Limiter, Notification
@@ -424,7 +425,7 @@ class AlertDispatcher:
 
     async def _send_all(self, topic: str, records: list[tuple[bytes, bytes, list[Any]]]) -> bool:
         """Send records to ``topic``, retried with backoff; False when every try failed."""
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0)
         for attempt in range(1, KAFKA_ATTEMPTS + 1):
             try:
                 producer = await self._kafka()
@@ -438,8 +439,7 @@ class AlertDispatcher:
                 log.warning("promptprof.alert_kafka_failed", topic=topic, error=repr(exc),
                             attempt=attempt, records=len(records))
                 if attempt < KAFKA_ATTEMPTS:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+                    await asyncio.sleep(backoff.next())
         return False
 
     async def _publish(self, alerts: list[Alert]) -> None:
