@@ -154,11 +154,13 @@ class CallColumns(ColumnBatch):
         value = self.fields[name]
         return value if type(value) is list else [value] * self.count
 
-    def select(self, indices: list[int]) -> CallColumns:
-        """The events at ``indices``, in that order."""
-        if len(indices) == self.count:
+    def select(self, indices: list[int], names: Sequence[str] | None = None) -> CallColumns:
+        """The events at ``indices``, in that order (only their ``names`` fields if given)."""
+        if len(indices) == self.count and names is None:
             return self
-        fields = {k: _take(v, indices) if type(v) is list else v for k, v in self.fields.items()}
+        source = self.fields
+        fields = {k: _take(v, indices) if type(v := source[k]) is list else v
+                  for k in (source if names is None else names)}
         return CallColumns(len(indices), fields)
 
     @classmethod

@@ -110,21 +110,22 @@ class WindowAggregator:
         if quality:
             self.stats.events += len(quality)
             scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
-            self._add_columns(scores, Accumulator.add_quality)
+            self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS)
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
         if calls.count:
             self.stats.events += calls.count
-            self._add_columns(calls, Accumulator.add_calls)
+            self._add_columns(calls, Accumulator.add_calls, CALL_FIELDS)
 
     def _add_columns(
-        self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None]
+        self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
+        fields: Sequence[str],
     ) -> None:
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
         for key, indices in self._group(events, times).items():
-            part = events.select(indices)
+            part = events.select(indices, fields)  # only what ``add`` reads
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
             series = self._registry.resolve(Series(*identity, labels), base, part.count)
