@@ -174,5 +174,6 @@ def test_decoded_columns_are_the_events_the_model_reads(events: list[dict[str, A
         except ValueError as exc:
             return type(exc).__name__
 
-    serialisable(encode_rows, events)
-    assert [model(r) for r in decode_record(encode_envelope(events))] == [model(e) for e in events]
+    # as JSON carries them (orjson writes a non-finite float as null, whichever the envelope)
+    as_rows = decode_record(serialisable(encode_rows, events))
+    assert [model(r) for r in decode_record(encode_envelope(events))] == [model(e) for e in as_rows]

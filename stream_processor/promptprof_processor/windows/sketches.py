@@ -290,7 +290,8 @@ class Distribution:
         """A JSON-native snapshot for :meth:`from_state` (the values as given, if kept)."""
         if self._sketch is not None:
             return encode_sketch(self._sketch)
-        return {"v": self._values, "w": self._weights}
+        weights = None if self._weights is None else list(self._weights)
+        return {"v": list(self._values), "w": weights}  # copies: the values go on growing
 
     @classmethod
     def from_state(cls, data: SketchData) -> Distribution:
@@ -298,7 +299,8 @@ class Distribution:
         if "v" not in data:
             return cls(decode_sketch(data))
         restored = cls()
-        restored._values, restored._weights = data["v"], data["w"]
+        restored._values = list(data["v"])
+        restored._weights = None if data["w"] is None else list(data["w"])
         return restored
 
     def bins(self) -> _Bins:
