@@ -12,6 +12,7 @@ spool full) nothing is taken, and overflow shows as counted drops at the buffer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import asdict
@@ -107,7 +108,8 @@ class Sender:
                 return
             except Exception as exc:  # report and restart; what the exporter holds is kept
                 self.stats.last_error = f"sender crashed: {exc!r}"
-                log.error("promptprof.sender_crashed", error=repr(exc), restart_in_s=1.0)
+                with contextlib.suppress(ValueError, OSError):  # a closed log stream (at exit)
+                    log.error("promptprof.sender_crashed", error=repr(exc), restart_in_s=1.0)
                 if self._stop.wait(1.0) and time.monotonic() >= self._deadline:
                     self.stats.dropped_close += self.buffer.discard_all()
                     return
@@ -197,4 +199,6 @@ class Sender:
         return interval if interval > 0 else float("inf")
 
     def _report(self) -> None:
-        log.info("promptprof.producer_stats", **self.snapshot(), buffer_depth=len(self.buffer))
+        # The host may have closed the log stream by now (interpreter exit): never a crash.
+        with contextlib.suppress(ValueError, OSError):
+            log.info("promptprof.producer_stats", **self.snapshot(), buffer_depth=len(self.buffer))
