@@ -7,7 +7,8 @@ one call per second for ``SPAN_S`` seconds of event time that ended minutes ago 
 latency, TTFT, token, cost, quality and error figures as :class:`_stack.EventFactory` draws
 them), so each series has about ten calls in each 10 s window. Envelopes as the producer packs
 them per partition: up to 500 events of the series bound for one partition (the series as
-columns), sent when full or when they span 2 s of event time. One start marker per partition before the data; the end markers come later.
+columns), sent when full or when they span 2 s of event time. One start marker per partition
+before the data; the end markers come later.
 
 The worker (the real ``promptprof worker``: windows [10, 60] s, allowed lateness 30 s, every
 aggregate on, checkpoints every 2 s or less often when a checkpoint takes long, the sink on):
