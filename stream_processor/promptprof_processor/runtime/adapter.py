@@ -63,6 +63,9 @@ DEAD_LETTER_MAX_BYTES = 900_000
 DEAD_LETTER_PREFIX_BYTES = 65_536
 FETCH_MAX_BYTES = 8 * 1_048_576
 OUTPUT_BATCH_BYTES = 1_000_000
+# Outputs on their way to the broker before the worker takes more records: closing many series
+# at once is a burst, and the loop must let the producer (and the group's heartbeats) catch up.
+MAX_OUTPUTS_IN_FLIGHT = 20_000
 MAINTENANCE_S = 1.0  # how often idle windows, lost logs and due checkpoints are looked at
 
 
@@ -219,9 +222,18 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             async with self.lock:
                 for tp, records in batches.items():
                     self._take(tp.partition, [(r.offset, r.value) for r in records])
+                await self._drain()
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTENANCE_S
                     await self._maintain(consumer, set(batches))
+
+    async def _drain(self) -> None:
+        """Wait for the outputs in flight when there are more than MAX_OUTPUTS_IN_FLIGHT (a
+        failed one is sent again at the next checkpoint)."""
+        pending = [future for owned in self.owned.values()
+                   for future in owned.inflight.values() if not future.done()]
+        if len(pending) > MAX_OUTPUTS_IN_FLIGHT:
+            await asyncio.wait(pending)
 
     def _take(self, partition: int, records: list[tuple[int, bytes | None]]) -> None:
         owned = self.owned.get(partition)
