@@ -50,7 +50,7 @@ from promptprof_processor.alerts.rules import BurnWindow, ErrorBudget, Objective
 from promptprof_processor.alerts.state import BURN, SPEND, PartitionState, Persistent
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.figures import SeriesTags, WindowAggregate
-from promptprof_processor.windows.sketches import new_sketch
+from promptprof_processor.windows.sketches import new_sketch, sketch_bins
 
 MAX_BUCKETS = 60
 SLO_PERIOD_S = 30 * 86_400  # for "the budget lasts ..." in messages
@@ -197,8 +197,7 @@ def calls_over(window: WindowAggregate, threshold_ms: float) -> float:
     data = window.sketches.get("latency_ms")
     if data is not None:
         key = math.ceil(math.log2(threshold_ms) * _MULTIPLIER)
-        first = max(0, key + 1 - int(data["k"]))
-        return float(math.fsum(data["b"][first:]))
+        return float(math.fsum(count for bin_key, count in sketch_bins(data) if bin_key > key))
     return window.calls * _share_over(window, threshold_ms)
 
 

@@ -15,6 +15,10 @@ which drops them, it keeps the exact count, sum, min and max::
 
     {"a": 0.01, "n": count, "s": sum, "min": min, "max": max, "z": zero_count,
      "pn": positive_store_count, "k": lowest_key, "c": collapsed, "b": [bin counts from k up]}
+
+or, for a few values (:class:`Distribution`), the same with the bins sparse:
+``"keys": [non-empty bin keys, ascending], "counts": [their counts]`` instead of ``k`` and ``b``.
+Read an encoding's bins with :func:`sketch_bins` or :func:`decode_sketch`, never by its keys.
 """
 
 from __future__ import annotations
@@ -180,12 +184,12 @@ def decode_sketch(data: SketchData) -> Sketch:
     if data["a"] != RELATIVE_ACCURACY:
         raise ValueError(f"sketch relative accuracy {data['a']} differs from {RELATIVE_ACCURACY}")
     sketch = new_sketch()
-    bins = [float(b) for b in data["b"]]
+    lowest, bins = _dense(data)
     if bins:
         store = _store(sketch)
         store.bins = bins
-        store.offset = store.min_key = data["k"]
-        store.max_key = data["k"] + len(bins) - 1
+        store.offset = store.min_key = lowest
+        store.max_key = lowest + len(bins) - 1
         store.count = data["pn"]
         store.is_collapsed = data["c"]
     sketch._zero_count = data["z"]
@@ -195,6 +199,26 @@ def decode_sketch(data: SketchData) -> Sketch:
         sketch._min = data["min"]
         sketch._max = data["max"]
     return sketch
+
+
+def sketch_bins(data: SketchData) -> list[tuple[int, float]]:
+    """The (key, count) of every non-empty positive bin of an encoded sketch, by key."""
+    if "keys" in data:
+        return list(zip(data["keys"], map(float, data["counts"]), strict=True))
+    return [(data["k"] + i, float(b)) for i, b in enumerate(data["b"]) if b]
+
+
+def _dense(data: SketchData) -> tuple[int, list[float]]:
+    """The lowest key and the bins from it up, of either encoding."""
+    if "keys" not in data:
+        return data["k"], [float(b) for b in data["b"]]
+    keys = data["keys"]
+    if not keys:
+        return 0, []
+    bins = [0.0] * (keys[-1] - keys[0] + 1)
+    for key, count in zip(keys, data["counts"], strict=True):
+        bins[key - keys[0]] = float(count)
+    return keys[0], bins
 
 
 EXACT_MAX = 256
@@ -350,12 +374,11 @@ class _Bins:
         return float(min(max(_MAPPING.value(key), self.min), self.max))
 
     def encode(self) -> SketchData:
-        bins = [0.0] * self.span
-        for key, count in zip(self.keys, self.counts, strict=True):
-            bins[key - self.keys[0]] = count
+        """The sketch's encoding with its bins sparse: a few values spread over a wide range
+        would otherwise travel as hundreds of empty bins."""
         return {
             "a": RELATIVE_ACCURACY, "n": self.count, "s": self.sum,
             "min": self.min if self.count else None, "max": self.max if self.count else None,
-            "z": self.zeros, "pn": self.positive, "k": self.keys[0] if self.keys else 0,
-            "c": False, "b": bins,
+            "z": self.zeros, "pn": self.positive, "c": False, "keys": self.keys,
+            "counts": self.counts,
         }
