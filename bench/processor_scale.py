@@ -47,6 +47,7 @@ from typing import Any
 import _common
 import _stack
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from processor_throughput import cpu_seconds
 
 from promptprof.profiler import make_spec
 from promptprof_processor.runtime.checkpoint import Head
@@ -101,12 +102,6 @@ def build(
     records += _stack.full_envelopes(pairs, BATCH, max_age_s=2.0)
     ends = _stack.marker_records(END_MARKER, times[-1] + 100 * NS, _stack.PARTITIONS)
     return records, ends, total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process since its start (start-up included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
@@ -39,15 +39,12 @@ from promptprof_processor.windows.figures import WindowAggregate
 
 log = structlog.get_logger("promptprof.worker")
 
-OutputKind = Literal["window", "dead", "alert"]
-
 
 @dataclass(frozen=True, slots=True)
 class Output:
     """Something a record or the clock produced: a closed window, a rejected part of the
     record at ``offset`` (None when the clock closed it), or an alert."""
 
-    kind: OutputKind
     window: WindowAggregate | None = None
     rejected: Rejected | None = None
     alert: Alert | None = None
@@ -137,7 +134,7 @@ class PartitionRun:
         except Exception as exc:  # a bug must not stop the partition: keep the record to replay
             log.exception("promptprof.record_failed", partition=self.partition, offset=offset)
             rejected = [Rejected(value or b"", f"internal error: {exc!r}")]
-        outputs = [Output("dead", rejected=r, offset=offset) for r in rejected]
+        outputs = [Output(rejected=r, offset=offset) for r in rejected]
         wall = clock.wall_ns - self.settings.allowed_lateness_ns
         outputs += self._closed(self.windows.advance(min(self.windows.watermark_ns, wall)))
         self._outbox.extend(outputs)
@@ -194,9 +191,9 @@ class PartitionRun:
             self.bytes_since_base += size
 
     def _closed(self, windows: list[WindowAggregate]) -> list[Output]:
-        outputs = [Output("window", window=w) for w in windows]
+        outputs = [Output(window=w) for w in windows]
         if self.alerts is not None and windows:
-            outputs += [Output("alert", alert=a)
+            outputs += [Output(alert=a)
                         for a in self.alerts.observe(windows, self.partition)]
         return outputs
 
