@@ -339,20 +339,22 @@ class _Bins:
 
     def __init__(self, values: Sequence[float], weights: Sequence[float] | None) -> None:
         tiny, multiplier = _MAPPING.min_possible, _MAPPING._multiplier
-        pairs = zip(values, weights or [1.0] * len(values), strict=True)
         self.zeros = 0.0  # the sketch's zero count: values too small for a bin
-        counts: dict[int, float] = {}
-        for value, weight in pairs:
-            if value <= tiny:
-                self.zeros += weight
-            else:
-                key = ceil(log2(value) * multiplier)
-                counts[key] = counts.get(key, 0.0) + weight
+        positive_weights: list[float] | None
+        if values and min(values) <= tiny:
+            pairs = list(zip(values, weights or [1.0] * len(values), strict=True))
+            self.zeros = math.fsum(w for v, w in pairs if v <= tiny)
+            positive, positive_weights = [v for v, _ in pairs if v > tiny], [
+                w for v, w in pairs if v > tiny]
+        else:
+            positive, positive_weights = list(values), None if weights is None else list(weights)
+        keys = [ceil(log2(v) * multiplier) for v in positive]
+        counts: Mapping[int, float] = (
+            Counter(keys) if positive_weights is None else _weighted_counts(keys, positive_weights))
         self.keys = sorted(counts)
-        self.counts = [counts[k] for k in self.keys]
-        positive = [w for v, w in zip(values, weights or [1.0] * len(values), strict=True)
-                    if v > tiny]
-        self.positive = math.fsum(positive)
+        self.counts = [float(counts[k]) for k in self.keys]
+        self.positive = (float(len(positive)) if positive_weights is None
+                         else math.fsum(positive_weights))
         self.count = float(len(values)) if weights is None else math.fsum(weights)
         self.sum = math.fsum(values) if weights is None else math.fsum(map(mul, values, weights))
         self.min, self.max = (min(values), max(values)) if values else (0.0, 0.0)
