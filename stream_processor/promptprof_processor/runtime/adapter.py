@@ -35,6 +35,7 @@ import contextlib
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -48,6 +49,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from promptprof.backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.health.figures import reason_class
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.runtime.checkpoint import Head, assemble, cut
 from promptprof_processor.runtime.partition import Clock, Epoch, Output, PartitionRun
@@ -180,6 +182,11 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.store: CheckpointStore | None = None
+        # for the health probe: assigned and restored; dead letters by (partition, reason
+        # class); the Kafka timestamp (ms) of the last record taken, by partition
+        self.ready = False
+        self.dead_letters: Counter[tuple[int, str]] = Counter()
+        self.last_record_ms: dict[int, int] = {}
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; checkpoint and leave the group on the way out."""
@@ -222,6 +229,8 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             async with self.lock:
                 for tp, records in batches.items():
                     self._take(tp.partition, [(r.offset, r.value) for r in records])
+                    if records:
+                        self.last_record_ms[tp.partition] = records[-1].timestamp
                 await self._drain()
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTENANCE_S
@@ -267,6 +276,8 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                 alerts.append(output.alert)
             else:
                 owned.inflight[id(output)] = self._start_send(partition, output)
+            if output.rejected is not None:
+                self.dead_letters[(partition, reason_class(output.rejected.reason))] += 1
         if alerts and self.dispatcher is not None:
             self.dispatcher.submit(alerts)
 
@@ -353,6 +364,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Checkpoint the revoked partitions (their next owner goes on from there), then drop
         their runs. (aiokafka only logs a listener's exception: a failure here is fatal.)"""
+        self.ready = False
         try:
             async with self.lock:
                 for tp in revoked:
@@ -384,6 +396,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                         run = await self._start_run(tp)
                         self.owned[tp.partition] = _Owned(run, last_checkpoint_s=time.monotonic())
                     self.consumer.seek(tp, self.owned[tp.partition].run.next_offset)
+            self.ready = True
         except Exception as exc:
             fatal("restoring assigned partitions", exc)
 
