@@ -3,7 +3,8 @@
 Rules (thresholds in :class:`~promptprof_processor.health.settings.PipelineAlertSettings`):
 
 ``pipeline.producer_drops``
-    A producer's ``dropped`` counter rose within ``drops_window_s`` (critical: calls are lost).
+    A producer's ``dropped`` counter rose within ``drops_window_s``, or a producer that started
+    within it dropped events (critical: calls are lost).
 ``pipeline.producer_stale``
     A producer's last report is older than ``producer_stale_s`` and was not its final one.
 ``pipeline.sink_behind``

@@ -65,15 +65,12 @@ def read_producers(
     client: InfluxQLClient, settings: PipelineAlertSettings, now_ms: float | None = None,
 ) -> list[ProducerStatus]:
     """Every producer that reported within ``producers_lookback_s``: stale when its last report
-    is older than ``producer_stale_s`` and was not its final one."""
+    is older than ``producer_stale_s`` and was not its final one; its drops in the window are
+    its last ``dropped`` minus that of its last report before ``drops_window_s`` (0 for a
+    producer that started within the window)."""
     now_ms = time.time() * 1000 if now_ms is None else now_ms
-    group = ", ".join(f'"{t}"' for t in PRODUCER_TAGS)
-    drops = {
-        tuple(r[t] for t in PRODUCER_TAGS): r["drops"] or 0.0
-        for r in client.rows(
-            f'SELECT spread("dropped") AS drops FROM "{PRODUCER_MEASUREMENT}" '
-            f"WHERE time > now() - {settings.drops_window_s:.0f}s GROUP BY {group}")
-    }
+    before = _dropped(client, f"time > now() - {settings.producers_lookback_s:.0f}s AND "
+                              f"time <= now() - {settings.drops_window_s:.0f}s")
     out = []
     for row in client.rows(_latest(PRODUCER_MEASUREMENT, PRODUCER_TAGS,
                                    settings.producers_lookback_s)):
@@ -83,8 +80,17 @@ def read_producers(
         out.append(ProducerStatus(
             *identity, age_s=age_s, final=final,
             stale=not final and age_s > settings.producer_stale_s,
-            drops_in_window=drops.get(identity, 0.0), last=row))
+            drops_in_window=(row.get("dropped") or 0.0) - before.get(identity, 0.0),
+            last=row))
     return sorted(out, key=lambda p: p.key)
+
+
+def _dropped(client: InfluxQLClient, where: str) -> dict[tuple[str, ...], float]:
+    """Each producer's ``dropped`` at its last report within ``where``."""
+    group = ", ".join(f'"{t}"' for t in PRODUCER_TAGS)
+    rows = client.rows(f'SELECT last("dropped") AS dropped FROM "{PRODUCER_MEASUREMENT}" '
+                       f"WHERE {where} GROUP BY {group}")
+    return {tuple(r[t] for t in PRODUCER_TAGS): r["dropped"] or 0.0 for r in rows}
 
 
 def read_status(client: InfluxQLClient, settings: PipelineAlertSettings) -> PipelineStatus:
