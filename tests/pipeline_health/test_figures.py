@@ -4,9 +4,12 @@ hurts its host."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from promptprof.config import load_settings
@@ -17,10 +20,12 @@ from promptprof_processor.health.figures import (
     reason_class,
     worker_lines,
 )
+from promptprof_processor.health.probe import WorkerProbe
 from promptprof_processor.health.producers import parse_stats
-from promptprof_processor.health.server import prometheus_text
+from promptprof_processor.health.server import make_app, prometheus_text
 from promptprof_processor.ingest.records import RecordReader
-from promptprof_processor.settings import WindowSettings
+from promptprof_processor.runtime.adapter import CallsWorker, GroupTimings
+from promptprof_processor.settings import ProcessorSettings, WindowSettings
 
 NOW_NS = time.time_ns()
 
@@ -98,3 +103,26 @@ def test_the_reporter_never_raises_and_stops_at_once_without_kafka() -> None:
         reporter.stop()
         assert time.monotonic() - started < 1.0  # no final report when Kafka was never reached
         assert reporter.failures >= 2 and reporter.sent == 0
+
+
+async def _answers(calls: CallsWorker) -> tuple[int, int]:
+    app = make_app(WorkerProbe("w", calls))
+    async with TestClient(TestServer(app)) as client:
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        return health.status, ready.status
+
+
+def test_probes_answer_503_until_alive_and_restored() -> None:
+    async def run() -> list[tuple[int, int]]:
+        calls = CallsWorker(ProcessorSettings(), GroupTimings(), None)
+        seen = [await _answers(calls)]  # not started
+        calls.consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # started, unassigned
+        seen.append(await _answers(calls))
+        calls.ready = True  # what on_partitions_assigned sets once every partition is restored
+        seen.append(await _answers(calls))
+        calls.stopped.set()
+        seen.append(await _answers(calls))
+        return seen
+
+    assert asyncio.run(run()) == [(503, 503), (200, 503), (200, 200), (503, 503)]
