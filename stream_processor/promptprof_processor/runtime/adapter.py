@@ -35,6 +35,7 @@ import contextlib
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -47,6 +48,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from promptprof.backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.health.figures import reason_class
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.runtime.checkpoint import Head, assemble, cut
 from promptprof_processor.runtime.partition import Clock, Epoch, Output, PartitionRun
@@ -210,6 +212,11 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.store: CheckpointStore | None = None
+        # for the health probe: assigned and restored; dead letters by (partition, reason
+        # class); the Kafka timestamp (ms) of the last record taken, by partition
+        self.ready = False
+        self.dead_letters: Counter[tuple[int, str]] = Counter()
+        self.last_record_ms: dict[int, int] = {}
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; checkpoint and leave the group on the way out."""
@@ -254,6 +261,9 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                            for tp, batch in batches.items()]
                 for partition, owned, outputs in await asyncio.to_thread(self._take, records):
                     await self._send(partition, owned, outputs)
+                for tp, batch in batches.items():
+                    if batch:
+                        self.last_record_ms[tp.partition] = batch[-1].timestamp
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTENANCE_S
                     await self._maintain(consumer, set(batches))
@@ -302,6 +312,8 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                 if self.in_flight.count >= MAX_OUTPUTS_IN_FLIGHT:
                     await self.in_flight.below(MAX_OUTPUTS_IN_FLIGHT // 2)
                 owned.inflight[id(output)] = self._start_send(partition, output)
+            if output.rejected is not None:
+                self.dead_letters[(partition, reason_class(output.rejected.reason))] += 1
         if alerts and self.dispatcher is not None:
             self.dispatcher.submit(alerts)
 
@@ -389,6 +401,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Checkpoint the revoked partitions (their next owner goes on from there), then drop
         their runs. (aiokafka only logs a listener's exception: a failure here is fatal.)"""
+        self.ready = False
         try:
             async with self.lock:
                 for tp in revoked:
@@ -420,6 +433,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                         run = await self._start_run(tp)
                         self.owned[tp.partition] = _Owned(run, last_checkpoint_s=time.monotonic())
                     self.consumer.seek(tp, self.owned[tp.partition].run.next_offset)
+            self.ready = True
         except Exception as exc:
             fatal("restoring assigned partitions", exc)
 

@@ -99,6 +99,11 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
+    @property
+    def open_series(self) -> int:
+        """Distinct series with a window still open."""
+        return len({series for accumulators in self._bases.values() for series in accumulators})
+
     def add(self, events: Sequence[Record]) -> None:
         """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
         if not events:
