@@ -49,6 +49,12 @@ class Metric:
     unit: Literal["ms", "rate", "tokens", "usd", "score"]
     rate: bool = False  # a proportion of calls: its noise floor is binomial
 
+    @property
+    def multiplicative(self) -> bool:
+        """Whether its noise scales with its level (durations, token counts, money), so that
+        levels are compared on a log scale."""
+        return self.unit in ("ms", "tokens", "usd")
+
     def format(self, value: float | None) -> str:
         """The value with its unit, for messages."""
         if value is None:
