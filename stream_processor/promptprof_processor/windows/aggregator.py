@@ -116,7 +116,10 @@ class WindowAggregator:
         """Aggregate validated call events given by column (any order, any series)."""
         if calls.count:
             self.stats.events += calls.count
-            self._add_columns(calls, Accumulator.add_calls, CALL_FIELDS)
+            self._add_columns(calls, self._add_calls, CALL_FIELDS)
+
+    def _add_calls(self, acc: Accumulator, calls: CallColumns) -> None:
+        acc.add_calls(calls, self.settings.latency_thresholds_ms)
 
     def _add_columns(
         self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
