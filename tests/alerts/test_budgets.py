@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from promptprof_processor.alerts import Alert, AlertEngine, parse_rules
 from promptprof_processor.alerts.budgets import calls_over, period_bounds
+from promptprof_processor.alerts.delivery import AlertDispatcher
 from promptprof_processor.alerts.synthetic import (
     DEFAULT_SERIES,
     Change,
@@ -19,7 +21,8 @@ from promptprof_processor.alerts.synthetic import (
 )
 from promptprof_processor.alerts.webhooks import slack_payload
 from promptprof_processor.ingest.validation import CallColumns
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.runtime.adapter import CallsWorker, GroupTimings
+from promptprof_processor.settings import NS_PER_S, ProcessorSettings, WindowSettings
 from promptprof_processor.windows.figures import CALL_FIELDS, Accumulator, WindowAggregate
 from promptprof_processor.windows.sketches import add_values, encode_sketch, new_sketch
 from tests.processor.factories import T0, call
@@ -197,3 +200,16 @@ def test_budget_alerts_read_well_in_slack() -> None:
     ]
     assert figures[0]["*Observed*"].endswith("x") and figures[0]["*Threshold*"] in ("14.4x", "6.0x")
     assert figures[1]["*Observed*"].startswith("$") and figures[1]["*Threshold*"] == "$1.00"
+
+
+def test_the_worker_counts_the_latency_thresholds_of_its_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("defaults: {error_budget: {latency: {objective: 0.99, threshold_ms: 4000}}}")
+    settings = ProcessorSettings(
+        windows=WindowSettings(latency_thresholds_ms=[250]), alerts={"rules_file": rules}
+    )
+    dispatcher = cast(AlertDispatcher, object())  # only whether there is one matters here
+    worker = CallsWorker(settings, GroupTimings(), dispatcher)
+    assert worker.settings.windows.latency_thresholds_ms == [250.0, 4000.0]
+    assert CallsWorker(settings, GroupTimings(), None).settings.windows.latency_thresholds_ms == [
+        250.0]
