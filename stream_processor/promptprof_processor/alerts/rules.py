@@ -84,11 +84,13 @@ class _Strict(BaseModel):
 
 
 class Hysteresis(_Strict):
-    """How many bad windows in a row fire an alert and how many good ones resolve it."""
+    """How many bad windows in a row fire an alert and how many windows resolve it: an SLO's
+    good windows in a row; an anomaly's windows pooled (their level back within the band)."""
 
     fire_after: int = Field(default=2, ge=1, le=100, description="bad windows in a row, 1..100")
     resolve_after: int = Field(
-        default=3, ge=1, le=100, description="good windows in a row, 1..100"
+        default=3, ge=1, le=100,
+        description="windows that resolve, 1..100: SLOs good in a row, anomalies pooled",
     )
     resolve_within: float = Field(
         default=0.5, gt=0, le=1,
