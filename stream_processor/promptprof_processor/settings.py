@@ -8,6 +8,9 @@ Kafka, InfluxDB and logging settings come from :class:`promptprof.config.Setting
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 from pydantic import BaseModel, Field, field_validator
 
 from promptprof.config import Settings
@@ -60,6 +63,24 @@ class WindowSettings(BaseModel):
         description="seconds an event may start ahead of the worker's clock, 0..86400; "
         "later ones go to the dead-letter topic",
     )
+    latency_thresholds_ms: list[float] = Field(
+        default=[],
+        max_length=16,
+        description="latencies (ms, > 0) over which each window counts its calls exactly; the "
+        "worker adds the latency-SLO thresholds of its alert rules",
+    )
+
+    @field_validator("latency_thresholds_ms")
+    @classmethod
+    def _valid_thresholds(cls, thresholds: list[float]) -> list[float]:
+        if any(not 0 < t < math.inf for t in thresholds):
+            raise ValueError("each latency threshold must be a positive, finite number of ms")
+        return sorted(set(thresholds))
+
+    def with_latency_thresholds(self, thresholds_ms: Iterable[float]) -> WindowSettings:
+        """These settings, also counting the calls over ``thresholds_ms``."""
+        given = [*self.latency_thresholds_ms, *thresholds_ms]
+        return WindowSettings.model_validate({**self.model_dump(), "latency_thresholds_ms": given})
 
     @field_validator("widths_s")
     @classmethod

@@ -203,6 +203,10 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.settings, self.timings, self.dispatcher = settings, timings, dispatcher
         self.options = settings.kafka.client_options()
         self.alerts = AlertEngine.from_settings(settings.alerts) if dispatcher else None
+        if self.alerts is not None:  # windows count exactly the calls over each latency SLO
+            windows = settings.windows.with_latency_thresholds(
+                self.alerts.rules.latency_thresholds_ms())
+            self.settings = settings.model_copy(update={"windows": windows})
         self.owned: dict[int, _Owned] = {}
         self.lost_logs = LostLogs()
         self.lock = asyncio.Lock()  # one of: a batch of records, a checkpoint, a rebalance
