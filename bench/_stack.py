@@ -46,11 +46,11 @@ from promptprof.export.packing import Packer
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, PromptSpec
 from promptprof.sender import Linger, producer_options
-from promptprof.simulate import ModelProfile, SimulatedError, SimulatedProvider
-from promptprof.stack.influxdb import InfluxDB
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics, topic_names
+from promptprof_tools.simulate import ModelProfile, SimulatedError, SimulatedProvider
+from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
 TOPICS = TopicSettings()
@@ -87,7 +87,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         binary = Path(sys.executable).parent / "promptprof"
-        argv = [str(binary)] if binary.exists() else [sys.executable, "-m", "promptprof.cli"]
+        argv = [str(binary)] if binary.exists() else [sys.executable, "-m", "promptprof_tools.cli"]
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
             [*argv, "worker"],

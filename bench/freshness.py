@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from promptprof.config import KafkaSettings, ProducerSettings, Settings, TopicSettings
 from promptprof.envelope import decode_record
 from promptprof.profiler import Profiler
-from promptprof.simulate import SimulatedError, SimulatedProvider
+from promptprof_tools.simulate import SimulatedError, SimulatedProvider
 
 NS = _stack.NS
 TARGET_S = 2.0

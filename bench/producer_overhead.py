@@ -47,7 +47,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import promptprof
-from promptprof.stack.ports import free_port
+from promptprof_tools.stack.ports import free_port
 
 SyncFn = Callable[[], Any]
 AsyncFn = Callable[[], Awaitable[Any]]

@@ -33,9 +33,9 @@ import _common
 
 import promptprof
 from promptprof.config import KafkaSettings
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics
 
 TOPIC = "llm.calls"
 POLL_S = 0.001

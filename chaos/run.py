@@ -39,14 +39,14 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.demo.traffic import Injection, TrafficGenerator
 from promptprof.envelope import encode_envelope
 from promptprof.profiler import Profiler, make_spec
-from promptprof.stack.influxdb import InfluxDB
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics, topic_names
 from promptprof_processor.alerts.receiver import WebhookReceiver
+from promptprof_tools.demo.traffic import Injection, TrafficGenerator
+from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.config import KafkaSettings
-from promptprof.stack import TansuBroker, create_topics
-from promptprof.stack.ports import free_port
+from promptprof_tools.stack import TansuBroker, create_topics
+from promptprof_tools.stack.ports import free_port
 
 TOPIC = "probe"
 PARTITIONS = 4

@@ -2,10 +2,10 @@
 
 Session fixtures (started once, stopped at the end of the run):
 
-- ``kafka_broker``: a :class:`~promptprof.stack.TansuBroker`; ``.bootstrap`` is the
+- ``kafka_broker``: a :class:`~promptprof_tools.stack.TansuBroker`; ``.bootstrap`` is the
   ``bootstrap_servers`` string. Shared by every test: do not kill or restart it (Tansu keeps
   everything in memory, so a restart empties it for everyone); use ``kafka_broker_factory``.
-- ``influxdb``: an :class:`~promptprof.stack.InfluxDB` (influxd 1.x); ``.url``, ``.database``,
+- ``influxdb``: an :class:`~promptprof_tools.stack.InfluxDB` (influxd 1.x); ``.url``, ``.database``,
   and stdlib helpers ``.write(lines)``, ``.query(q)``, ``.rows(q)``, ``.create_database(name)``.
 
 Per-test helpers: ``kafka_broker_factory``, ``influxdb_factory`` (private servers that a test
@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import pytest
 
 from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.stack import (
+from promptprof.testing.fake_providers import FakeProviderServer
+from promptprof_tools.stack import (
     INFLUXD_INSTALL_HINT,
     InfluxDB,
     ServiceProcess,
@@ -37,7 +38,6 @@ from promptprof.stack import (
     free_ports,
     influxd_binary,
 )
-from promptprof.testing.fake_providers import FakeProviderServer
 
 TEST_DATABASE = "promptprof_test"
 

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.stack import (
+from promptprof_tools.stack import (
     InfluxDB,
     StackError,
     TansuBroker,
@@ -26,7 +26,7 @@ from promptprof.stack import (
     stack_command,
     tansu_binary,
 )
-from promptprof.stack.influxdb import set_toml_option
+from promptprof_tools.stack.influxdb import set_toml_option
 
 pytestmark = pytest.mark.integration
 
@@ -303,7 +303,7 @@ def _env_for(settings: Settings) -> dict[str, str]:
 _UP_IN_A_CHILD = (
     "import sys\n"
     "from promptprof.config import load_settings\n"
-    "from promptprof.stack import stack_command\n"
+    "from promptprof_tools.stack import stack_command\n"
     "sys.exit(stack_command('up', load_settings()))\n"
 )
 

@@ -7,7 +7,7 @@
     provider:
       type: simulated
       time_scale: 0            # how long to really wait: 0 never, 1 the simulated latency
-      models:                  # per model (or "*" for any), promptprof.simulate.ModelProfile knobs
+      models:              # per model ("*": any), promptprof_tools.simulate.ModelProfile knobs
         gpt-4o-mini: {latency_median_ms: 700, output_tokens_mean: 90, quality_mean: 0.8}
       inject: {latency_factor: 1.3}   # a change applied on top, to rehearse a regression
 
@@ -40,11 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptprof.profiler import Profiler
 from promptprof.record import Call
-from promptprof.simulate import Completion, ModelProfile, SimulatedError, SimulatedProvider
 from promptprof.tokens import estimate_tokens
 from promptprof_compare.dataset import Item
 from promptprof_compare.inputs import InputError
 from promptprof_compare.prompts import Prompt, Rendered
+from promptprof_tools.simulate import Completion, ModelProfile, SimulatedError, SimulatedProvider
 
 if TYPE_CHECKING:  # the SDKs are optional extras, imported when a suite uses them
     import anthropic
@@ -302,7 +302,7 @@ class AnthropicBackend:
 
 
 class SimulatedBackend:
-    """Calls of :class:`~promptprof.simulate.SimulatedProvider`, measured with ``track``."""
+    """Calls of :class:`~promptprof_tools.simulate.SimulatedProvider`, measured with ``track``."""
 
     deadline_s: float | None = None  # the drawn latency is checked against the timeout instead
 

@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from promptprof.config import Settings, TopicSettings
-from promptprof.stack import InfluxDB, free_port
 from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,
@@ -26,6 +25,7 @@ from promptprof_processor.alerts import (
 )
 from promptprof_processor.alerts import delivery as delivery_module
 from promptprof_processor.alerts import webhooks as webhooks_module
+from promptprof_tools.stack import InfluxDB, free_port
 
 from .conftest import SECRET, RecordingLog, sample_alerts
 

@@ -21,7 +21,7 @@ from processor_integration.conftest import NS, PARTITIONS, Pipeline, Traffic, wa
 
 from promptprof.config import KafkaSettings, TopicSettings
 from promptprof.envelope import decode_record
-from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
+from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from processor_integration.conftest import (
 
 from promptprof.envelope import encode_envelope
 from promptprof.profiler import make_spec
-from promptprof.stack import run_sync
+from promptprof_tools.stack import run_sync
 
 pytestmark = pytest.mark.integration
 

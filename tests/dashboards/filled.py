@@ -27,11 +27,11 @@ from typing import Any
 from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
 
 from promptprof.config import KafkaSettings, TopicSettings
-from promptprof.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
-from promptprof.simulate import Completion, ModelProfile, SimulatedProvider
-from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
 from promptprof_processor.sink.lineprotocol import encode_line
+from promptprof_tools.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
+from promptprof_tools.simulate import Completion, ModelProfile, SimulatedProvider
+from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 SERVICE = "support-bot"
 WIDTHS_S = (1, 5)

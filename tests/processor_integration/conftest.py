@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from promptprof.config import KafkaSettings, TopicSettings, load_settings
 from promptprof.profiler import Profiler, make_spec
 from promptprof.record import PromptSpec
-from promptprof.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
+from promptprof_tools.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
 # Run the worker through a tiny exec wrapper that first asks the kernel to SIGKILL it when the

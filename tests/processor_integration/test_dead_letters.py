@@ -18,7 +18,7 @@ from promptprof.envelope import ENVELOPE_NAME, encode_envelope, encode_rows
 from promptprof.event import series_key
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder
-from promptprof.stack import run_sync
+from promptprof_tools.stack import run_sync
 
 pytestmark = pytest.mark.integration
 

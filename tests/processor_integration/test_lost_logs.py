@@ -7,9 +7,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promptprof.config import TopicSettings
-from promptprof.stack import TansuBroker
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.sink.consumer import rewind_lost_logs
+from promptprof_tools.stack import TansuBroker
 
 pytestmark = pytest.mark.integration
 

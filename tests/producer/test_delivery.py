@@ -18,7 +18,7 @@ from promptprof.envelope import decode_record
 from promptprof.event import CallEvent, series_key
 from promptprof.export.packing import partition_of
 from promptprof.profiler import Profiler, profile
-from promptprof.stack import TansuBroker, create_topics, free_port
+from promptprof_tools.stack import TansuBroker, create_topics, free_port
 
 pytestmark = pytest.mark.integration
 TOPIC = "llm.calls"

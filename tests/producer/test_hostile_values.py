@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from promptprof.config import ConfigError, load_settings
 from promptprof.envelope import decode_record
 from promptprof.profiler import Profiler
-from promptprof.stack import TansuBroker, create_topics
+from promptprof_tools.stack import TansuBroker, create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from promptprof.config import Settings, load_settings
 from promptprof.envelope import decode_record
 from promptprof.profiler import Profiler, profile
 from promptprof.spool import Spool, SpoolLocked, decode_frames, encode_frame
-from promptprof.stack import TansuBroker, create_topics, free_port
+from promptprof_tools.stack import TansuBroker, create_topics, free_port
 
 TOPIC = "llm.calls"
 records_st = st.lists(

@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 
 from promptprof.config import InfluxSettings, Settings, load_settings
-from promptprof.stack import InfluxDB, free_port
 from promptprof_processor.report import report_command
 from promptprof_processor.report.charts import render_charts
 from promptprof_processor.report.command import EXIT_ERROR, EXIT_NO_DATA
@@ -25,6 +24,7 @@ from promptprof_processor.report.queries import (
     choose_scope,
     parse_since,
 )
+from promptprof_tools.stack import InfluxDB, free_port
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -16,7 +16,6 @@ import pytest
 
 from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
 from promptprof.profiler import Profiler
-from promptprof.stack import TansuBroker, free_port
 from promptprof_processor.alerts import (
     Alert,
     AlertEngine,
@@ -35,6 +34,7 @@ from promptprof_processor.sink.influx import (
     V1Writer,
     V2Writer,
 )
+from promptprof_tools.stack import TansuBroker, free_port
 
 from .conftest import LogText
 

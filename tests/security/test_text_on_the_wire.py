@@ -17,8 +17,8 @@ from promptprof.envelope import decode_record
 from promptprof.integrations import wrap_openai
 from promptprof.profiler import Profiler
 from promptprof.record import Redactor
-from promptprof.stack import TansuBroker
 from promptprof.testing.fake_providers import FakeProviderServer, FakeReply
+from promptprof_tools.stack import TansuBroker
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
 from promptprof.profiler import make_spec
 from promptprof.record import Call, EventBuilder, InvalidValue
-from promptprof.stack import InfluxDB, StackError
 from promptprof_processor.alerts.events import ALERT_MEASUREMENT, Alert, AlertWindow, alert_line
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT, window_lines
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_tools.stack import InfluxDB, StackError
 
 from .fakes import DeadLetters, window
 

@@ -12,9 +12,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from promptprof.config import Settings, TopicSettings
-from promptprof.stack import InfluxDB
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT
+from promptprof_tools.stack import InfluxDB
 from tests.processor.factories import T0_S
 
 from .fakes import window

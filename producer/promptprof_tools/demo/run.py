@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.live import Live
 
 from promptprof.config import Settings
-from promptprof.demo.readback import latest_windows
-from promptprof.demo.traffic import Injection, TrafficGenerator
-from promptprof.demo.view import alerts_table, render, windows_table
-from promptprof.demo.worker import DEMO_LATENESS_S, start_worker, stop_worker
 from promptprof.profiler import Profiler
+from promptprof_tools.demo.readback import latest_windows
+from promptprof_tools.demo.traffic import Injection, TrafficGenerator
+from promptprof_tools.demo.view import alerts_table, render, windows_table
+from promptprof_tools.demo.worker import DEMO_LATENESS_S, start_worker, stop_worker
 
 if TYPE_CHECKING:
     from promptprof_processor.alerts import WebhookReceiver
@@ -36,8 +36,8 @@ REPORT_PATH = Path("report.html")
 
 async def run_demo(settings: Settings, duration_s: float, rate: float, config: Path | None) -> int:
     """Run the worker and the traffic, show it live, and report what arrived."""
-    from promptprof.stack import ensure_topics
     from promptprof_processor.alerts import WebhookReceiver
+    from promptprof_tools.stack import ensure_topics
 
     await ensure_topics(settings.kafka, settings.topics)
     secret = secrets.token_hex(16)

@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from promptprof.stack.ports import LOOPBACK
-from promptprof.stack.process import ServiceProcess, StackError, strip_env
+from promptprof_tools.stack.ports import LOOPBACK
+from promptprof_tools.stack.process import ServiceProcess, StackError, strip_env
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from promptprof.stack.ports import LOOPBACK, port_in_use
+from promptprof_tools.stack.ports import LOOPBACK, port_in_use
 
 log = structlog.get_logger(__name__)
 

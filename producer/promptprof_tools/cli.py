@@ -74,11 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "stack":
-        from promptprof.stack import stack_command
+        from promptprof_tools.stack import stack_command
 
         return stack_command(args.action, settings)
     if args.command == "demo":
-        from promptprof.demo.run import run_demo
+        from promptprof_tools.demo.run import run_demo
 
         return asyncio.run(run_demo(settings, args.duration, args.rate, args.config))
     if args.command == "worker":

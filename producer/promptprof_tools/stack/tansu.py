@@ -20,8 +20,8 @@ import structlog
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from promptprof.stack.ports import LOOPBACK
-from promptprof.stack.process import ServiceProcess, StackError, run_sync, strip_env
+from promptprof_tools.stack.ports import LOOPBACK
+from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync, strip_env
 
 log = structlog.get_logger(__name__)
 

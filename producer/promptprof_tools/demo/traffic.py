@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from promptprof.profiler import Profiler
-from promptprof.simulate import ModelProfile, SimulatedError, SimulatedProvider
+from promptprof_tools.simulate import ModelProfile, SimulatedError, SimulatedProvider
 
 
 @dataclass(frozen=True)

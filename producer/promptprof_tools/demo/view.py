@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from promptprof.demo.traffic import Injection, TrafficStats
+from promptprof_tools.demo.traffic import Injection, TrafficStats
 
 
 def traffic_table(stats: TrafficStats) -> Table:

@@ -41,7 +41,7 @@ def start_worker(
     env.setdefault("PROMPTPROF_WORKER__IDLE_TIMEOUT_S", "2")
     env.setdefault("PROMPTPROF_WORKER__DATA_DIR", str(state_dir / "worker"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "promptprof.cli"]
+    argv = [sys.executable, "-m", "promptprof_tools.cli"]
     if config is not None:
         argv += ["--config", str(config)]
     log = (state_dir / "demo-worker.log").open("ab")

@@ -13,10 +13,10 @@ from pathlib import Path
 import structlog
 
 from promptprof.config import KafkaSettings, Settings
-from promptprof.stack.influxdb import InfluxDB
-from promptprof.stack.process import ServiceProcess, StackError, run_sync
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import ensure_topics
+from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
