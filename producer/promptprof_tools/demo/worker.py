@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import signal
@@ -20,7 +21,8 @@ FAUST_ENV = {
 
 
 DEMO_WIDTHS_S = "[5, 10]"
-DEMO_RULES = Path(__file__).resolve().parents[3] / "examples" / "alerts" / "demo-rules.yaml"
+# shipped as package data; an installed package is a directory, so the worker can read its path
+DEMO_RULES = Path(str(importlib.resources.files("promptprof_tools.demo") / "demo-rules.yaml"))
 WEBHOOK_SECRET_ENV = "PROMPTPROF_DEMO_WEBHOOK_SECRET"
 # a short group wait, so the demo's alerts show within seconds of the regression
 DEMO_GROUPING = json.dumps({"group_wait_s": 2, "group_interval_s": 20})
