@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from promptprof.config import KafkaSettings
-from promptprof.logs import setup_logging
+from promptprof._config import KafkaSettings
+from promptprof._logs import setup_logging
 from promptprof_tools.stack.ports import free_port
 from promptprof_tools.stack.tansu import TansuBroker
 from promptprof_tools.stack.topics import create_topics

@@ -33,7 +33,7 @@ from typing import cast
 
 import _common
 
-from promptprof.config import InfluxSettings
+from promptprof._config import InfluxSettings
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, validate_events
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer

@@ -38,9 +38,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.envelope import encode_envelope
-from promptprof.profiler import Profiler, make_spec
+from promptprof._config import KafkaSettings, Settings, TopicSettings, load_settings
+from promptprof._envelope import encode_envelope
+from promptprof._profiler import Profiler, make_spec
 from promptprof_processor.alerts.receiver import WebhookReceiver
 from promptprof_tools.demo.traffic import Injection, TrafficGenerator
 from promptprof_tools.demo.worker import DEMO_RULES

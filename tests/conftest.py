@@ -10,7 +10,7 @@ Session fixtures (started once, stopped at the end of the run):
 
 Per-test helpers: ``kafka_broker_factory``, ``influxdb_factory`` (private servers that a test
 may kill and restart), ``unique_name``, ``make_topics``, ``fresh_topics``, ``influx_database``
-and ``settings_for`` (a :class:`~promptprof.config.Settings` pointing at these servers).
+and ``settings_for`` (a :class:`~promptprof._config.Settings` pointing at these servers).
 
 If ``influxd`` is missing, the InfluxDB fixtures fail (never skip) with the install hint.
 """
@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.testing.fake_providers import FakeProviderServer
+from promptprof._config import KafkaSettings, Settings, TopicSettings, load_settings
+from promptprof.testing._fake_providers import FakeProviderServer
 from promptprof_tools.stack import (
     INFLUXD_INSTALL_HINT,
     InfluxDB,

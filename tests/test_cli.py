@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptprof.schema import render_schema
+from promptprof._schema import render_schema
 from promptprof_tools.cli import main
 
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
+from promptprof._config import KafkaSettings, Settings, TopicSettings, load_settings
 from promptprof_tools.stack import (
     InfluxDB,
     StackError,
@@ -302,7 +302,7 @@ def _env_for(settings: Settings) -> dict[str, str]:
 
 _UP_IN_A_CHILD = (
     "import sys\n"
-    "from promptprof.config import load_settings\n"
+    "from promptprof._config import load_settings\n"
     "from promptprof_tools.stack import stack_command\n"
     "sys.exit(stack_command('up', load_settings()))\n"
 )

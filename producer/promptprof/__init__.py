@@ -5,9 +5,9 @@ The public API is small: :func:`profile` (decorator), :func:`track` (context man
 :mod:`promptprof.integrations`.
 """
 
-from promptprof.config import ConfigError, Settings, load_settings
-from promptprof.profiler import Profiler, configure, get_profiler, profile, shutdown, track
-from promptprof.record import Call
+from promptprof._config import ConfigError, Settings, load_settings
+from promptprof._profiler import Profiler, configure, get_profiler, profile, shutdown, track
+from promptprof._record import Call
 
 __all__ = [
     "Call",

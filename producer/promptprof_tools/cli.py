@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from promptprof.config import ConfigError, Settings, load_settings
-from promptprof.logs import setup_logging
+from promptprof._config import ConfigError, Settings, load_settings
+from promptprof._logs import setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +102,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return report_command(settings, args.since, args.out, args.png_dir)
     if args.command == "schema":
-        from promptprof.schema import write_schema
+        from promptprof._schema import write_schema
 
         return write_schema(args.out)
     raise AssertionError(f"unhandled command {args.command}")

@@ -3,15 +3,15 @@
 Environment variables follow the usual scheme, lists as JSON, for example
 ``PROMPTPROF_WINDOWS__WIDTHS_S='[10, 60]'`` or
 ``PROMPTPROF_WINDOWS__LABEL_DIMENSIONS='["tenant"]'``.
-Kafka, InfluxDB and logging settings come from :class:`promptprof.config.Settings`.
+Kafka, InfluxDB and logging settings come from :class:`promptprof._config.Settings`.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from promptprof.config import Settings
-from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
+from promptprof._config import Settings
+from promptprof._event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.units import NS_PER_S as NS_PER_S
 

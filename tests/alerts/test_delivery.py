@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from promptprof.config import Settings, TopicSettings
+from promptprof._config import Settings, TopicSettings
 from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,

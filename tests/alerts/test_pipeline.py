@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from promptprof.config import Settings, TopicSettings
-from promptprof.envelope import encode_envelope
+from promptprof._config import Settings, TopicSettings
+from promptprof._envelope import encode_envelope
 from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from processor_integration.conftest import NS, PARTITIONS, Pipeline, Traffic, wait_until
 
-from promptprof.config import KafkaSettings, TopicSettings
-from promptprof.envelope import decode_record
+from promptprof._config import KafkaSettings, TopicSettings
+from promptprof._envelope import decode_record
 from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from typing import Any
 
 from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
 
-from promptprof.config import KafkaSettings, TopicSettings
+from promptprof._config import KafkaSettings, TopicSettings
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
 from promptprof_processor.sink.lineprotocol import encode_line
 from promptprof_tools.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator

@@ -11,7 +11,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from promptprof.config import DEFAULT_INFLUX_PORT, DEFAULT_KAFKA_PORT, InfluxSettings, TopicSettings
+from promptprof._config import (
+    DEFAULT_INFLUX_PORT,
+    DEFAULT_KAFKA_PORT,
+    InfluxSettings,
+    TopicSettings,
+)
 from promptprof_processor.dashboards.model import DATASOURCE_UID
 from promptprof_processor.settings import ProcessorSettings
 

@@ -16,10 +16,10 @@ import openai
 import pytest
 
 from promptprof import Profiler, Settings
-from promptprof.config import ProducerSettings
+from promptprof._config import ProducerSettings
 from promptprof.integrations import wrap_anthropic, wrap_openai
 from promptprof.testing import InMemoryExporter
-from promptprof.testing.fake_providers import FakeProviderServer
+from promptprof.testing._fake_providers import FakeProviderServer
 
 RecordingProfiler = Profiler  # a profiler made by recording_profiler()
 

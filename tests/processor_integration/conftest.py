@@ -8,7 +8,7 @@ SIGKILL) when the test ends, pass or fail, and dies with the test process if tha
 Their output is printed when the test ends, after they stopped: pytest shows a test's captured
 output only when it failed, so every failure report carries the workers' logs.
 
-Calls go in through the real producer (:class:`promptprof.profiler.Profiler`): :class:`Traffic`
+Calls go in through the real producer (:class:`promptprof._profiler.Profiler`): :class:`Traffic`
 enqueues calls whose start time is "now" and whose latency is chosen, paced in real time like a
 service's traffic, and remembers what it sent (series, event time, latency, error type) so that
 tests can compute the exact figures of every window.
@@ -39,9 +39,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from promptprof.config import KafkaSettings, TopicSettings, load_settings
-from promptprof.profiler import Profiler, make_spec
-from promptprof.record import PromptSpec
+from promptprof._config import KafkaSettings, TopicSettings, load_settings
+from promptprof._profiler import Profiler, make_spec
+from promptprof._record import PromptSpec
 from promptprof_tools.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
@@ -153,7 +153,7 @@ class Sent:
 
 class Traffic:
     """Calls through a real :class:`Profiler`, with start time now and a chosen latency: each
-    is a :class:`promptprof.record.Call` from ``start_call``, given its end and error, then
+    is a :class:`promptprof._record.Call` from ``start_call``, given its end and error, then
     enqueued, as a client wrapper does."""
 
     def __init__(self, profiler: Profiler) -> None:

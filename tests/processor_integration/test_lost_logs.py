@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.config import TopicSettings
+from promptprof._config import TopicSettings
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.sink.consumer import rewind_lost_logs
 from promptprof_tools.stack import TansuBroker

@@ -10,7 +10,7 @@ import pytest
 
 import promptprof
 from promptprof import Profiler, load_settings, profile
-from promptprof.record import Call
+from promptprof._record import Call
 from promptprof.testing import InMemoryExporter
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from promptprof.config import InfluxSettings, Settings, load_settings
+from promptprof._config import InfluxSettings, Settings, load_settings
 from promptprof_processor.report import report_command
 from promptprof_processor.report.charts import render_charts
 from promptprof_processor.report.command import EXIT_ERROR, EXIT_NO_DATA

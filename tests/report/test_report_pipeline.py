@@ -17,7 +17,7 @@ import pytest
 from dashboards.filled import FilledDatabase
 from PIL import Image, ImageStat
 
-from promptprof.config import Settings, load_settings
+from promptprof._config import Settings, load_settings
 from promptprof_processor.report import report_command
 from promptprof_processor.report.charts import CHARTS, PALETTE
 from report.browser import dump_dom, screenshot

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
-from promptprof.profiler import Profiler
+from promptprof._config import ConfigError, InfluxSettings, Settings, load_settings
+from promptprof._profiler import Profiler
 from promptprof_processor.alerts import (
     Alert,
     AlertEngine,

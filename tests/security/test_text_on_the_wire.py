@@ -12,12 +12,12 @@ import openai
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof.config import Settings, load_settings
-from promptprof.envelope import decode_record
+from promptprof._config import Settings, load_settings
+from promptprof._envelope import decode_record
+from promptprof._profiler import Profiler
+from promptprof._record import Redactor
 from promptprof.integrations import wrap_openai
-from promptprof.profiler import Profiler
-from promptprof.record import Redactor
-from promptprof.testing.fake_providers import FakeProviderServer, FakeReply
+from promptprof.testing._fake_providers import FakeProviderServer, FakeReply
 from promptprof_tools.stack import TansuBroker
 
 pytestmark = pytest.mark.integration

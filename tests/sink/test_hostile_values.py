@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, InvalidValue
+from promptprof._config import ConfigError, InfluxSettings, Settings, load_settings
+from promptprof._profiler import make_spec
+from promptprof._record import Call, EventBuilder, InvalidValue
 from promptprof_processor.alerts.events import ALERT_MEASUREMENT, Alert, AlertWindow, alert_line
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.sink.consumer import WindowSink

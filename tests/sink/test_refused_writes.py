@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import Settings
+from promptprof._config import Settings
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.influx import InfluxWriteError, RetryingWriter
 from promptprof_processor.sink.lineprotocol import window_lines

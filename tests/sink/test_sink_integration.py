@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from promptprof.config import Settings, TopicSettings
+from promptprof._config import Settings, TopicSettings
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT
 from promptprof_tools.stack import InfluxDB

@@ -1,7 +1,7 @@
 """What the OpenAI and Anthropic wrappers share: prompt overrides, the per-call tracker, patching.
 
 A wrapped client method does three things around the real call: :meth:`Instrument.begin` pops
-the ``promptprof=`` override and starts a :class:`~promptprof.record.Call`; the real method runs;
+the ``promptprof=`` override and starts a :class:`~promptprof._record.Call`; the real method runs;
 :meth:`Instrument.done` reads usage from the response, or hands back a stream proxy that reads
 usage from the chunks and finishes the call when the stream ends. Everything provider-specific
 lives in an :class:`Api` adapter. Promptprof's own failures are counted in
@@ -19,9 +19,9 @@ from typing import Any, TypedDict
 
 import structlog
 
+from promptprof._profiler import Profiler, get_profiler, make_spec
+from promptprof._record import Call, PromptSpec
 from promptprof.integrations import _streams
-from promptprof.profiler import Profiler, get_profiler, make_spec
-from promptprof.record import Call, PromptSpec
 
 log = structlog.get_logger("promptprof")
 

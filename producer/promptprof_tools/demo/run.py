@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.live import Live
 
-from promptprof.config import Settings
-from promptprof.profiler import Profiler
+from promptprof._config import Settings
+from promptprof._profiler import Profiler
 from promptprof_tools.demo.readback import latest_windows
 from promptprof_tools.demo.traffic import Injection, TrafficGenerator
 from promptprof_tools.demo.view import alerts_table, render, windows_table

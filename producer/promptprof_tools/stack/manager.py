@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from promptprof.config import KafkaSettings, Settings
+from promptprof._config import KafkaSettings, Settings
 from promptprof_tools.stack.influxdb import InfluxDB
 from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync
 from promptprof_tools.stack.tansu import TansuBroker

@@ -9,7 +9,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from promptprof.config import KafkaSettings, TopicSettings
+from promptprof._config import KafkaSettings, TopicSettings
 
 log = structlog.get_logger(__name__)
 

@@ -37,8 +37,8 @@ from typing import Any, Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
+from promptprof._backoff import Backoff
+from promptprof._config import Settings
 from promptprof_processor.alerts.events import Alert, alert_line
 from promptprof_processor.alerts.grouping import Grouper, Limiter, Notification
 from promptprof_processor.alerts.settings import (

@@ -1,6 +1,6 @@
 """Validation of raw events (decoded from an envelope) into call and quality records.
 
-The contract is :class:`~promptprof.event.CallEvent` and :class:`~promptprof.event.QualityEvent`
+The contract is :class:`~promptprof._event.CallEvent` and :class:`~promptprof._event.QualityEvent`
 (an event with ``"kind": "quality"`` is a quality event, any other a call event). On the hot path
 the processor does not build those models: it validates into plain dicts, :class:`CallRecord`
 and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, not
@@ -8,7 +8,7 @@ and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, no
 models' own fields (types, constraints, aliases, defaults, config), so the same events are
 accepted; building a dict costs about half of building a model.
 
-A columnar envelope (:class:`~promptprof.envelope.ColumnBatch`) is validated column by column
+A columnar envelope (:class:`~promptprof._envelope.ColumnBatch`) is validated column by column
 into :class:`CallColumns`: each column is one pydantic-core call over its values with the
 field's own constraints, and a value the events share is validated once. The contract has no
 rule across fields, so this accepts exactly what validating each event would. A batch with any
@@ -33,14 +33,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, Val
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
-from promptprof.envelope import ColumnBatch
-from promptprof.event import CallEvent, QualityEvent, Status
+from promptprof._envelope import ColumnBatch
+from promptprof._event import CallEvent, QualityEvent, Status
 
 MAX_REASONS = 3
 
 
 class CallRecord(TypedDict):
-    """A validated call event: :class:`~promptprof.event.CallEvent`'s fields as a dict."""
+    """A validated call event: :class:`~promptprof._event.CallEvent`'s fields as a dict."""
 
     schema_version: Literal[1]
     event_id: str
@@ -71,7 +71,7 @@ class CallRecord(TypedDict):
 
 
 class QualityRecord(TypedDict):
-    """A validated quality event: :class:`~promptprof.event.QualityEvent`'s fields as a dict."""
+    """A validated quality event: :class:`~promptprof._event.QualityEvent`'s fields as a dict."""
 
     kind: Literal["quality"]
     schema_version: Literal[1]

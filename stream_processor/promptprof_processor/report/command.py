@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from promptprof.config import Settings
+from promptprof._config import Settings
 from promptprof_processor.report.charts import Chart, render_charts
 from promptprof_processor.report.html import build_html
 from promptprof_processor.report.influxql import InfluxQLClient, InfluxQLError

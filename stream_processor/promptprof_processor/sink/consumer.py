@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
+from promptprof._backoff import Backoff
+from promptprof._config import Settings
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines

@@ -15,8 +15,8 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from promptprof._profiler import Profiler, make_spec
 from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, text_of
-from promptprof.profiler import Profiler, make_spec
 
 OpenAIClientT = TypeVar("OpenAIClientT", bound="openai.OpenAI | openai.AsyncOpenAI")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._event import CallEvent, QualityEvent
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "call_event.v1.json"
 

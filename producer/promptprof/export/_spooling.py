@@ -2,7 +2,7 @@
 
 When a cycle has failed or waited for ``spool_after_s`` (at once when closing while Kafka fails),
 the wrapper lets the cycles in flight come back, takes what the Kafka exporter holds and writes it
-to the disk spool (:mod:`promptprof.spool`). While the spool holds records it is in *spool
+to the disk spool (:mod:`promptprof._spool`). While the spool holds records it is in *spool
 mode*: every new cycle is packed and appended behind them and only the spool is sent, oldest
 first, so order per series is kept; the cursor is committed after each acknowledged replay batch.
 When the spool is empty again, cycles go straight to the Kafka exporter. While the spool is full
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import structlog
 
-from promptprof.export.base import Cycle, ExportStats
-from promptprof.export.kafka import KafkaExporter
-from promptprof.export.packing import Envelope
-from promptprof.spool import Spool, SpoolRecord
+from promptprof._spool import Spool, SpoolRecord
+from promptprof.export._base import Cycle, ExportStats
+from promptprof.export._kafka import KafkaExporter
+from promptprof.export._packing import Envelope
 
 log = structlog.get_logger("promptprof")
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from promptprof.envelope import encode_envelope
-from promptprof.export.base import Cycle
+from promptprof._envelope import encode_envelope
+from promptprof.export._base import Cycle
 
 MAX_RECORD_BYTES = 900_000
 ROUTE_CACHE_SIZE = 65_536

@@ -2,7 +2,7 @@
 
 One event describes one LLM call. Field names follow the OpenTelemetry GenAI semantic
 conventions where one exists (``gen_ai.*``, ``error.type``, ``service.name``); the rest live
-under ``promptprof.*``. Events travel in batch envelopes (see :mod:`promptprof.envelope`).
+under ``promptprof.*``. Events travel in batch envelopes (see :mod:`promptprof._envelope`).
 
 The producer builds plain dicts with these keys on its background thread (pydantic on the hot
 path would cost microseconds per call); the processor validates every event against these

@@ -25,7 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from promptprof.event import MAX_SERVICE_LEN, TAG_SAFE
+from promptprof._event import MAX_SERVICE_LEN, TAG_SAFE
 
 ENV_PREFIX = "PROMPTPROF_"
 CONFIG_FILE_ENV = "PROMPTPROF_CONFIG"

@@ -2,7 +2,7 @@
 
 Two bounds: ``capacity`` items, and ``max_bytes`` for the buffer *and* what the sender holds
 (envelopes pending or in flight, reported with :meth:`EventBuffer.hold`). A queued item counts
-:data:`ITEM_BYTES`, plus its *extra* bytes (texts and labels of a :class:`~promptprof.record.Call`,
+:data:`ITEM_BYTES`, plus its *extra* bytes (texts and labels of a :class:`~promptprof._record.Call`,
 measured by the ``sizer`` given to the buffer).
 
 Overflow policy: **drop newest**. A new item that does not fit is not stored and is counted with

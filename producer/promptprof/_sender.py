@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 
-from promptprof.buffer import EventBuffer
-from promptprof.config import Settings
-from promptprof.export.base import Cycle, Exporter, ExportStats
-from promptprof.export.kafka import producer_options
-from promptprof.record import EventBuilder, InvalidValue
+from promptprof._buffer import EventBuffer
+from promptprof._config import Settings
+from promptprof._record import EventBuilder, InvalidValue
+from promptprof.export._base import Cycle, Exporter, ExportStats
+from promptprof.export._kafka import producer_options
 
 __all__ = ["Linger", "Sender", "producer_options"]
 

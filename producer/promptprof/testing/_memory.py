@@ -18,8 +18,8 @@ import asyncio
 import threading
 from typing import Any
 
-from promptprof.export.base import Cycle, ExportStats
-from promptprof.profiler import Profiler, configure
+from promptprof._profiler import Profiler, configure
+from promptprof.export._base import Cycle, ExportStats
 
 
 class InMemoryExporter:

@@ -15,8 +15,8 @@ import anthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
 from anthropic.types import Message
 
+from promptprof._profiler import Profiler, make_spec
 from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, text_of
-from promptprof.profiler import Profiler, make_spec
 
 AnthropicClientT = TypeVar(
     "AnthropicClientT", bound="anthropic.Anthropic | anthropic.AsyncAnthropic"

@@ -18,7 +18,7 @@ formats (orjson), both accepted by the processor:
   used for quality events and for events the columnar form cannot carry exactly (keys outside
   the contract, required keys missing).
 
-Each event is a :class:`promptprof.event.CallEvent` or :class:`promptprof.event.QualityEvent`
+Each event is a :class:`promptprof._event.CallEvent` or :class:`promptprof._event.QualityEvent`
 dict. A record holding one bare event object (``{"schema_version": 1, ...}``) is accepted too.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from promptprof.event import CallEvent
+from promptprof._event import CallEvent
 
 ENVELOPE_NAME = "promptprof.batch"
 ROWS_VERSION = 1

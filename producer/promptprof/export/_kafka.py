@@ -21,10 +21,10 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
-from promptprof.export.base import Cycle, ExportStats
-from promptprof.export.packing import Envelope, Packer
+from promptprof._backoff import Backoff
+from promptprof._config import Settings
+from promptprof.export._base import Cycle, ExportStats
+from promptprof.export._packing import Envelope, Packer
 
 log = structlog.get_logger("promptprof")
 
@@ -35,9 +35,9 @@ METADATA_TIMEOUT_S = 5.0
 class KafkaExporter:
     """Publishes events to the calls topic, one columnar envelope per partition and cycle.
 
-    Besides the :class:`~promptprof.export.base.Exporter` protocol it offers its record-level
+    Besides the :class:`~promptprof.export._base.Exporter` protocol it offers its record-level
     steps (:meth:`pack`, :meth:`send`, :meth:`connect`, :meth:`take_unsent`, the failure clock)
-    to a wrapper such as :class:`~promptprof.export.spooling.SpoolingExporter`.
+    to a wrapper such as :class:`~promptprof.export._spooling.SpoolingExporter`.
     """
 
     durable = False

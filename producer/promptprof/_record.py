@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import structlog
 
-from promptprof.event import (
+from promptprof._event import (
     MAX_ERROR_TYPE_LEN,
     MAX_LABEL_KEY_LEN,
     MAX_LABEL_VALUE_LEN,
@@ -32,8 +32,8 @@ from promptprof.event import (
     series_key,
     tag_problem,
 )
-from promptprof.pricing import call_cost
-from promptprof.tokens import estimate_tokens
+from promptprof._pricing import call_cost
+from promptprof._tokens import estimate_tokens
 
 log = structlog.get_logger("promptprof")
 

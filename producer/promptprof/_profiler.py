@@ -23,11 +23,10 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import structlog
 
-from promptprof.buffer import EventBuffer
-from promptprof.config import Settings, load_settings
-from promptprof.event import MAX_LABELS
-from promptprof.export import Exporter, default_exporter
-from promptprof.record import (
+from promptprof._buffer import EventBuffer
+from promptprof._config import Settings, load_settings
+from promptprof._event import MAX_LABELS
+from promptprof._record import (
     Call,
     Evaluator,
     EventBuilder,
@@ -36,7 +35,8 @@ from promptprof.record import (
     register_spec,
     reset_event_ids,
 )
-from promptprof.sender import Sender
+from promptprof._sender import Sender
+from promptprof.export import Exporter, default_exporter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -289,7 +289,7 @@ def configure(
 
     ``overrides`` are settings sections, e.g. ``producer={"service_name": "search"}``;
     ``exporter`` replaces the Kafka exporter (e.g. :class:`promptprof.testing.InMemoryExporter`).
-    Raises :class:`promptprof.config.ConfigError` naming any invalid field.
+    Raises :class:`promptprof._config.ConfigError` naming any invalid field.
     """
     new = Profiler(settings or load_settings(**overrides), redact=redact, exporter=exporter)
     with _default_lock:

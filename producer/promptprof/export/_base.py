@@ -1,6 +1,6 @@
 """The exporter protocol and the counters every part of the producer writes.
 
-Modelled on the OpenTelemetry SDK: the batching engine (:class:`promptprof.sender.Sender`)
+Modelled on the OpenTelemetry SDK: the batching engine (:class:`promptprof._sender.Sender`)
 takes recorded calls from the buffer on its own thread, builds their events and hands each
 cycle's events to an exporter; the exporter delivers them (Kafka), keeps them (a test's memory),
 or wraps another exporter (the disk spool). Everything runs on the engine's thread and event
