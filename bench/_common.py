@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from promptprof._config import KafkaSettings
+from promptprof import KafkaSettings
 from promptprof._logs import setup_logging
 from promptprof_tools.stack.ports import free_port
 from promptprof_tools.stack.tansu import TansuBroker

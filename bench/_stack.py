@@ -38,14 +38,15 @@ import _common
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof._config import KafkaSettings, TopicSettings, load_settings
+from promptprof import Call, KafkaSettings, load_settings
 from promptprof._envelope import encode_envelope
 from promptprof._event import series_key
 from promptprof._profiler import make_spec
-from promptprof._record import Call, EventBuilder, PromptSpec
+from promptprof._record import EventBuilder, PromptSpec
 from promptprof._sender import Linger, producer_options
 from promptprof.export import Cycle
 from promptprof.export._packing import Packer
+from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_tools.simulate import ModelProfile, SimulatedError, SimulatedProvider
 from promptprof_tools.stack.influxdb import InfluxDB
 from promptprof_tools.stack.ports import free_port
@@ -53,7 +54,7 @@ from promptprof_tools.stack.tansu import TansuBroker
 from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
-TOPICS = TopicSettings()
+TOPICS = ProcessorTopicSettings()
 PARTITIONS = 4
 SERVICE = "bench-service"
 # Faust reads these itself (no prefix). Tansu completes a group join after about half the

@@ -40,9 +40,8 @@ import _common
 import _stack
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from promptprof._config import KafkaSettings, ProducerSettings, Settings, TopicSettings
+from promptprof import KafkaSettings, ProducerSettings, Profiler, Settings, TopicSettings
 from promptprof._envelope import decode_record
-from promptprof._profiler import Profiler
 from promptprof_tools.simulate import SimulatedError, SimulatedProvider
 
 NS = _stack.NS

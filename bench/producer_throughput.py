@@ -40,7 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 import promptprof
-from promptprof._config import load_settings
+from promptprof import load_settings
 from promptprof._event import series_key
 from promptprof._profiler import make_spec
 from promptprof._record import EventBuilder, register_spec

@@ -33,9 +33,8 @@ from typing import cast
 
 import _common
 
-from promptprof._config import InfluxSettings
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, validate_events
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.settings import NS_PER_S, InfluxSettings
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT, window_lines
 from promptprof_processor.windows.figures import (

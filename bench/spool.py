@@ -32,7 +32,7 @@ from typing import Any
 import _common
 
 import promptprof
-from promptprof._config import KafkaSettings
+from promptprof import KafkaSettings
 from promptprof_tools.stack.ports import free_port
 from promptprof_tools.stack.tansu import TansuBroker
 from promptprof_tools.stack.topics import create_topics

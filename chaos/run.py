@@ -38,10 +38,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from promptprof._config import KafkaSettings, Settings, TopicSettings, load_settings
+from promptprof import KafkaSettings, Profiler, Settings, load_settings
 from promptprof._envelope import encode_envelope
-from promptprof._profiler import Profiler, make_spec
+from promptprof._profiler import make_spec
 from promptprof_processor.alerts.receiver import WebhookReceiver
+from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_tools.demo.traffic import Injection, TrafficGenerator
 from promptprof_tools.demo.worker import DEMO_RULES
 from promptprof_tools.stack.influxdb import InfluxDB
@@ -50,7 +51,7 @@ from promptprof_tools.stack.tansu import TansuBroker
 from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
-TOPICS = TopicSettings()
+TOPICS = ProcessorTopicSettings()
 PARTITIONS = 4
 WIDTH_S = 5
 LATENESS_S = 2

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof._config import KafkaSettings
+from promptprof import KafkaSettings
 from promptprof_tools.stack import TansuBroker, create_topics
 from promptprof_tools.stack.ports import free_port
 

@@ -45,9 +45,10 @@ def test_one_input(data: bytes) -> None:
 
 def _seed(directory: Path) -> None:
     """Valid records to start from: random bytes seldom become JSON, let alone an envelope."""
+    from promptprof import Call
     from promptprof._envelope import encode_envelope
     from promptprof._profiler import make_spec
-    from promptprof._record import Call, EventBuilder
+    from promptprof._record import EventBuilder
 
     builder = EventBuilder("svc", "dev", False, None)
     events = []

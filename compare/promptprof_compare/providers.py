@@ -38,8 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptprof._profiler import Profiler
-from promptprof._record import Call
+from promptprof import Call, Profiler
 from promptprof._tokens import estimate_tokens
 from promptprof_compare.dataset import Item
 from promptprof_compare.inputs import InputError
@@ -222,7 +221,7 @@ class OpenAIBackend:
     def __init__(
         self, config: OpenAIConfig, profiler: Profiler, timeout_s: float, labels: Mapping[str, str]
     ) -> None:
-        from promptprof.integrations._openai import wrap_openai
+        from promptprof.integrations import wrap_openai
 
         self._client = wrap_openai(
             config.client(timeout_s), prompt_id="bench", version="0", labels=labels,
@@ -264,7 +263,7 @@ class AnthropicBackend:
         self, config: AnthropicConfig, profiler: Profiler, timeout_s: float,
         labels: Mapping[str, str],
     ) -> None:
-        from promptprof.integrations._anthropic import wrap_anthropic
+        from promptprof.integrations import wrap_anthropic
 
         self._client = wrap_anthropic(
             config.client(timeout_s), prompt_id="bench", version="0", labels=labels,

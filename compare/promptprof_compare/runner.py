@@ -28,9 +28,8 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field
 
-from promptprof._config import Settings
-from promptprof._profiler import Profiler
-from promptprof._record import Call, EventBuilder, PromptSpec
+from promptprof import Call, Profiler, Settings
+from promptprof._record import EventBuilder, PromptSpec
 from promptprof.testing import InMemoryExporter
 from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.dataset import Item, load_dataset

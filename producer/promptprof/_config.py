@@ -31,7 +31,6 @@ ENV_PREFIX = "PROMPTPROF_"
 CONFIG_FILE_ENV = "PROMPTPROF_CONFIG"
 SECRETS_DIR_ENV = "PROMPTPROF_SECRETS_DIR"
 DEFAULT_KAFKA_PORT = 19092
-DEFAULT_INFLUX_PORT = 18086
 
 _yaml_path: ContextVar[Path | None] = ContextVar("promptprof_yaml_path", default=None)
 
@@ -81,13 +80,9 @@ class KafkaSettings(BaseModel):
 
 
 class TopicSettings(BaseModel):
-    """Topic names and the partition count used when promptprof creates them."""
+    """The topic a service writes its call events to."""
 
     calls: str = "llm.calls"
-    dead_letter: str = "llm.calls.dlq"
-    windows: str = "llm.windows"
-    alerts: str = "llm.alerts"
-    partitions: int = Field(default=4, ge=1, le=1024, description="between 1 and 1024")
 
 
 class ProducerSettings(BaseModel):
@@ -146,32 +141,11 @@ class ProducerSettings(BaseModel):
         return value
 
 
-class StackSettings(BaseModel):
-    """The local development stack: Tansu and InfluxDB on loopback."""
-
-    kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1, le=65535)
-    influx_port: int = Field(default=DEFAULT_INFLUX_PORT, ge=1, le=65535)
-    influx_rpc_port: int = Field(default=18088, ge=1, le=65535)
-    state_dir: Path = Path(".promptprof/stack")
-
-
-class InfluxSettings(BaseModel):
-    """Where window aggregates are written."""
-
-    url: str = f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}"
-    api: Literal["v1", "v2"] = Field(default="v1", description="'v1' (/write) or 'v2' (/api/v2)")
-    database: str = Field(default="promptprof", min_length=1, description="v1 database")
-    token: SecretStr | None = None
-    org: str = "promptprof"
-    bucket: str = "promptprof"
-    username: str | None = None
-    password: SecretStr | None = None
-    verify_ssl: bool = True
-    timeout_s: float = Field(default=10.0, gt=0)
-
-
 class Settings(BaseSettings):
-    """All of promptprof's settings."""
+    """A service's settings: logging, Kafka, the calls topic and the embedded producer.
+
+    The worker's settings (:class:`promptprof_processor.settings.ProcessorSettings`) extend it;
+    a section only they know (``influx``, ``windows``...) is ignored here."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore",
@@ -183,8 +157,6 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     producer: ProducerSettings = ProducerSettings()
-    influx: InfluxSettings = InfluxSettings()
-    stack: StackSettings = StackSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from promptprof._config import ConfigError, Settings, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof._logs import setup_logging
+from promptprof_tools.settings import ToolSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``promptprof`` command."""
     args = _parser().parse_args(argv)
     try:
-        settings: Settings = load_settings(args.config)
+        settings = load_settings(args.config, ToolSettings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, settings)
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def _dispatch(args: argparse.Namespace, settings: ToolSettings) -> int:
     if args.command == "stack":
         from promptprof_tools.stack import stack_command
 

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from promptprof._record import Call
+from promptprof import Call
 
 
 class SimulatedError(Exception):

@@ -15,8 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from promptprof import Profiler, Settings
-from promptprof._config import ProducerSettings
+from promptprof import ProducerSettings, Profiler, Settings
 from promptprof.integrations import wrap_anthropic, wrap_openai
 from promptprof.testing import InMemoryExporter
 from promptprof.testing._fake_providers import FakeProviderServer

@@ -39,9 +39,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from promptprof._config import KafkaSettings, TopicSettings, load_settings
-from promptprof._profiler import Profiler, make_spec
+from promptprof import KafkaSettings, Profiler, load_settings
+from promptprof._profiler import make_spec
 from promptprof._record import PromptSpec
+from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_tools.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
@@ -286,7 +287,7 @@ class Pipeline:
     broker: TansuBroker
     influx: InfluxDB
     database: str
-    topics: TopicSettings
+    topics: ProcessorTopicSettings
     app_id: str
     tmp: Path
     widths_s: list[int]
@@ -506,7 +507,7 @@ def pipeline_factory(
     def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
              **timings: float) -> Pipeline:
         server = influx or influxdb
-        topics = TopicSettings(
+        topics = ProcessorTopicSettings(
             calls=unique_name("calls"), dead_letter=unique_name("dlq"),
             windows=unique_name("windows"), alerts=unique_name("alerts"),
             partitions=PARTITIONS,

@@ -14,10 +14,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from processor_integration.conftest import MODEL, SERVICE, Pipeline, wait_until
+from promptprof import Call
 from promptprof._envelope import ENVELOPE_NAME, encode_envelope, encode_rows
 from promptprof._event import series_key
 from promptprof._profiler import make_spec
-from promptprof._record import Call, EventBuilder
+from promptprof._record import EventBuilder
 from promptprof_tools.stack import run_sync
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
-from promptprof._config import KafkaSettings
+from promptprof import KafkaSettings
 from promptprof_processor.runtime.adapter import EXIT_FATAL
 from promptprof_processor.runtime.checkpoint import Head
 from promptprof_tools.stack import create_topics, run_sync

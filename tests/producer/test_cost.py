@@ -7,8 +7,8 @@ from genai_prices import Usage, calc_price
 from hypothesis import given
 from hypothesis import strategies as st
 
+from promptprof import Profiler
 from promptprof._pricing import call_cost, known_provider
-from promptprof._profiler import Profiler
 from promptprof._record import EventBuilder
 
 MODELS = ("gpt-4o-mini", "claude-3-5-haiku-latest", "gpt-4o")

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof._config import load_settings
+from promptprof import Profiler, load_settings, profile
 from promptprof._envelope import decode_record
 from promptprof._event import CallEvent, series_key
-from promptprof._profiler import Profiler, profile
 from promptprof.export._packing import partition_of
 from promptprof_tools.stack import TansuBroker, create_topics, free_port
 

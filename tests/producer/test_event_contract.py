@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from promptprof import Call
 from promptprof._envelope import EnvelopeError, decode_record, encode_envelope
 from promptprof._event import CallEvent, QualityEvent, series_key
 from promptprof._profiler import make_spec
-from promptprof._record import Call, EventBuilder, InvalidValue, register_spec
+from promptprof._record import EventBuilder, InvalidValue, register_spec
 from promptprof._schema import SCHEMA_FILE, render_schema
 
 

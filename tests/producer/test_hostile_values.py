@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof._config import ConfigError, load_settings
+from promptprof import ConfigError, Profiler, load_settings
 from promptprof._envelope import decode_record
-from promptprof._profiler import Profiler
 from promptprof_tools.stack import TansuBroker, create_topics
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from promptprof import Call
 from promptprof._envelope import ColumnBatch, decode_batch
 from promptprof._event import CallEvent, series_key
 from promptprof._profiler import make_spec
-from promptprof._record import Call, EventBuilder
+from promptprof._record import EventBuilder
 from promptprof.export import Cycle
 from promptprof.export._packing import Envelope, Packer, partition_of
 

@@ -18,9 +18,8 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptprof._config import Settings, load_settings
+from promptprof import Profiler, Settings, load_settings, profile
 from promptprof._envelope import decode_record
-from promptprof._profiler import Profiler, profile
 from promptprof._spool import Spool, SpoolLocked, decode_frames, encode_frame
 from promptprof_tools.stack import TansuBroker, create_topics, free_port
 
@@ -254,8 +253,8 @@ def test_outage_spooled_then_replayed_exactly_once(broker: TansuBroker, tmp_path
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from promptprof._config import Settings, load_settings
-    from promptprof._profiler import Profiler, profile
+    from promptprof import Settings, load_settings
+    from promptprof import Profiler, profile
 
     mode, bootstrap, spool, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     settings = load_settings(

@@ -12,9 +12,8 @@ import openai
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof._config import Settings, load_settings
+from promptprof import Profiler, Settings, load_settings
 from promptprof._envelope import decode_record
-from promptprof._profiler import Profiler
 from promptprof._record import Redactor
 from promptprof.integrations import wrap_openai
 from promptprof.testing._fake_providers import FakeProviderServer, FakeReply

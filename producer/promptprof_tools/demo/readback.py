@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptprof._config import InfluxSettings
+from promptprof_processor.settings import InfluxSettings
 
 LATEST = (
     "SELECT last(latency_p50_ms) AS p50, last(latency_p95_ms) AS p95, "

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.live import Live
 
-from promptprof._config import Settings
-from promptprof._profiler import Profiler
+from promptprof import Profiler
 from promptprof_tools.demo.readback import latest_windows
 from promptprof_tools.demo.traffic import Injection, TrafficGenerator
 from promptprof_tools.demo.view import alerts_table, render, windows_table
 from promptprof_tools.demo.worker import DEMO_LATENESS_S, start_worker, stop_worker
+from promptprof_tools.settings import ToolSettings
 
 if TYPE_CHECKING:
     from promptprof_processor.alerts import WebhookReceiver
@@ -34,7 +34,9 @@ INJECT_AT = 0.55  # fraction of the run after which the injected prompt gets slo
 REPORT_PATH = Path("report.html")
 
 
-async def run_demo(settings: Settings, duration_s: float, rate: float, config: Path | None) -> int:
+async def run_demo(
+    settings: ToolSettings, duration_s: float, rate: float, config: Path | None
+) -> int:
     """Run the worker and the traffic, show it live, and report what arrived."""
     from promptprof_processor.alerts import WebhookReceiver
     from promptprof_tools.stack import ensure_topics
@@ -50,7 +52,7 @@ async def run_demo(settings: Settings, duration_s: float, rate: float, config: P
     return status or _write_report(settings)
 
 
-def _write_report(settings: Settings) -> int:
+def _write_report(settings: ToolSettings) -> int:
     from promptprof_processor.report.command import report_command
 
     out = REPORT_PATH.resolve()
@@ -60,7 +62,7 @@ def _write_report(settings: Settings) -> int:
 
 
 async def _drive(
-    settings: Settings, duration_s: float, rate: float, receiver: WebhookReceiver
+    settings: ToolSettings, duration_s: float, rate: float, receiver: WebhookReceiver
 ) -> int:
     profiler = Profiler(_with_demo_service(settings))
     injection = Injection(INJECTED_PROMPT, after_s=duration_s * INJECT_AT, latency_factor=2.5)
@@ -92,7 +94,7 @@ async def _drive(
     return 0 if stats["dropped"] == 0 and rows else 1
 
 
-def _with_demo_service(settings: Settings) -> Settings:
+def _with_demo_service(settings: ToolSettings) -> ToolSettings:
     """Name the demo's service unless the configuration already names one."""
     if "service_name" in settings.producer.model_fields_set:
         return settings
@@ -100,7 +102,7 @@ def _with_demo_service(settings: Settings) -> Settings:
     return settings.model_copy(update={"producer": producer})
 
 
-def _read(settings: Settings) -> list[dict[str, object]]:
+def _read(settings: ToolSettings) -> list[dict[str, object]]:
     try:
         return latest_windows(settings.influx)
     except Exception:  # InfluxDB not ready yet: show the last rows we had

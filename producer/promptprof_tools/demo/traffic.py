@@ -11,7 +11,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from promptprof._profiler import Profiler
+from promptprof import Profiler
 from promptprof_tools.simulate import ModelProfile, SimulatedError, SimulatedProvider
 
 

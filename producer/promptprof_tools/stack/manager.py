@@ -12,7 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from promptprof._config import KafkaSettings, Settings
+from promptprof import KafkaSettings
+from promptprof_tools.settings import ToolSettings
 from promptprof_tools.stack.influxdb import InfluxDB
 from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync
 from promptprof_tools.stack.tansu import TansuBroker
@@ -28,7 +29,7 @@ ACTIONS = ("up", "down", "status")
 class LocalStack:
     """The stack's two services as configured by ``settings.stack``, with their pid files."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ToolSettings) -> None:
         """Build detached handles on the configured ports and state folder."""
         stack = settings.stack
         self.settings = settings
@@ -71,7 +72,7 @@ class LocalStack:
         return self.settings.kafka.model_copy(update={"bootstrap_servers": self.kafka.bootstrap})
 
 
-def stack_command(action: str, settings: Settings) -> int:
+def stack_command(action: str, settings: ToolSettings) -> int:
     """Run ``up``, ``down`` or ``status`` on the local stack; return the exit code."""
     commands: dict[str, Callable[[LocalStack], int]] = {
         "up": _up,

@@ -9,19 +9,22 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from promptprof._config import KafkaSettings, TopicSettings
+from promptprof import KafkaSettings
+from promptprof_processor.settings import ProcessorTopicSettings
 
 log = structlog.get_logger(__name__)
 
 
-def topic_names(topic_settings: TopicSettings) -> list[str]:
+def topic_names(topic_settings: ProcessorTopicSettings) -> list[str]:
     """The calls, dead-letter, windows and alerts topic names, in that order."""
     t = topic_settings
     return [t.calls, t.dead_letter, t.windows, t.alerts]
 
 
 async def ensure_topics(
-    kafka_settings: KafkaSettings, topic_settings: TopicSettings, replication_factor: int = 1
+    kafka_settings: KafkaSettings,
+    topic_settings: ProcessorTopicSettings,
+    replication_factor: int = 1,
 ) -> dict[str, int]:
     """Create the calls, dead-letter, windows and alerts topics with the configured partitions.
 

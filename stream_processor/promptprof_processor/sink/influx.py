@@ -23,7 +23,7 @@ import httpx
 import structlog
 
 from promptprof._backoff import Backoff
-from promptprof._config import InfluxSettings
+from promptprof_processor.settings import InfluxSettings
 
 log = structlog.get_logger("promptprof.sink")
 
