@@ -32,6 +32,7 @@ from promptprof._record import (
     EventBuilder,
     PromptSpec,
     Redactor,
+    TextParts,
     register_spec,
     reset_event_ids,
 )
@@ -203,7 +204,9 @@ def _extra_bytes(item: Any) -> int:
         return 0
     extra = 0
     for text in (item.prompt_text, item.response_text):
-        if text is not None:
+        if isinstance(text, TextParts):
+            extra += text.nbytes
+        elif text is not None:
             extra += sys.getsizeof(text)
     labels = item.labels
     if labels:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -137,6 +138,66 @@ def check_labels(labels: Mapping[str, str]) -> None:
             raise InvalidValue(f"label {key[:40]!r} {problem}")
 
 
+TEXT_KEEP_CHARS = 256 * 1024
+"""Characters of one prompt or response a :class:`TextParts` keeps; beyond, it only counts."""
+_REF_BYTES = 8  # a list slot
+
+
+class TextParts:
+    """A prompt's or a response's text as references to the strings it is made of.
+
+    The client wrappers fill it on the host's thread (no copy, no join: the strings are
+    immutable, so a caller changing its messages afterwards changes nothing here); the sender's
+    thread joins it with ``sep`` and estimates its tokens. At most :data:`TEXT_KEEP_CHARS`
+    characters are kept (the rest only counted: the token estimate is scaled to every character,
+    a captured text is cut), so a long stream holds a bounded amount; ``nbytes`` is what it
+    holds, counted against ``max_bytes_held`` once the call is queued.
+    """
+
+    __slots__ = ("_joined", "chars", "kept_chars", "nbytes", "parts", "sep")
+
+    def __init__(self, sep: str = "") -> None:
+        self.sep = sep
+        self.parts: list[str] = []
+        self.chars = 0
+        self.kept_chars = 0
+        self.nbytes = sys.getsizeof(self.parts)
+        self._joined: str | None = None
+
+    def add(self, text: str) -> None:
+        """Keep (a reference to) ``text`` while under the bound; count its characters."""
+        size = len(text)
+        self.chars += size
+        room = TEXT_KEEP_CHARS - self.kept_chars
+        if room <= 0:
+            return
+        if size > room:
+            text, size = text[:room], room
+        self.parts.append(text)
+        self.kept_chars += size
+        self.nbytes += sys.getsizeof(text) + _REF_BYTES
+
+    def __bool__(self) -> bool:
+        return self.chars > 0
+
+    def text(self) -> str:
+        """The kept text, joined (once)."""
+        if self._joined is None:
+            self._joined = self.sep.join(self.parts)
+        return self._joined
+
+    def tokens(self, model: str) -> int:
+        """Estimated tokens of the whole text (the kept part's, scaled to every character)."""
+        kept = estimate_tokens(self.text(), model)
+        if self.kept_chars >= self.chars:
+            return kept
+        return round(kept * self.chars / self.kept_chars)
+
+
+Text = str | TextParts
+"""A call's prompt or response text: a string, or parts joined on the sender's thread."""
+
+
 class Call:
     """One call being measured: filled in by the caller or a client wrapper, then enqueued.
 
@@ -182,8 +243,8 @@ class Call:
         self.quality: float | None = None
         self.quality_metric: str | None = None
         self.labels: dict[str, str] | None = None
-        self.prompt_text: str | None = None
-        self.response_text: str | None = None
+        self.prompt_text: Text | None = None
+        self.response_text: Text | None = None
         self.result: Any = None
 
     @property
@@ -384,9 +445,9 @@ class EventBuilder:
         inp, out = call.input_tokens, call.output_tokens
         estimated = call.tokens_estimated
         if inp is None and call.prompt_text:
-            inp, estimated = estimate_tokens(call.prompt_text, model), True
+            inp, estimated = _tokens(call.prompt_text, model), True
         if out is None and call.response_text:
-            out, estimated = estimate_tokens(call.response_text, model), True
+            out, estimated = _tokens(call.response_text, model), True
         if inp is None and out is None:
             return
         event["gen_ai.usage.input_tokens"] = inp
@@ -404,7 +465,8 @@ class EventBuilder:
             ("gen_ai.output.messages", call.response_text),
         ):
             if text is not None:
-                event[key] = self.redact(text) if self.redact else text
+                plain = text.text() if isinstance(text, TextParts) else text
+                event[key] = self.redact(plain) if self.redact else plain
 
     def _evaluate(self, event: dict[str, Any], spec: PromptSpec, result: Any) -> None:
         """Attach the evaluator's score; a failing evaluator or a bad score loses only the score."""
@@ -455,3 +517,7 @@ def _bounded_labels(labels: Mapping[str, str]) -> dict[str, str]:
     bounded = {str(k): str(v) for k, v in itertools.islice(labels.items(), MAX_LABELS)}
     check_labels(bounded)
     return bounded
+
+
+def _tokens(text: Text, model: str) -> int:
+    return text.tokens(model) if isinstance(text, TextParts) else estimate_tokens(text, model)

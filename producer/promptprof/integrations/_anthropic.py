@@ -16,7 +16,8 @@ from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamMana
 from anthropic.types import Message
 
 from promptprof._profiler import Profiler, make_spec
-from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, text_of
+from promptprof._record import TextParts
+from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, texts_of
 
 AnthropicClientT = TypeVar(
     "AnthropicClientT", bound="anthropic.Anthropic | anthropic.AsyncAnthropic"
@@ -57,14 +58,13 @@ class MessagesApi(Api):
     async_managers = (AsyncMessageStreamManager,)
     responses = (Message,)
 
-    def prompt_text(self, request: Mapping[str, Any]) -> str:
+    def prompt_text(self, request: Mapping[str, Any]) -> TextParts:
         """The text of the request's system prompt and messages."""
-        parts = (text_of(request.get("system")), text_of(request.get("messages")))
-        return "\n".join(part for part in parts if part)
+        return texts_of(request.get("system"), request.get("messages"))
 
-    def response_text(self, response: Any) -> str:
+    def response_text(self, response: Any) -> TextParts:
         """The text of the message's content blocks."""
-        return text_of(attr(response, "content"))
+        return texts_of(attr(response, "content"))
 
     def read_response(self, tracker: Tracker, response: Any) -> None:
         """Model and usage of a message."""

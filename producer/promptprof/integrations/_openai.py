@@ -16,7 +16,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from promptprof._profiler import Profiler, make_spec
-from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, text_of
+from promptprof._record import TextParts
+from promptprof.integrations._common import Api, Tracker, Usage, attr, patch_client, texts_of
 
 OpenAIClientT = TypeVar("OpenAIClientT", bound="openai.OpenAI | openai.AsyncOpenAI")
 
@@ -60,16 +61,17 @@ class ChatCompletionsApi(_OpenAIApi):
 
     responses = (ChatCompletion,)
 
-    def prompt_text(self, request: Mapping[str, Any]) -> str:
+    def prompt_text(self, request: Mapping[str, Any]) -> TextParts:
         """The text of the request's messages."""
-        return text_of(request.get("messages"))
+        return texts_of(request.get("messages"))
 
-    def response_text(self, response: Any) -> str:
+    def response_text(self, response: Any) -> TextParts:
         """The text of every choice's message (content, refusal, tool-call arguments)."""
-        return "".join(
-            text for choice in attr(response, "choices") or ()
-            for text in _message_texts(attr(choice, "message"))
-        )
+        parts = TextParts()
+        for choice in attr(response, "choices") or ():
+            for text in _message_texts(attr(choice, "message")):
+                parts.add(text)
+        return parts
 
     def read_response(self, tracker: Tracker, response: Any) -> None:
         """Model and usage of a completion (or of a chunk: the same fields)."""
@@ -94,15 +96,13 @@ class ResponsesApi(_OpenAIApi):
 
     responses = (Response,)
 
-    def prompt_text(self, request: Mapping[str, Any]) -> str:
+    def prompt_text(self, request: Mapping[str, Any]) -> TextParts:
         """The text of the request's instructions and input."""
-        parts = (text_of(request.get("instructions")), text_of(request.get("input")))
-        return "\n".join(part for part in parts if part)
+        return texts_of(request.get("instructions"), request.get("input"))
 
-    def response_text(self, response: Any) -> str:
+    def response_text(self, response: Any) -> TextParts:
         """The response's output text."""
-        text = attr(response, "output_text")
-        return text if isinstance(text, str) else ""
+        return texts_of(attr(response, "output_text"))
 
     def read_response(self, tracker: Tracker, response: Any) -> None:
         """Model, usage, and the error of a failed response."""
