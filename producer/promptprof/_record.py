@@ -140,7 +140,6 @@ def check_labels(labels: Mapping[str, str]) -> None:
 
 TEXT_KEEP_CHARS = 256 * 1024
 """Characters of one prompt or response a :class:`TextParts` keeps; beyond, it only counts."""
-_REF_BYTES = 8  # a list slot
 
 
 class TextParts:
@@ -150,32 +149,35 @@ class TextParts:
     immutable, so a caller changing its messages afterwards changes nothing here); the sender's
     thread joins it with ``sep`` and estimates its tokens. At most :data:`TEXT_KEEP_CHARS`
     characters are kept (the rest only counted: the token estimate is scaled to every character,
-    a captured text is cut), so a long stream holds a bounded amount; ``nbytes`` is what it
+    a captured text is cut), so a long stream holds a bounded amount; :attr:`nbytes` is what it
     holds, counted against ``max_bytes_held`` once the call is queued.
     """
 
-    __slots__ = ("_joined", "chars", "kept_chars", "nbytes", "parts", "sep")
+    __slots__ = ("_joined", "chars", "kept_chars", "parts", "sep")
 
     def __init__(self, sep: str = "") -> None:
         self.sep = sep
         self.parts: list[str] = []
         self.chars = 0
         self.kept_chars = 0
-        self.nbytes = sys.getsizeof(self.parts)
         self._joined: str | None = None
 
     def add(self, text: str) -> None:
         """Keep (a reference to) ``text`` while under the bound; count its characters."""
         size = len(text)
         self.chars += size
-        room = TEXT_KEEP_CHARS - self.kept_chars
-        if room <= 0:
-            return
-        if size > room:
-            text, size = text[:room], room
-        self.parts.append(text)
-        self.kept_chars += size
-        self.nbytes += sys.getsizeof(text) + _REF_BYTES
+        if self.kept_chars + size <= TEXT_KEEP_CHARS:
+            self.parts.append(text)
+            self.kept_chars += size
+        elif self.kept_chars < TEXT_KEEP_CHARS:
+            self.parts.append(text[: TEXT_KEEP_CHARS - self.kept_chars])
+            self.kept_chars = TEXT_KEEP_CHARS
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the list and the strings it refers to (a C-level sum, no text read)."""
+        parts = self.parts
+        return sys.getsizeof(parts) + sum(map(sys.getsizeof, parts))
 
     def __bool__(self) -> bool:
         return self.chars > 0
