@@ -8,7 +8,7 @@ locally and marked estimated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import openai
@@ -75,10 +75,10 @@ class ChatCompletionsApi(_OpenAIApi):
 
     def read_response(self, tracker: Tracker, response: Any) -> None:
         """Model and usage of a completion (or of a chunk: the same fields)."""
-        model = attr(response, "model")
+        model = getattr(response, "model", None)
         if model:
             tracker.model = model
-        usage = attr(response, "usage")
+        usage = getattr(response, "usage", None)
         if usage is not None:
             tracker.usage(_usage(usage, "prompt_tokens", "completion_tokens",
                                  "prompt_tokens_details"))
@@ -86,8 +86,8 @@ class ChatCompletionsApi(_OpenAIApi):
     def read_chunk(self, tracker: Tracker, chunk: Any) -> None:
         """A ``ChatCompletionChunk``: deltas of the choices, and usage on the last chunk."""
         self.read_response(tracker, chunk)
-        for choice in attr(chunk, "choices") or ():
-            for text in _message_texts(attr(choice, "delta")):
+        for choice in getattr(chunk, "choices", None) or ():
+            for text in _message_texts(getattr(choice, "delta", None)):
                 tracker.content(text)
 
 
@@ -136,18 +136,22 @@ def _usage(usage: Any, input_name: str, output_name: str, details_name: str) -> 
     )
 
 
-def _message_texts(message: Any) -> Iterator[str]:
-    """Texts of a message or a delta: content, refusal, and tool-call arguments."""
+def _message_texts(message: Any) -> list[str]:
+    """Texts of a message or a delta: content, refusal, and tool-call arguments.
+
+    Read at every streamed chunk, so plain ``getattr`` rather than :func:`attr`.
+    """
+    texts: list[str] = []
     if message is None:
-        return
-    for name in ("content", "refusal"):
-        text = attr(message, name)
+        return texts
+    for text in (getattr(message, "content", None), getattr(message, "refusal", None)):
         if isinstance(text, str) and text:
-            yield text
-    for tool_call in attr(message, "tool_calls") or ():
+            texts.append(text)
+    for tool_call in getattr(message, "tool_calls", None) or ():
         arguments = attr(tool_call, "function", "arguments")
         if isinstance(arguments, str) and arguments:
-            yield arguments
+            texts.append(arguments)
+    return texts
 
 
 CHAT_COMPLETIONS = ChatCompletionsApi()
