@@ -80,9 +80,10 @@ class KafkaSettings(BaseModel):
 
 
 class TopicSettings(BaseModel):
-    """The topic a service writes its call events to."""
+    """The topics a service writes: its call events and its producer stats."""
 
     calls: str = "llm.calls"
+    producer_stats: str = "llm.producer_stats"
 
 
 class ProducerSettings(BaseModel):
@@ -116,6 +117,10 @@ class ProducerSettings(BaseModel):
     close_timeout_s: float = Field(default=5.0, ge=0, description="seconds to flush at exit")
     metrics_log_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between self-metric log lines; 0 disables"
+    )
+    stats_interval_s: float = Field(
+        default=10.0, ge=0,
+        description="seconds between stats events to the producer-stats topic; 0 disables",
     )
     spool_dir: Path | None = Field(
         default=None, description="a directory for the disk spool; unset disables the spool"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from promptprof import Settings, TopicSettings
 from promptprof._event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
 from promptprof_processor.alerts.settings import AlertSettings
+from promptprof_processor.health.settings import HealthSettings
 from promptprof_processor.units import NS_PER_S as NS_PER_S
 
 MAX_WIDTH_S = 86_400
@@ -159,3 +160,4 @@ class ProcessorSettings(Settings):
     windows: WindowSettings = WindowSettings()
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
+    health: HealthSettings = HealthSettings()

@@ -90,11 +90,11 @@ def test_profile_track_and_the_wrappers_import_no_tool_processor_or_compare_modu
     assert "imported: []" in done.stdout.splitlines(), done.stdout
 
 
-def test_a_service_settings_hold_only_logging_kafka_its_topic_and_the_producer() -> None:
+def test_a_service_settings_hold_only_logging_kafka_its_topics_and_the_producer() -> None:
     assert set(Settings.model_fields) == {"log_format", "log_level", "kafka", "topics", "producer"}
-    assert set(TopicSettings.model_fields) == {"calls"}
+    assert set(TopicSettings.model_fields) == {"calls", "producer_stats"}
     assert set(ProcessorTopicSettings.model_fields) == {
-        "calls", "dead_letter", "windows", "alerts", "partitions",
+        "calls", "producer_stats", "dead_letter", "windows", "alerts", "partitions",
     }
     assert {"influx", "windows", "worker", "alerts"} <= set(ProcessorSettings.model_fields)
     assert "stack" not in ProcessorSettings.model_fields
