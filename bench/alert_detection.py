@@ -79,7 +79,7 @@ from typing import Any
 
 import _common
 
-from promptprof.envelope import encode_envelope
+from promptprof._envelope import encode_envelope
 from promptprof_processor.alerts import Alert, AlertEngine, GroupingSettings, parse_rules
 from promptprof_processor.alerts.grouping import Grouper
 from promptprof_processor.alerts.synthetic import DEFAULT_SERIES, Change, Traffic, synthetic_windows

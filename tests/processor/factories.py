@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._event import CallEvent, QualityEvent
 from promptprof_processor.ingest.validation import (
     CallColumns,
     CallRecord,

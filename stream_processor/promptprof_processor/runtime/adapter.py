@@ -46,7 +46,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from promptprof.backoff import Backoff
+from promptprof._backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.health.figures import reason_class
 from promptprof_processor.lost_log import LostLogs

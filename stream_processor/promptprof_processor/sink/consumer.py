@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
+from promptprof._backoff import Backoff
 from promptprof_processor.lost_log import LostLogs
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
@@ -60,7 +60,7 @@ class WindowSink:
     """Consumes the windows topic and writes every window to InfluxDB."""
 
     def __init__(
-        self, settings: Settings, group_id: str, writer: RetryingWriter | None = None
+        self, settings: ProcessorSettings, group_id: str, writer: RetryingWriter | None = None
     ) -> None:
         """Sink for ``settings``' windows topic in consumer group ``group_id``."""
         self.settings = settings
