@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     report.add_argument("--png-dir", type=Path, help="also write each chart as a PNG here")
 
+    commands.add_parser("collect", help="receive OTLP/HTTP traces, publish their GenAI calls")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -101,6 +103,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from promptprof_processor.report.command import report_command
 
         return report_command(settings, args.since, args.out, args.png_dir)
+    if args.command == "collect":
+        from promptprof.collect import collect_command
+
+        return collect_command(args.config)
     if args.command == "schema":
         from promptprof.schema import write_schema
 

@@ -1,18 +1,20 @@
-"""Fixtures for the OpenTelemetry bridge and receiver.
+"""Fixtures for the OpenTelemetry bridge and the OTLP receiver.
 
 Each request is made twice against the fake provider with the same scripted reply: once by a
 client wrapped with ``wrap_openai`` (the reference event), once by a plain client while a real
 instrumentation of the OpenAI client (the official one or OpenLLMetry's) is active on a tracer
-provider holding the bridge (and, for the receiver, an OTLP exporter). Both at once is not
-possible: the official instrumentation returns its own stream class, which the wrapper does not
-recognise as a stream.
+provider holding the bridge and the real OTLP/HTTP exporter pointed at a receiver. Both at once
+is not possible: the official instrumentation returns its own stream class, which the wrapper
+does not recognise as a stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,9 +24,14 @@ import openai
 import pytest
 import wrapt
 from integrations.conftest import event_of, recording_profiler
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from promptprof import Profiler
+from promptprof.collect.server import TRACES_PATH, Receiver, bound_port, serve
+from promptprof.collect.settings import CollectorSettings
 from promptprof.integrations import wrap_openai
 from promptprof.integrations.otel import GenAISpanProcessor, prompt
 from promptprof.testing import InMemoryExporter
@@ -45,17 +52,41 @@ def instrumentor(name: str) -> Any:
     return OpenLLMetry()
 
 
-class Traced:
-    """A tracer provider with the bridge (and any other processors), and an instrumentation
-    that is active only inside :meth:`active`."""
+class RunningReceiver:
+    """``promptprof collect``'s receiver on a free port, served by a thread of its own."""
 
-    def __init__(self, name: str, *processors: SpanProcessor) -> None:
+    def __init__(self, profiler: Profiler, settings: CollectorSettings | None = None) -> None:
+        self.profiler = profiler
+        self.receiver = Receiver(profiler, settings or CollectorSettings())
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        started = asyncio.run_coroutine_threadsafe(
+            serve(self.receiver, "127.0.0.1", 0), self.loop)
+        self.runner = started.result(10)
+        self.url = f"http://127.0.0.1:{bound_port(self.runner)}{TRACES_PATH}"
+
+    def close(self) -> None:
+        """Stop serving and the thread."""
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Traced:
+    """A tracer provider with the bridge and an OTLP exporter to a receiver (each span sent
+    as it ends), and an instrumentation that is active only inside :meth:`active`."""
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self.profiler = recording_profiler()
         self.bridge = GenAISpanProcessor(profiler=self.profiler)
-        self.provider = TracerProvider()
-        for processor in (self.bridge, *processors):
-            self.provider.add_span_processor(processor)
+        self.received = RunningReceiver(recording_profiler())
+        self.provider = TracerProvider(resource=Resource({"service.name": "tests"}))
+        self.provider.add_span_processor(self.bridge)
+        self.provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=self.received.url)))
         self.instrumentor = instrumentor(name)
 
     @contextmanager
@@ -69,16 +100,19 @@ class Traced:
             _unwrap_openai()
 
     def clear(self) -> None:
-        """Forget the bridge's events so far."""
-        assert self.profiler.flush(5)
-        exporter = self.profiler.exporter
-        assert isinstance(exporter, InMemoryExporter)
-        exporter.clear()
+        """Forget the events of the bridge and of the receiver so far."""
+        for profiler in (self.profiler, self.received.profiler):
+            assert profiler.flush(5)
+            exporter = profiler.exporter
+            assert isinstance(exporter, InMemoryExporter)
+            exporter.clear()
 
     def close(self) -> None:
-        """Shut the provider and the bridge's profiler down."""
+        """Shut the provider, the receiver and the profilers down."""
         self.provider.shutdown()
+        self.received.close()
         self.profiler.close(1)
+        self.received.profiler.close(1)
 
 
 class Pair:

@@ -1,6 +1,6 @@
-"""The in-process bridge: real instrumentations of the OpenAI client emit spans that
-``GenAISpanProcessor`` turns into the events ``wrap_openai`` records for the same requests
-(streams and errors included)."""
+"""Real instrumentations of the OpenAI client emit spans that the in-process bridge
+(``GenAISpanProcessor``) and the OTLP receiver (through the real OTLP/HTTP exporter) turn into
+the events ``wrap_openai`` records for the same requests (streams and errors included)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,17 @@ def stream(client: openai.OpenAI) -> Any:
 def bridged(
     pair: Pair, request: Any, reply: FakeReply | None = None, unknown: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """The bridge's event for ``request``, checked against the wrapper's (but ``unknown``)."""
+    """The bridge's event for ``request``, checked against the wrapper's (but ``unknown``), and
+    the receiver's, equal to the bridge's but for the event id."""
+    traced = pair.traced
     reference = pair.run(request, reply)
-    event = event_of(pair.traced.profiler)
-    unknown += UNKNOWN_FROM_SPANS[pair.traced.name]
+    event = event_of(traced.profiler)
+    unknown += UNKNOWN_FROM_SPANS[traced.name]
     assert_same_call(reference, event, pair.window, unknown)
-    assert pair.traced.profiler.internal_errors == 0
+    assert traced.profiler.internal_errors == 0
+    received = event_of(traced.received.profiler)
+    assert received.pop("event_id") != event["event_id"]
+    assert received == {k: v for k, v in event.items() if k != "event_id"}
     return event
 
 

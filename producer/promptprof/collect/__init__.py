@@ -1,0 +1,52 @@
+"""``promptprof collect``: an OTLP/HTTP receiver that turns GenAI spans into call events.
+
+A service that already exports OpenTelemetry traces points its OTLP exporter (or an
+OpenTelemetry Collector's ``otlphttp`` exporter) at ``http://HOST:14318`` with no code change.
+See :mod:`promptprof.collect.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import structlog
+
+from promptprof.config import ConfigError, load_settings
+
+log = structlog.get_logger("promptprof.collect")
+
+
+def collect_command(config: Path | None) -> int:
+    """Run the receiver until SIGINT/SIGTERM, then flush the producer; the exit code."""
+    from promptprof.collect.settings import CollectorSettings
+
+    try:
+        settings = load_settings(config, CollectorSettings)
+    except ConfigError as exc:
+        print(exc)
+        return 2
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: object) -> int:
+    from promptprof.collect.server import Receiver, bound_port, serve
+    from promptprof.collect.settings import CollectorSettings
+    from promptprof.profiler import Profiler
+
+    assert isinstance(settings, CollectorSettings)
+    profiler = Profiler(settings)
+    receiver = Receiver(profiler, settings)
+    runner = await serve(receiver, settings.collect.host, settings.collect.port)
+    log.info("promptprof.collect_listening", host=settings.collect.host,
+             port=bound_port(runner))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    kept = await asyncio.to_thread(profiler.close)
+    log.info("promptprof.collect_stopped", nothing_lost=kept, **vars(receiver.stats))
+    return 0 if kept else 1
