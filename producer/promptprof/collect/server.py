@@ -167,7 +167,8 @@ def _dumps(value: Any) -> str:
 
 async def serve(receiver: Receiver, host: str, port: int) -> web.AppRunner:
     """Start serving on ``host:port`` (0: a free port); the caller cleans the runner up."""
-    runner = web.AppRunner(receiver.app(), access_log=None)
+    # bodies are inflated by otlp.decode, under the size limit; not by aiohttp
+    runner = web.AppRunner(receiver.app(), access_log=None, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
