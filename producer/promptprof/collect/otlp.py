@@ -8,7 +8,7 @@ message for the sender.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -90,14 +90,40 @@ def spans(request: ExportTraceServiceRequest) -> Iterator[tuple[Attributes, Span
 
 
 def span_data(span: Span) -> SpanData:
-    """The converter's view of an OTLP span."""
+    """The converter's view of an OTLP span (its attributes converted as they are read)."""
     events: Any = [
-        (event.name, event.time_unix_nano, attributes(event.attributes)) for event in span.events
+        (event.name, event.time_unix_nano, LazyAttributes(event.attributes))
+        for event in span.events
     ] if span.events else ()
     return SpanData(
-        span.start_time_unix_nano, span.end_time_unix_nano, attributes(span.attributes), events,
-        span.status.code == Status.STATUS_CODE_ERROR,
+        span.start_time_unix_nano, span.end_time_unix_nano, LazyAttributes(span.attributes),
+        events, span.status.code == Status.STATUS_CODE_ERROR,
     )
+
+
+class LazyAttributes(Mapping[str, Any]):
+    """OTLP key-values read as a mapping; a value is converted when it is looked up (the
+    converter reads a dozen of a span's attributes, and never the large message texts unless
+    it needs them)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, pairs: Any) -> None:
+        self._raw: dict[str, AnyValue] = {pair.key: pair.value for pair in pairs}
+
+    def __getitem__(self, key: str) -> Any:
+        return value(self._raw[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The converted value of ``key``, or ``default``."""
+        raw = self._raw.get(key)
+        return default if raw is None else value(raw)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def attributes(pairs: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ with ``Retry-After`` (OTLP senders retry), so a burst is slowed down rather than
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from promptprof.collect import otlp
 from promptprof.collect.settings import CollectorSettings
+from promptprof.event import MAX_ERROR_TYPE_LEN
 from promptprof.integrations._genai import (
     CallFacts,
     GenAIMapping,
@@ -27,11 +29,12 @@ from promptprof.integrations._genai import (
     service_fields,
 )
 from promptprof.profiler import Profiler
-from promptprof.record import InvalidValue, check_spec, check_tag
+from promptprof.record import InvalidValue, PromptSpec, check_spec, check_tag
 
 log = structlog.get_logger("promptprof.collect")
 
 TRACES_PATH = "/v1/traces"
+_CHECKED_MAX = 4096
 STATS_PATH = "/stats"
 
 
@@ -59,6 +62,7 @@ class Receiver:
         token = self.settings.bearer_token
         self._expected = f"Bearer {token.get_secret_value()}".encode() if token else None
         self.stats = ReceiverStats()
+        self._checked: dict[int, tuple[PromptSpec, str | None]] = {}
 
     def app(self) -> web.Application:
         """The aiohttp application serving the receiver."""
@@ -106,7 +110,7 @@ class Receiver:
                 self.stats.ignored_spans += 1
                 continue
             self.stats.genai_spans += 1
-            problem = _problem(facts)
+            problem = self._problem(facts)
             if problem is not None:
                 rejected += 1
                 message = message or f"span {span.name[:80]!r}: {problem}"
@@ -119,6 +123,19 @@ class Receiver:
                 self.stats.recorded_spans += 1
         self.stats.rejected_spans += rejected
         return rejected, message
+
+    def _problem(self, facts: CallFacts) -> str | None:
+        """Why the facts cannot become an event (a value InfluxDB cannot store), or None; a
+        spec is checked once (the converter hands out one object per identity)."""
+        spec = facts.spec
+        checked = self._checked.get(id(spec))
+        if checked is None or checked[0] is not spec:
+            if len(self._checked) >= _CHECKED_MAX:
+                self._checked.clear()
+            checked = self._checked[id(spec)] = (spec, _invalid(check_spec, spec))
+        if checked[1] is not None or facts.error_type is None:
+            return checked[1]
+        return _invalid(check_tag, "error_type", facts.error_type, MAX_ERROR_TYPE_LEN)
 
     def _authorize(self, request: web.Request) -> None:
         if self._expected is None:
@@ -148,12 +165,12 @@ class Receiver:
         )
 
 
-def _problem(facts: CallFacts) -> str | None:
-    """Why the facts cannot become an event (a value InfluxDB cannot store), or None."""
+
+
+def _invalid(check: Callable[..., None], *args: Any) -> str | None:
+    """The message of the :class:`InvalidValue` ``check(*args)`` raises, or None."""
     try:
-        check_spec(facts.spec)
-        if facts.error_type is not None:
-            check_tag("error_type", facts.error_type, 128)
+        check(*args)
     except InvalidValue as exc:
         return str(exc)
     return None

@@ -191,7 +191,7 @@ def labels_of(attributes: Attributes, prefix: str) -> tuple[tuple[str, str], ...
     if not prefix:
         return ()
     return tuple(sorted(
-        (name[len(prefix):], str(value)) for name, value in attributes.items()
+        (name[len(prefix):], str(attributes[name])) for name in attributes
         if name.startswith(prefix) and len(name) > len(prefix)
     ))
 
@@ -258,9 +258,11 @@ def _message_texts(value: Any) -> Iterator[str]:
 
 
 def _legacy_texts(attributes: Attributes, pattern: re.Pattern[str]) -> Iterator[str]:
-    for name, value in attributes.items():
-        if pattern.fullmatch(name) and isinstance(value, str) and value:
-            yield value
+    for name in attributes:
+        if pattern.fullmatch(name):
+            value = attributes[name]
+            if isinstance(value, str) and value:
+                yield value
 
 
 def _first_token_ns(span: SpanData) -> int | None:

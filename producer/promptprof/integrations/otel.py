@@ -38,6 +38,7 @@ from promptprof.integrations._genai import (
     LABEL_PREFIX,
     PROMPT_ID_ATTRIBUTE,
     PROMPT_VERSION_ATTRIBUTE,
+    Attributes,
     GenAIMapping,
     SpanData,
     facts_from_span,
@@ -154,6 +155,13 @@ def sdk_span_data(span: ReadableSpan) -> SpanData:
         (event.name, event.timestamp, event.attributes or {}) for event in span.events
     ] if span.events else ()
     return SpanData(
-        span.start_time or 0, span.end_time or span.start_time or 0, span.attributes or {},
+        span.start_time or 0, span.end_time or span.start_time or 0, _attributes(span),
         events, span.status.status_code is StatusCode.ERROR,
     )
+
+
+def _attributes(span: ReadableSpan) -> Attributes:
+    """The span's attributes; the SDK's own dict when it is there (``span.attributes`` is a
+    read-only proxy of a locked mapping: a third of the bridge's cost went to its lookups)."""
+    raw = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return raw if isinstance(raw, dict) else (span.attributes or {})
