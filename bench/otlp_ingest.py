@@ -10,7 +10,8 @@ the first post to the moment the receiver's producer reports every event acked b
 (``GET /stats``: ``sent_events``); afterwards a consumer reads the topic and counts the events
 (``events_on_kafka`` must equal ``spans_sent``). The posting client shares the machine's cores
 with the receiver: ``receiver_cpu_us_per_span`` (the receiver's CPU time over the run, from
-/proc) moves less with other load than wall time.
+/proc) and ``spans_per_receiver_cpu_s`` (its inverse: what one receiver would take with a core
+of its own) move less with other load than wall time; ``load_average_1m`` tells that load.
 
 ``bridge_added_us_p50`` (and ``_p99``): per span, the time of ``span.end()`` on an SDK tracer
 provider holding a ``GenAISpanProcessor`` (its profiler exports to memory), minus the same
@@ -206,6 +207,8 @@ def ingest(spans: int) -> dict[str, Any]:
         "spans_sent": sent,
         "events_on_kafka": on_kafka - warm,
         "receiver_cpu_us_per_span": cpu / sent * 1e6,
+        "spans_per_receiver_cpu_s": sent / cpu,
+        "load_average_1m": os.getloadavg()[0],
         "busy_answers": busy,
         "dropped": stats["producer"]["dropped"],
     }
