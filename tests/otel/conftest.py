@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from promptprof import Profiler
+from promptprof.collect.grpc_server import serve_grpc
 from promptprof.collect.server import TRACES_PATH, Receiver, bound_port, serve
 from promptprof.collect.settings import CollectorSettings
 from promptprof.integrations import wrap_openai
@@ -65,9 +66,20 @@ class RunningReceiver:
             serve(self.receiver, "127.0.0.1", 0), self.loop)
         self.runner = started.result(10)
         self.url = f"http://127.0.0.1:{bound_port(self.runner)}{TRACES_PATH}"
+        self.grpc_server: Any = None
+        self.grpc_port = 0
+
+    def start_grpc(self) -> str:
+        """Serve OTLP/gRPC too; its ``host:port``."""
+        started = asyncio.run_coroutine_threadsafe(
+            serve_grpc(self.receiver, "127.0.0.1", 0), self.loop)
+        self.grpc_server, self.grpc_port = started.result(10)
+        return f"127.0.0.1:{self.grpc_port}"
 
     def close(self) -> None:
         """Stop serving and the thread."""
+        if self.grpc_server is not None:
+            asyncio.run_coroutine_threadsafe(self.grpc_server.stop(1), self.loop).result(10)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)

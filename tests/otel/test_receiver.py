@@ -255,3 +255,37 @@ def test_published_to_kafka(
         f"v{i}" for i in range(50))
     assert {e["service.name"] for e in events} == {"checkout"}
     assert profiler.stats()["sent_events"] == 50
+
+
+def test_otlp_grpc(make_receiver: Callable[..., RunningReceiver], profiler: Profiler) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcExporter,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    receiver = make_receiver(bearer_token="s3cret")
+    endpoint = receiver.start_grpc()
+    kept = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    with provider.get_tracer("t").start_as_current_span("chat", attributes=GENAI):
+        pass
+    spans = kept.get_finished_spans()
+
+    def export(token: str) -> SpanExportResult:
+        exporter = GrpcExporter(endpoint=endpoint, insecure=True, timeout=5,
+                                headers={"authorization": f"Bearer {token}"})
+        try:
+            return exporter.export(spans)
+        finally:
+            exporter.shutdown()
+
+    assert export("wrong") == SpanExportResult.FAILURE
+    assert export("s3cret") == SpanExportResult.SUCCESS
+    (event,) = events_of(profiler)
+    assert event["service.name"] == "checkout"
+    assert event["promptprof.prompt.id"] == "faq"
+    assert receiver.receiver.stats.refused_requests == 1

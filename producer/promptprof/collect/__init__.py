@@ -39,6 +39,13 @@ async def _run(settings: object) -> int:
     profiler = Profiler(settings)
     receiver = Receiver(profiler, settings)
     runner = await serve(receiver, settings.collect.host, settings.collect.port)
+    grpc_server = None
+    if settings.collect.grpc_port is not None:
+        from promptprof.collect.grpc_server import serve_grpc
+
+        grpc_server, grpc_port = await serve_grpc(
+            receiver, settings.collect.host, settings.collect.grpc_port)
+        log.info("promptprof.collect_grpc_listening", port=grpc_port)
     log.info("promptprof.collect_listening", host=settings.collect.host,
              port=bound_port(runner))
     stop = asyncio.Event()
@@ -47,6 +54,8 @@ async def _run(settings: object) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if grpc_server is not None:
+        await grpc_server.stop(5)
     kept = await asyncio.to_thread(profiler.close)
     log.info("promptprof.collect_stopped", nothing_lost=kept, **vars(receiver.stats))
     return 0 if kept else 1

@@ -149,20 +149,25 @@ def value(any_value: AnyValue, depth: int = 0) -> Any:
 
 
 def answer(kind: str, rejected: int = 0, message: str = "") -> bytes:
+    """The encoded success answer (see :func:`response`)."""
+    return _encoded(kind, response(rejected, message))
+
+
+def response(rejected: int = 0, message: str = "") -> ExportTraceServiceResponse:
     """The success answer, with OTLP's partial success when spans were rejected."""
-    response = ExportTraceServiceResponse()
+    answered = ExportTraceServiceResponse()
     if rejected:
-        response.partial_success.CopyFrom(
+        answered.partial_success.CopyFrom(
             ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
         )
-    return _encoded(kind, response)
+    return answered
 
 
 def error_body(kind: str, status: int, message: str) -> bytes:
     """An error answer: a ``google.rpc.Status`` (protobuf), or its JSON form."""
     from google.rpc.status_pb2 import Status as RpcStatus
 
-    rpc = RpcStatus(code=_RPC_CODES.get(status, 2), message=message)
+    rpc = RpcStatus(code=rpc_code(status), message=message)
     return _encoded(kind, rpc)
 
 
@@ -172,5 +177,10 @@ def _encoded(kind: str, message: Any) -> bytes:
     return bytes(message.SerializeToString())
 
 
-# HTTP status -> gRPC code (INVALID_ARGUMENT, UNAUTHENTICATED, RESOURCE_EXHAUSTED, ...)
-_RPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 413: 3, 415: 3, 503: 14}
+def rpc_code(status: int) -> int:
+    """The gRPC status code of an HTTP refusal (UNKNOWN for others)."""
+    return _RPC_CODES.get(status, 2)
+
+
+# HTTP status -> gRPC code: INVALID_ARGUMENT, UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE
+_RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 500: 13, 503: 14}

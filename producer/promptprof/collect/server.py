@@ -77,7 +77,7 @@ class Receiver:
         kind = otlp.PROTOBUF
         try:
             kind = otlp.media_type(request.content_type)
-            self._authorize(request)
+            self.authorize(request.headers.get("Authorization", ""))
             body = await self._body(request)
             decoded = otlp.decode(body, kind, request.headers.get("Content-Encoding"),
                                   self.settings.max_body_bytes)
@@ -137,11 +137,11 @@ class Receiver:
             return checked[1]
         return _invalid(check_tag, "error_type", facts.error_type, MAX_ERROR_TYPE_LEN)
 
-    def _authorize(self, request: web.Request) -> None:
+    def authorize(self, header: str) -> None:
+        """Refuse (401) a request whose ``Authorization`` value is not the configured token."""
         if self._expected is None:
             return
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, self._expected):
+        if not hmac.compare_digest(header.encode(), self._expected):
             raise otlp.Refused(401, "missing or wrong bearer token")
 
     async def _body(self, request: web.Request) -> bytes:

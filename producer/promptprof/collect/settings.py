@@ -15,6 +15,9 @@ class CollectSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="0: any free port")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535, description="OTLP/gRPC port (e.g. 4317); unset: off"
+    )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024,
         description="largest request body, compressed or not (larger: 413), >= 1 KiB",
