@@ -74,7 +74,7 @@ class GenAIMapping(BaseModel):
     default_version: str = Field(default="unknown", min_length=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs microseconds per span
 class SpanData:
     """What the converter reads of a finished span, whatever it came from (SDK or OTLP).
 
@@ -145,21 +145,29 @@ def spec_for(
 
 def is_genai(attributes: Attributes) -> bool:
     """Whether a span describes a client inference call (chat, completion, embeddings)."""
+    return _inference(attributes) is not None
+
+
+def _inference(attributes: Attributes) -> tuple[str, Any] | None:
+    """(operation, provider) of a client inference span, else ``None``."""
     operation = first(attributes, OPERATION)
-    return (isinstance(operation, str) and operation in OPERATIONS
-            and first(attributes, PROVIDER) is not None)
+    provider = first(attributes, PROVIDER)
+    if isinstance(operation, str) and operation in OPERATIONS and provider is not None:
+        return OPERATIONS[operation], provider
+    return None
 
 
 def facts_from_span(span: SpanData, mapping: GenAIMapping) -> CallFacts | None:
     """The call a GenAI span describes, or ``None`` for any other span."""
     attributes = span.attributes
-    if not is_genai(attributes):
+    inference = _inference(attributes)
+    if inference is None:
         return None
-    operation = OPERATIONS[str(first(attributes, OPERATION))]
+    operation, provider = inference
     response_model = _text(first(attributes, RESPONSE_MODEL))
     model = _text(first(attributes, REQUEST_MODEL)) or response_model or "unknown"
     spec = spec_for(
-        *prompt_identity(attributes, mapping), model, provider_name(first(attributes, PROVIDER)),
+        *prompt_identity(attributes, mapping), model, provider_name(provider),
         operation, labels_of(attributes, mapping.label_prefix),
     )
     return CallFacts(
