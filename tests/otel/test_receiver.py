@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -289,3 +290,38 @@ def test_otlp_grpc(make_receiver: Callable[..., RunningReceiver], profiler: Prof
     assert event["service.name"] == "checkout"
     assert event["promptprof.prompt.id"] == "faq"
     assert receiver.receiver.stats.refused_requests == 1
+
+
+def test_collect_command_serves_and_stops_on_sigterm(
+    kafka_broker: TansuBroker, unique_name: Callable[[str], str]
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from promptprof.stack.ports import free_port
+
+    port = free_port()
+    env = {**os.environ, "PROMPTPROF_COLLECT__PORT": str(port),
+           "PROMPTPROF_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+           "PROMPTPROF_TOPICS__CALLS": unique_name("calls")}
+    process = subprocess.Popen([sys.executable, "-m", "promptprof.cli", "collect"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert stats["receiver"]["requests"] == 0
+        body = protobuf_request(json_span(GENAI))
+        url = f"http://127.0.0.1:{port}/v1/traces"
+        assert httpx.post(url, content=body, headers=PROTOBUF, timeout=10).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0  # 0: the span's event was delivered before it stopped
+    finally:
+        if process.poll() is None:
+            process.kill()
