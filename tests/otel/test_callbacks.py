@@ -4,6 +4,7 @@ for the same requests: completions, cached tokens, streams with usage and TTFT, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -135,3 +136,24 @@ def test_litellm_completion(
     event = awaited_event(profiler)
     assert_same_call(expected, event, window)
     assert profiler.internal_errors == 0
+
+
+async def test_litellm_async_completion(
+    server: FakeProviderServer, profilers: tuple[Profiler, Profiler],
+    litellm_logger: PromptprofLogger,
+) -> None:
+    wrapper, profiler = profilers
+    reply = FakeReply(model="gpt-4o-mini-2024-07-18", cached_tokens=5)
+    expected = reference(server, wrapper, reply, False)
+    litellm_logger.profiler = profiler
+    server.script(reply)
+    before = time.time_ns()
+    await litellm.acompletion(
+        model="openai/gpt-4o-mini", api_base=server.openai_base_url, api_key="test",
+        messages=MESSAGES, num_retries=0, metadata={"promptprof": PROMPT},
+    )
+    window = (before, time.time_ns())
+    deadline = time.monotonic() + 10
+    while not events_of(profiler) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # LiteLLM logs from a task of this loop
+    assert_same_call(expected, event_of(profiler), window)
