@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=200.0, help="calls per second")
 
     commands.add_parser("worker", help="run a stream-processor worker (Faust) with its sink")
+    commands.add_parser("collect", help="receive OTLP traces, publish their GenAI calls")
 
     compare = commands.add_parser("compare", help="compare two bench runs; exit 1 on regression")
     compare.add_argument("base", type=Path, help="the baseline run file")
@@ -55,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     report.add_argument("--png-dir", type=Path, help="also write each chart as a PNG here")
 
-    commands.add_parser("collect", help="receive OTLP/HTTP traces, publish their GenAI calls")
-
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -85,6 +84,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_demo(settings, args.duration, args.rate, args.config))
     if args.command == "worker":
         return _worker(args.config)
+    if args.command == "collect":
+        from promptprof.collect import collect_command
+
+        return collect_command(args.config)
     if args.command == "compare":
         from promptprof_compare.cli import compare_command
 
@@ -103,10 +106,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from promptprof_processor.report.command import report_command
 
         return report_command(settings, args.since, args.out, args.png_dir)
-    if args.command == "collect":
-        from promptprof.collect import collect_command
-
-        return collect_command(args.config)
     if args.command == "schema":
         from promptprof.schema import write_schema
 
