@@ -89,7 +89,7 @@ def _dispatch(args: argparse.Namespace, settings: ToolSettings) -> int:
     if args.command == "worker":
         return _worker(args.config)
     if args.command == "collect":
-        from promptprof.collect import collect_command
+        from promptprof_tools.collect import collect_command
 
         return collect_command(args.config)
     if args.command == "compare":

@@ -30,13 +30,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from promptprof import Profiler
-from promptprof.collect.grpc_server import serve_grpc
-from promptprof.collect.server import TRACES_PATH, Receiver, bound_port, serve
-from promptprof.collect.settings import CollectorSettings
 from promptprof.integrations import wrap_openai
 from promptprof.integrations.otel import GenAISpanProcessor, prompt
 from promptprof.testing import InMemoryExporter
 from promptprof.testing._fake_providers import FakeProviderServer, FakeReply
+from promptprof_tools.collect.grpc_server import serve_grpc
+from promptprof_tools.collect.server import TRACES_PATH, Receiver, bound_port, serve
+from promptprof_tools.collect.settings import CollectorSettings
 
 INSTRUMENTATIONS = ("official", "openllmetry")
 Request = Callable[[openai.OpenAI], Any]

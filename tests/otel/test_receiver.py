@@ -22,7 +22,7 @@ from producer.test_hostile_values import read_events
 
 from promptprof import Profiler
 from promptprof._config import ProducerSettings, Settings
-from promptprof.collect.settings import CollectorSettings
+from promptprof_tools.collect.settings import CollectorSettings
 from promptprof_tools.stack.tansu import TansuBroker
 
 from .conftest import RunningReceiver

@@ -21,6 +21,9 @@ from promptprof_tools.settings import ToolSettings
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_MODULES = {
     "promptprof", "promptprof.export", "promptprof.integrations", "promptprof.testing",
+    # each needs a package the others do not (imported by name: a LiteLLM proxy's config)
+    "promptprof.integrations.otel", "promptprof.integrations.litellm",
+    "promptprof.integrations.langchain",
 }
 OUTSIDE_THE_LIBRARY = ("promptprof_tools", "promptprof_processor", "promptprof_compare")
 

@@ -21,6 +21,11 @@ PUBLIC = {
         "OVERRIDE_KWARG", "PromptOverride", "use_prompt", "wrap_anthropic", "wrap_openai",
     ],
     "promptprof.testing": ["InMemoryExporter"],
+    "promptprof.integrations.otel": [
+        "GenAISpanProcessor", "PromptAttributesProcessor", "prompt", "prompt_attributes",
+    ],
+    "promptprof.integrations.litellm": ["PromptprofLogger", "promptprof_callback"],
+    "promptprof.integrations.langchain": ["PromptprofCallbackHandler"],
 }
 
 

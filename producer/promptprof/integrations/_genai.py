@@ -1,7 +1,7 @@
 """GenAI spans, and other after-the-fact records of a call, turned into promptprof calls.
 
 The in-process span processor (:mod:`promptprof.integrations.otel`), the OTLP receiver
-(:mod:`promptprof.collect`) and the LiteLLM callback learn about a call once it is over. Each
+(:mod:`promptprof_tools.collect`) and the LiteLLM callback learn about a call once it is over. Each
 describes it as :class:`CallFacts`; :func:`record_facts` hands it to the profiler as a
 :class:`~promptprof._record.Call`, so the sender builds the same event fields, cost included,
 as for the client wrappers.

@@ -21,8 +21,6 @@ from aiohttp import web
 from promptprof._event import MAX_ERROR_TYPE_LEN
 from promptprof._profiler import Profiler
 from promptprof._record import InvalidValue, PromptSpec, check_spec, check_tag
-from promptprof.collect import otlp
-from promptprof.collect.settings import CollectorSettings
 from promptprof.integrations._genai import (
     CallFacts,
     GenAIMapping,
@@ -30,6 +28,8 @@ from promptprof.integrations._genai import (
     record_facts,
     service_fields,
 )
+from promptprof_tools.collect import otlp
+from promptprof_tools.collect.settings import CollectorSettings
 
 log = structlog.get_logger("promptprof.collect")
 

@@ -2,7 +2,7 @@
 
 A service that already exports OpenTelemetry traces points its OTLP exporter (or an
 OpenTelemetry Collector's ``otlphttp`` exporter) at ``http://HOST:14318`` with no code change.
-See :mod:`promptprof.collect.server`.
+See :mod:`promptprof_tools.collect.server`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _GC_GEN0_THRESHOLD = 50_000
 
 def collect_command(config: Path | None) -> int:
     """Run the receiver until SIGINT/SIGTERM, then flush the producer; the exit code."""
-    from promptprof.collect.settings import CollectorSettings
+    from promptprof_tools.collect.settings import CollectorSettings
 
     try:
         settings = load_settings(config, CollectorSettings)
@@ -34,8 +34,8 @@ def collect_command(config: Path | None) -> int:
 
 async def _run(settings: object) -> int:
     from promptprof._profiler import Profiler
-    from promptprof.collect.server import Receiver, bound_port, serve
-    from promptprof.collect.settings import CollectorSettings
+    from promptprof_tools.collect.server import Receiver, bound_port, serve
+    from promptprof_tools.collect.settings import CollectorSettings
 
     assert isinstance(settings, CollectorSettings)
     profiler = Profiler(settings)
@@ -43,7 +43,7 @@ async def _run(settings: object) -> int:
     runner = await serve(receiver, settings.collect.host, settings.collect.port)
     grpc_server = None
     if settings.collect.grpc_port is not None:
-        from promptprof.collect.grpc_server import serve_grpc
+        from promptprof_tools.collect.grpc_server import serve_grpc
 
         grpc_server, grpc_port = await serve_grpc(
             receiver, settings.collect.host, settings.collect.grpc_port)

@@ -1,5 +1,5 @@
 """OTLP/gRPC traces (``TraceService/Export``) into the HTTP receiver's
-:class:`~promptprof.collect.server.Receiver`.
+:class:`~promptprof_tools.collect.server.Receiver`.
 
 Served on ``collect.grpc_port`` when it is set (the OTLP default is 4317). The same rules as over
 HTTP: bearer token in the ``authorization`` metadata, ``max_body_bytes`` as the largest message,
@@ -18,8 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from promptprof.collect import otlp
-from promptprof.collect.server import Receiver
+from promptprof_tools.collect import otlp
+from promptprof_tools.collect.server import Receiver
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
