@@ -14,6 +14,10 @@ for that width: it still counts in the widths whose window is open, and it is co
 ``late_events`` of the series' currently open window of the late width (the window containing
 the closed-until time). An event late for every width is dropped from the figures and counted
 in :attr:`AggregatorStats.dropped_events`.
+
+A quality score is late only when it is later than ``quality_lateness_s``: until then it lands in
+the closed window of the call it scores (:mod:`promptprof_processor.windows.late_scores`), and
+:meth:`WindowAggregator.quality_updates` gives the windows' new quality figures.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from promptprof_processor.windows.figures import (
     SeriesTags,
     WindowAggregate,
 )
+from promptprof_processor.windows.late_scores import LateScores, QualityUpdate
 from promptprof_processor.windows.series import Prompt, Series, SeriesRegistry
 
 STATE_FORMAT = 1
@@ -62,6 +67,7 @@ class AggregatorStats:
     events: int = 0
     late_events: int = 0
     dropped_events: int = 0
+    scores_landed_late: int = 0  # quality scores counted in a window closed before they came
 
 
 class WindowAggregator:
@@ -83,6 +89,7 @@ class WindowAggregator:
         self._closed_until_ns = 0
         self._max_event_ns = 0
         self._dirty: set[tuple[int, Series]] = set()
+        self.late_scores = LateScores(settings.quality_hold_ns)
 
     @property
     def watermark_ns(self) -> int:
@@ -99,18 +106,21 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
-    def add(self, events: Sequence[Record]) -> None:
-        """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
+    def add(self, events: Sequence[Record]) -> list[Record]:
+        """Aggregate a batch of validated records (any order, any series, any mix of kinds);
+        return the quality events too late for every window of their call (not aggregated)."""
         if not events:
-            return
+            return []
         calls = [e for e in events if "kind" not in e]
         quality = [e for e in events if "kind" in e] if len(calls) < len(events) else []
         if calls:
             self.add_columns(CallColumns.of_records(calls, _CALL_ROW_FIELDS))
-        if quality:
-            self.stats.events += len(quality)
-            scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
-            self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS)
+        if not quality:
+            return []
+        self.stats.events += len(quality)
+        scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
+        dropped = self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS, scores=True)
+        return [quality[i] for i in sorted(dropped)]
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
@@ -120,17 +130,27 @@ class WindowAggregator:
 
     def _add_columns(
         self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
-        fields: Sequence[str],
-    ) -> None:
+        fields: Sequence[str], *, scores: bool = False,
+    ) -> list[int]:
+        """Aggregate ``events`` (quality ``scores`` land in held windows); return the indices
+        of the events late for every width."""
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
+        dropped: list[int] = []
         for key, indices in self._group(events, times).items():
             part = events.select(indices, fields)  # only what ``add`` reads
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
             series = self._registry.resolve(Series(*identity, labels), base, part.count)
-            if self._count_late(series, base, part.count):
+            closed = self._closed_widths(base)
+            missed = self._land(series, base, closed, part) if scores and closed else closed
+            self._count_late(series, part.count, missed)
+            if len(closed) < len(self._widths):
                 add(self._accumulator(base, series), part)
+            elif len(missed) == len(self._widths):
+                self.stats.dropped_events += part.count
+                dropped.extend(indices)
+        return dropped
 
     def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
         """Event indices by (identity, label values, base window start)."""
@@ -165,20 +185,36 @@ class WindowAggregator:
         except KeyError:  # some event lacks a label: fill in empty values
             return [get({**self._label_defaults, **e}) for e in labels]
 
-    def _count_late(self, series: Series, base: int, events: int) -> bool:
-        """Count events whose window of some width has closed; False when every width has."""
-        late = [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
+    def _closed_widths(self, base: int) -> list[tuple[int, int]]:
+        """The widths (s, ns) whose window holding base window ``base`` has closed."""
+        return [(w, w_ns) for w, w_ns in self._widths
+                if base - base % w_ns + w_ns <= self._closed_until_ns]
+
+    def _land(
+        self, series: Series, base: int, closed: list[tuple[int, int]], scores: CallColumns
+    ) -> list[tuple[int, int]]:
+        """Land ``scores`` in the held windows of the ``closed`` widths; return the widths
+        whose window no longer takes scores."""
+        missed = []
+        for width, width_ns in closed:
+            start = base - base % width_ns
+            if self.late_scores.holds(start + width_ns, self._closed_until_ns):
+                self.late_scores.land((width, start, series), scores)
+            else:
+                missed.append((width, width_ns))
+        if len(missed) < len(closed):
+            self.stats.scores_landed_late += scores.count
+        return missed
+
+    def _count_late(self, series: Series, events: int, late: list[tuple[int, int]]) -> None:
+        """Count events in the ``late`` widths, whose figures they are not in."""
         if not late:
-            return True
+            return
         self.stats.late_events += events
         now = self._closed_until_ns
         acc = self._accumulator(now - now % self._base_ns, series)
-        for width in late:
+        for width, _ in late:
             acc.add_late(width, events)
-        if len(late) < len(self._widths):
-            return True
-        self.stats.dropped_events += events
-        return False
 
     def _accumulator(self, base: int, series: Series) -> Accumulator:
         accumulators = self._bases.setdefault(base, {})
@@ -206,8 +242,14 @@ class WindowAggregator:
         self._closed_until_ns = watermark
         for base in [b for b in self._bases if self._last_end(b) <= watermark]:
             del self._bases[base]
+        self.late_scores.expire(watermark)
         self._registry.expire(watermark - max(width_ns for _, width_ns in self._widths))
         return closed
+
+    def quality_updates(self) -> list[QualityUpdate]:
+        """The new quality figures of the closed windows scores landed in since the last call
+        (by width, start, series)."""
+        return self.late_scores.updates(self._tags)
 
     def _last_end(self, base: int) -> int:
         return max(base - base % width_ns + width_ns for _, width_ns in self._widths)
@@ -225,6 +267,7 @@ class WindowAggregator:
             acc = parts[0] if len(parts) == 1 else _merged(parts)
             if acc.events or acc.sketches or late:
                 closed.append(acc.finish(self._tags(series), start, end, late))
+            self.late_scores.closed((width, start, series), acc.sketches.get("quality"))
         return closed
 
     def _tags(self, series: Series) -> SeriesTags:
@@ -246,17 +289,18 @@ class WindowAggregator:
         """
         dirty, self._dirty = self._dirty, set()
         return self._state([(base, s) for base, s in dirty if base in self._bases],
-                           self._registry.changes())
+                           self._registry.changes(), self.late_scores.changes())
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state in the form of :meth:`changes`; clears what changed."""
         self._dirty = set()
         self._registry.changes()
         keys = [(base, s) for base, accs in self._bases.items() for s in accs]
-        return self._state(keys, self._registry.snapshot())
+        return self._state(keys, self._registry.snapshot(), self.late_scores.changes(True))
 
     def _state(
-        self, keys: list[tuple[int, Series]], registry: list[list[Any]]
+        self, keys: list[tuple[int, Series]], registry: list[list[Any]],
+        late_scores: list[list[Any]],
     ) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT,
@@ -268,6 +312,7 @@ class WindowAggregator:
             "windows": [[base, *s[:4], list(s.labels), self._bases[base][s].to_state()]
                         for base, s in keys],
             "registry": registry,
+            "late_scores": late_scores,
         }
 
     @classmethod
@@ -286,6 +331,7 @@ class WindowAggregator:
             base: accs for base, accs in agg._bases.items()
             if agg._last_end(base) > agg._closed_until_ns
         }
+        agg.late_scores.expire(agg._closed_until_ns)
         return agg
 
     def _apply(self, state: dict[str, Any]) -> None:
@@ -303,6 +349,7 @@ class WindowAggregator:
             accs = self._bases.setdefault(base, {})
             accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
         self._registry.apply(state["registry"])
+        self.late_scores.apply(state.get("late_scores", []))  # none in states of earlier versions
 
 
 def _split(items: list[T], keys: list[K]) -> dict[K, list[T]]:
