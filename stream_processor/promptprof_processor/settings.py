@@ -49,6 +49,14 @@ class WindowSettings(BaseModel):
         "that window, 0..604800 (no more than allowed_lateness_s: scores count only while "
         "the window is open); later ones go to the dead-letter topic",
     )
+    max_held_quality_windows: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description="closed windows per partition whose quality is held for late scores, "
+        "1..10000000; beyond it the earliest ending is let go and its late scores go to the "
+        "dead-letter topic",
+    )
     label_dimensions: list[str] = Field(
         default=[],
         max_length=MAX_LABELS,

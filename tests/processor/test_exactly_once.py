@@ -25,7 +25,8 @@ from tests.processor.runs import MemoryLog, clock
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS
 SETTINGS = WindowSettings(widths_s=[2, 6], allowed_lateness_s=1.0, quality_lateness_s=5.0,
-                          label_dimensions=["tenant"], max_series_per_prompt=3)
+                          max_held_quality_windows=2, label_dimensions=["tenant"],
+                          max_series_per_prompt=3)
 FAR = T0 + 10_000 * NS
 
 Key = tuple[str, str, int, int]

@@ -19,6 +19,8 @@ from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.aggregator import WindowAggregator
 from promptprof_processor.windows.figures import WindowAggregate
 from promptprof_processor.windows.late_scores import (
+    EVICTED,
+    NOT_HELD,
     TOO_LATE,
     QualityUpdate,
     is_quality_update,
@@ -92,7 +94,7 @@ def test_late_scores_give_the_quality_of_scores_that_came_on_time(
 
 def test_a_late_score_updates_its_window_and_one_past_the_lateness_is_returned() -> None:
     agg = aggregator(widths_s=[10, 60], allowed_lateness_s=0, quality_lateness_s=100)
-    agg.add([call(1), quality(1, 0.2)])
+    agg.add([call(1), call(1.5), quality(1, 0.2)])
     agg.add([call(75)])
     closed = agg.advance()  # [0, 10) and [0, 60) closed with one score each
     assert [(w.width_s, w.quality_scored) for w in closed if w.window_start_ns == T0] == [
@@ -110,12 +112,30 @@ def test_a_late_score_updates_its_window_and_one_past_the_lateness_is_returned()
     agg.add([call(170)])
     later = agg.advance()
     too_late = quality(4, 1.0)
-    assert agg.add([too_late]) == [too_late]
+    assert agg.add([too_late]) == [(too_late, TOO_LATE)]
     assert agg.quality_updates() == []
     assert (agg.stats.scores_landed_late, agg.stats.dropped_events) == (2, 1)
     later += agg.advance(FAR_FUTURE)  # late counts: in the window open when they came
     assert [(w.width_s, (w.window_start_ns - T0) // NS_PER_S, w.late_events)
             for w in later if w.late_events] == [(10, 110, 1), (10, 170, 1), (60, 120, 1)]
+
+
+def test_past_the_cap_the_earliest_window_is_let_go_and_its_late_scores_refused() -> None:
+    agg = aggregator(widths_s=[10], allowed_lateness_s=0, max_held_quality_windows=2)
+    agg.add([call(at) for at in (1, 2, 11, 12, 21, 22, 31)] + [quality(1, 0.5),
+                                                                  quality(11, 0.5)])
+    agg.advance()  # [0, 10), [10, 20), [20, 30) closed with unscored calls: [0, 10) let go
+    assert len(agg.late_scores) == 2
+    assert agg.add([score := quality(2, 0.9)]) == [(score, EVICTED)]
+    agg.add([quality(12, 0.9), call(45)])
+    agg.advance()  # [30, 40) held: [10, 20) let go, after its update was due
+    agg.add([quality(31, 0.1)])
+    assert [(u.window_start_ns - T0, u.quality_scored) for u in agg.quality_updates()] == [
+        (10 * NS_PER_S, 2.0), (30 * NS_PER_S, 1.0)]
+    assert agg.add([late := quality(13, 0.9)]) == [(late, EVICTED)]
+    restored = WindowAggregator.from_changes([agg.snapshot()], agg.settings)
+    again = quality(14, 0.9)
+    assert restored.add([again]) == agg.add([again]) == [(again, EVICTED)]
 
 
 def test_a_score_for_a_window_closed_without_scores_starts_its_quality() -> None:
@@ -131,11 +151,11 @@ def test_a_score_for_a_window_closed_without_scores_starts_its_quality() -> None
 def test_held_windows_come_back_from_a_snapshot_and_the_changes_since() -> None:
     config = WindowSettings(widths_s=[10], allowed_lateness_s=0, quality_lateness_s=60)
     agg = WindowAggregator(config)
-    agg.add([call(1), quality(1, 0.1), call(11)])
+    agg.add([call(1), call(2), quality(1, 0.1), call(11)])
     agg.advance()
     base = agg.snapshot()
     agg.add([quality(2, 0.3)])
-    agg.add([quality(12, 0.4), call(25)])
+    agg.add([quality(11, 0.4), call(13), call(25)])
     agg.advance()
     restored = WindowAggregator.from_changes([base, agg.changes()], config)
     for each in (agg, restored):
@@ -143,6 +163,14 @@ def test_held_windows_come_back_from_a_snapshot_and_the_changes_since() -> None:
         each.add([quality(3, 0.8)])
     assert restored.quality_updates() == agg.quality_updates()
     assert len(restored.late_scores) == len(agg.late_scores) == 2
+
+
+def test_a_window_closed_with_every_successful_call_scored_is_not_held() -> None:
+    agg = aggregator(widths_s=[10], allowed_lateness_s=0)
+    agg.add([call(1), quality(1, 0.5), call(2, status="error", error_type="timeout"), call(11)])
+    agg.advance()
+    assert len(agg.late_scores) == 0
+    assert agg.add([score := quality(2, 0.9)]) == [(score, NOT_HELD)]
 
 
 def test_no_window_is_held_when_the_quality_lateness_is_the_lateness() -> None:

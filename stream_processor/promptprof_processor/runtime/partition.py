@@ -38,7 +38,7 @@ from promptprof_processor.runtime.position import Position
 from promptprof_processor.settings import WindowSettings
 from promptprof_processor.windows.aggregator import StateError, WindowAggregator
 from promptprof_processor.windows.figures import WindowAggregate
-from promptprof_processor.windows.late_scores import TOO_LATE, QualityUpdate
+from promptprof_processor.windows.late_scores import QualityUpdate
 
 log = structlog.get_logger("promptprof.worker")
 
@@ -203,8 +203,8 @@ class PartitionRun:
         return outputs
 
 
-def _too_late(scores: Sequence[Record]) -> list[Rejected]:
-    return [Rejected(dump(score), TOO_LATE) for score in scores]
+def _too_late(scores: Sequence[tuple[Record, str]]) -> list[Rejected]:
+    return [Rejected(dump(score), reason) for score, reason in scores]
 
 
 def _encode_alerts(alerts: AlertEngine | None, partition: int, base: bool) -> dict[str, Any]:

@@ -40,7 +40,13 @@ from promptprof_processor.windows.figures import (
     SeriesTags,
     WindowAggregate,
 )
-from promptprof_processor.windows.late_scores import LateScores, QualityUpdate
+from promptprof_processor.windows.late_scores import (
+    EVICTED,
+    NOT_HELD,
+    TOO_LATE,
+    LateScores,
+    QualityUpdate,
+)
 from promptprof_processor.windows.series import Prompt, Series, SeriesRegistry
 
 STATE_FORMAT = 1
@@ -53,6 +59,9 @@ GroupKey = tuple[tuple[str, str, str, str], Any, int]
 
 _IDENTITY = ("service", "prompt_id", "prompt_version", "request_model")
 _CALL_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *CALL_FIELDS)
+# why a score no window takes was refused, when its widths say different things: the likeliest
+# to need action last
+_REFUSALS = (TOO_LATE, NOT_HELD, EVICTED)
 _QUALITY_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *QUALITY_FIELDS)
 
 
@@ -89,7 +98,7 @@ class WindowAggregator:
         self._closed_until_ns = 0
         self._max_event_ns = 0
         self._dirty: set[tuple[int, Series]] = set()
-        self.late_scores = LateScores(settings.quality_hold_ns)
+        self.late_scores = LateScores(settings.quality_hold_ns, settings.max_held_quality_windows)
 
     @property
     def watermark_ns(self) -> int:
@@ -106,9 +115,10 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
-    def add(self, events: Sequence[Record]) -> list[Record]:
+    def add(self, events: Sequence[Record]) -> list[tuple[Record, str]]:
         """Aggregate a batch of validated records (any order, any series, any mix of kinds);
-        return the quality events too late for every window of their call (not aggregated)."""
+        return the quality events no window of their call takes any more (not aggregated), each
+        with the reason."""
         if not events:
             return []
         calls = [e for e in events if "kind" not in e]
@@ -120,7 +130,7 @@ class WindowAggregator:
         self.stats.events += len(quality)
         scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
         dropped = self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS, scores=True)
-        return [quality[i] for i in sorted(dropped)]
+        return [(quality[i], reason) for indices, reason in dropped for i in indices]
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
@@ -131,25 +141,26 @@ class WindowAggregator:
     def _add_columns(
         self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
         fields: Sequence[str], *, scores: bool = False,
-    ) -> list[int]:
-        """Aggregate ``events`` (quality ``scores`` land in held windows); return the indices
-        of the events late for every width."""
+    ) -> list[tuple[list[int], str]]:
+        """Aggregate ``events`` (quality ``scores`` land in closed windows that take them);
+        return the indices of the events late for every width, by reason."""
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
-        dropped: list[int] = []
+        dropped: list[tuple[list[int], str]] = []
         for key, indices in self._group(events, times).items():
             part = events.select(indices, fields)  # only what ``add`` reads
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
             series = self._registry.resolve(Series(*identity, labels), base, part.count)
             closed = self._closed_widths(base)
-            missed = self._land(series, base, closed, part) if scores and closed else closed
+            missed, reason = (self._land(series, base, closed, part) if scores and closed
+                              else (closed, TOO_LATE))
             self._count_late(series, part.count, missed)
             if len(closed) < len(self._widths):
                 add(self._accumulator(base, series), part)
             elif len(missed) == len(self._widths):
                 self.stats.dropped_events += part.count
-                dropped.extend(indices)
+                dropped.append((indices, reason))
         return dropped
 
     def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
@@ -192,19 +203,21 @@ class WindowAggregator:
 
     def _land(
         self, series: Series, base: int, closed: list[tuple[int, int]], scores: CallColumns
-    ) -> list[tuple[int, int]]:
-        """Land ``scores`` in the held windows of the ``closed`` widths; return the widths
-        whose window no longer takes scores."""
-        missed = []
+    ) -> tuple[list[tuple[int, int]], str]:
+        """Land ``scores`` in the windows of the ``closed`` widths that take them; return the
+        widths whose window does not, and the reason to give if none does."""
+        missed, reasons = [], []
         for width, width_ns in closed:
-            start = base - base % width_ns
-            if self.late_scores.holds(start + width_ns, self._closed_until_ns):
-                self.late_scores.land((width, start, series), scores)
+            key = (width, base - base % width_ns, series)
+            refused = self.late_scores.takes(key, self._closed_until_ns)
+            if refused is None:
+                self.late_scores.land(key, scores)
             else:
                 missed.append((width, width_ns))
+                reasons.append(refused)
         if len(missed) < len(closed):
             self.stats.scores_landed_late += scores.count
-        return missed
+        return missed, max(reasons, key=_REFUSALS.index, default=TOO_LATE)
 
     def _count_late(self, series: Series, events: int, late: list[tuple[int, int]]) -> None:
         """Count events in the ``late`` widths, whose figures they are not in."""
@@ -267,7 +280,7 @@ class WindowAggregator:
             acc = parts[0] if len(parts) == 1 else _merged(parts)
             if acc.events or acc.sketches or late:
                 closed.append(acc.finish(self._tags(series), start, end, late))
-            self.late_scores.closed((width, start, series), acc.sketches.get("quality"))
+            self.late_scores.closed((width, start, series), acc)
         return closed
 
     def _tags(self, series: Series) -> SeriesTags:
@@ -300,7 +313,7 @@ class WindowAggregator:
 
     def _state(
         self, keys: list[tuple[int, Series]], registry: list[list[Any]],
-        late_scores: list[list[Any]],
+        late_scores: dict[str, Any],
     ) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT,
@@ -331,7 +344,7 @@ class WindowAggregator:
             base: accs for base, accs in agg._bases.items()
             if agg._last_end(base) > agg._closed_until_ns
         }
-        agg.late_scores.expire(agg._closed_until_ns)
+        agg.late_scores.restored(agg._closed_until_ns)
         return agg
 
     def _apply(self, state: dict[str, Any]) -> None:
@@ -349,7 +362,8 @@ class WindowAggregator:
             accs = self._bases.setdefault(base, {})
             accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
         self._registry.apply(state["registry"])
-        self.late_scores.apply(state.get("late_scores", []))  # none in states of earlier versions
+        if "late_scores" in state:  # not in states of earlier versions
+            self.late_scores.apply(state["late_scores"])
 
 
 def _split(items: list[T], keys: list[K]) -> dict[K, list[T]]:

@@ -2,10 +2,13 @@
 comes, within ``windows.quality_lateness_s``.
 
 A quality event carries its call's start time, so it belongs to that call's windows. While a
-window is open it is aggregated as any event. Once a window has closed, the worker still holds
-its quality figures (the sketch of its scores, copied when it closed, or an empty one when the
-first score comes late) until the watermark passes the window's end by ``quality_lateness_s -
-allowed_lateness_s``: in the stream's time, until ``quality_lateness_s`` after the window's end.
+window is open it is aggregated as any event. A window that closes with successful calls still
+unscored (more successful calls than scores: a failed call has no answer to judge) is *held*:
+the worker keeps a copy of its quality sketch (empty when it has no score yet) until the
+watermark passes the window's end by ``quality_lateness_s - allowed_lateness_s``, in the
+stream's time until ``quality_lateness_s`` after the window's end. A window that closes with
+every successful call scored costs nothing; a late score for it, or for a window without calls,
+is dead-lettered (:data:`NOT_HELD`).
 A score that lands in a held window changes its figures, and the worker emits a
 :class:`QualityUpdate`: the window's new quality mean, p10 and scored count, written to InfluxDB
 as the same ``llm_window`` point (same measurement, tags and timestamp), so InfluxDB replaces
@@ -14,11 +17,16 @@ is dead-lettered with its reason (:data:`TOO_LATE`).
 
 The held figures are part of the aggregator's checkpointed state, so a worker restarted from its
 checkpoint emits the same updates again, in the same order, the last one with every score.
-Memory: one quality sketch per window with scores closed in the last ``quality_lateness_s``.
+
+Memory: one quality sketch per held window, at most ``windows.max_held_quality_windows`` per
+partition. Beyond that the window that ends first is let go (its late scores are dead-lettered,
+:data:`EVICTED`). Windows are let go in the order (end, width, start, series), so a restored run
+lets the same windows go.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -33,9 +41,15 @@ from promptprof_processor.windows.sketches import Distribution
 
 QUALITY_UPDATE = "quality_update"
 TOO_LATE = "quality score later than windows.quality_lateness_s after its call's window"
+EVICTED = ("quality score for a window no longer held (windows.max_held_quality_windows reached "
+           "before windows.quality_lateness_s passed)")
+NOT_HELD = "quality score for a closed window without unscored successful calls"
 
 # width (s), window start (ns), series
 WindowKey = tuple[int, int, Series]
+# window end (ns), then the key: the order windows are let go in
+Place = tuple[int, int, int, Series]
+_NOWHERE: Place = (-1, 0, 0, Series("", "", "", "", ()))
 
 
 class QualityUpdate(BaseModel):
@@ -73,11 +87,14 @@ _UPDATE_PREFIX = orjson.dumps({"kind": QUALITY_UPDATE})[:-1]
 class LateScores:
     """The quality figures of closed windows, held for the quality lateness."""
 
-    def __init__(self, hold_ns: int) -> None:
-        """Hold a window's figures until the watermark passes its end by ``hold_ns``
-        (0: hold none)."""
+    def __init__(self, hold_ns: int, max_held: int) -> None:
+        """Hold a window's figures until the watermark passes its end by ``hold_ns`` (0: hold
+        none), at most ``max_held`` windows."""
         self.hold_ns = hold_ns
+        self.max_held = max_held
         self._held: dict[WindowKey, Accumulator] = {}
+        self._order: list[Place] = []  # a heap of the held windows
+        self._horizon: Place = _NOWHERE  # the last window let go before its time
         self._pending: dict[WindowKey, Accumulator] = {}  # landed in since the last updates()
         self._dirty: set[WindowKey] = set()  # written to since the last changes()
 
@@ -85,23 +102,33 @@ class LateScores:
         """How many windows are held."""
         return len(self._held)
 
-    def closed(self, key: WindowKey, quality: Distribution | None) -> None:
-        """Window ``key`` closed with the scores ``quality`` (None: no scores)."""
-        if quality is None or not self.hold_ns:
+    def closed(self, key: WindowKey, window: Accumulator) -> None:
+        """Window ``key`` closed with the figures ``window``: hold its quality if it has
+        successful calls without a score."""
+        quality = window.sketches.get("quality")
+        scored = 0.0 if quality is None else quality.count
+        if not self.hold_ns or window.calls - window.errors <= scored:
             return
         held = self._held[key] = Accumulator()
-        held.sketches["quality"] = Distribution.from_state(quality.state())  # a copy
+        if quality is not None:
+            held.sketches["quality"] = Distribution.from_state(quality.state())  # a copy
+        heapq.heappush(self._order, _place(key))
         self._dirty.add(key)
+        while len(self._held) > self.max_held:
+            self._horizon = heapq.heappop(self._order)
+            del self._held[self._horizon[1:]]
 
-    def holds(self, end_ns: int, closed_until_ns: int) -> bool:
-        """Whether a closed window ending at ``end_ns`` still takes scores."""
-        return closed_until_ns < end_ns + self.hold_ns
+    def takes(self, key: WindowKey, closed_until_ns: int) -> str | None:
+        """None when closed window ``key`` takes scores, else why not."""
+        if closed_until_ns >= _end(key) + self.hold_ns:
+            return TOO_LATE
+        if key not in self._held:
+            return EVICTED if _place(key) <= self._horizon else NOT_HELD
+        return None
 
     def land(self, key: WindowKey, scores: CallColumns) -> None:
         """Count ``scores`` (the quality fields) in held window ``key``."""
-        held = self._held.get(key)
-        if held is None:
-            held = self._held[key] = Accumulator()
+        held = self._held[key]
         held.add_quality(scores)
         self._pending[key] = held
         self._dirty.add(key)
@@ -114,27 +141,50 @@ class LateScores:
 
     def expire(self, closed_until_ns: int) -> None:
         """Stop holding the windows that no longer take scores."""
-        for key in [k for k in self._held if not self._takes(k, closed_until_ns)]:
-            del self._held[key]
+        order = self._order
+        while order and closed_until_ns >= order[0][0] + self.hold_ns:
+            del self._held[heapq.heappop(order)[1:]]
 
-    def _takes(self, key: WindowKey, closed_until_ns: int) -> bool:
-        width_s, start_ns, _ = key
-        return self.holds(start_ns + width_s * NS_PER_S, closed_until_ns)
-
-    def changes(self, everything: bool = False) -> list[list[Any]]:
-        """The held windows written to since the last call (all of them if ``everything``),
-        JSON-native, for :meth:`apply`; an expired window is not listed (:meth:`apply`'s
-        caller expires it)."""
+    def changes(self, everything: bool = False) -> dict[str, Any]:
+        """The horizon and the held windows written to since the last call (all of them if
+        ``everything``), JSON-native, for :meth:`apply`; a window let go is not listed
+        (:meth:`restored` lets it go again)."""
         dirty, self._dirty = self._dirty, set()
         keys = self._held.keys() if everything else dirty & self._held.keys()
-        return [[width, start, *series[:4], list(series.labels), self._held[width, start, series]
-                 .to_state()] for width, start, series in keys]
+        return {"horizon": _entry(self._horizon[1:]),
+                "windows": [[*_entry(key), self._held[key].to_state()] for key in keys]}
 
-    def apply(self, entries: list[list[Any]]) -> None:
-        """Take held windows from :meth:`changes` output."""
-        for width, start, service, prompt, version, model, labels, state in entries:
-            key = (width, start, Series(service, prompt, version, model, tuple(labels)))
-            self._held[key] = Accumulator.from_state(state)
+    def apply(self, changes: dict[str, Any]) -> None:
+        """Take the horizon and held windows of :meth:`changes` output."""
+        self._horizon = _place(_key(changes["horizon"]))
+        for *entry, state in changes["windows"]:
+            self._held[_key(entry)] = Accumulator.from_state(state)
+
+    def restored(self, closed_until_ns: int) -> None:
+        """After :meth:`apply`: let go of the windows let go since they were written."""
+        self._held = {key: held for key, held in self._held.items()
+                      if _place(key) > self._horizon}
+        self._order = sorted(map(_place, self._held))
+        self.expire(closed_until_ns)
+
+
+def _end(key: WindowKey) -> int:
+    width_s, start_ns, _ = key
+    return start_ns + width_s * NS_PER_S
+
+
+def _place(key: WindowKey) -> Place:
+    return (_end(key), *key)
+
+
+def _entry(key: WindowKey) -> list[Any]:
+    width, start, series = key
+    return [width, start, *series[:4], list(series.labels)]
+
+
+def _key(entry: list[Any]) -> WindowKey:
+    width, start, service, prompt, version, model, labels = entry
+    return (width, start, Series(service, prompt, version, model, tuple(labels)))
 
 
 def _update(key: WindowKey, held: Accumulator, tags: SeriesTags) -> QualityUpdate:
