@@ -3,8 +3,9 @@
 Calls of ``--series`` series, one every 2 s of event time each for 20 minutes, none scored with
 the call; every score comes as a quality event ``--delay`` seconds after its call (default 300 s:
 an LLM judge running minutes behind), fed to one partition's aggregator (10 s and 60 s windows,
-30 s lateness, ``quality_lateness_s`` 3600, no cap on the held windows) in arrival order, 500 events a batch, the watermark
-capped by the arrival clock as the worker caps it by the wall clock.
+30 s lateness, ``quality_lateness_s`` 3600, no cap on the held windows) in arrival order, 500
+events a batch, the watermark capped by the arrival clock as the worker caps it by the wall
+clock.
 
 Prints ``held_windows`` (windows held at the end), ``held_window_bytes`` (Python memory per held
 window, measured with tracemalloc by restoring the held windows from their checkpoint form),

@@ -50,6 +50,12 @@ def points(outputs: list[WindowAggregate | QualityUpdate]) -> dict[Key, dict[str
     return held
 
 
+def due(agg: WindowAggregator, at_s: float) -> tuple[list[WindowAggregate], list[QualityUpdate]]:
+    """Advance the watermark into the base window of ``at_s``: the windows it closes and the
+    updates that are then due."""
+    return agg.advance(ns(at_s)), agg.quality_updates()
+
+
 def quality_of(view: dict[Key, dict[str, Any]]) -> dict[Key, tuple[Any, ...]]:
     return {key: tuple(fields[f] for f in QUALITY) for key, fields in view.items()
             if fields["quality_scored"]}
@@ -80,6 +86,7 @@ def test_late_scores_give_the_quality_of_scores_that_came_on_time(
         outputs += late.advance(min(late.watermark_ns, ns(arrived) - 2 * NS_PER_S))
         outputs += late.quality_updates()
     outputs += late.advance(FAR_FUTURE)
+    outputs += late.quality_updates()
     on_time = aggregator(widths_s=[10, 60], allowed_lateness_s=1000)
     on_time.add([event for _, event in arrivals])
     expected = points(list(on_time.advance(FAR_FUTURE)))
@@ -99,25 +106,29 @@ def test_a_late_score_updates_its_window_and_one_past_the_lateness_is_returned()
     closed = agg.advance()  # [0, 10) and [0, 60) closed with one score each
     assert [(w.width_s, w.quality_scored) for w in closed if w.window_start_ns == T0] == [
         (10, 1.0), (60, 1.0)]
+    assert agg.quality_updates() == []  # nothing landed yet
     assert agg.add([quality(2, 0.6)]) == []
-    updates = agg.quality_updates()
+    assert agg.quality_updates() == []  # due once the watermark enters the next base window
+    _, updates = due(agg, 80)
     assert [(u.width_s, u.window_start_ns, u.quality_scored) for u in updates] == [
         (10, T0, 2.0), (60, T0, 2.0)]
     assert updates[0].quality_mean is not None and abs(updates[0].quality_mean - 0.4) < 1e-9
-    assert agg.quality_updates() == []  # each landing gives one update
+    assert due(agg, 90)[1] == []  # each landing gives one update
     agg.add([call(115)])
     agg.advance()  # watermark 115: [0, 10) took scores until 110, [0, 60) does until 160
     agg.add([quality(3, 1.0)])
-    assert [(u.width_s, u.quality_scored) for u in agg.quality_updates()] == [(60, 3.0)]
+    closed, updates = due(agg, 120)
+    assert [(u.width_s, u.quality_scored) for u in updates] == [(60, 3.0)]
     agg.add([call(170)])
     later = agg.advance()
     too_late = quality(4, 1.0)
     assert agg.add([too_late]) == [(too_late, TOO_LATE)]
     assert agg.quality_updates() == []
     assert (agg.stats.scores_landed_late, agg.stats.dropped_events) == (2, 1)
-    later += agg.advance(FAR_FUTURE)  # late counts: in the window open when they came
+    later += closed + agg.advance(FAR_FUTURE)  # late counts: in the window open when they came
     assert [(w.width_s, (w.window_start_ns - T0) // NS_PER_S, w.late_events)
-            for w in later if w.late_events] == [(10, 110, 1), (10, 170, 1), (60, 120, 1)]
+            for w in sorted(later, key=lambda w: (w.width_s, w.window_start_ns))
+            if w.late_events] == [(10, 110, 1), (10, 170, 1), (60, 120, 1)]
 
 
 def test_past_the_cap_the_earliest_window_is_let_go_and_its_late_scores_refused() -> None:
@@ -144,7 +155,7 @@ def test_a_score_for_a_window_closed_without_scores_starts_its_quality() -> None
     (closed,) = agg.advance()
     assert closed.quality_scored == 0
     agg.add([quality(1, 0.5, sample_rate=0.5)])
-    (update,) = agg.quality_updates()
+    (update,) = due(agg, 20)[1]
     assert (update.quality_scored, update.quality_mean) == (2.0, 0.5)  # weighted by 1/rate
 
 
@@ -158,11 +169,11 @@ def test_held_windows_come_back_from_a_snapshot_and_the_changes_since() -> None:
     agg.add([quality(11, 0.4), call(13), call(25)])
     agg.advance()
     restored = WindowAggregator.from_changes([base, agg.changes()], config)
-    for each in (agg, restored):
-        each.quality_updates()
-        each.add([quality(3, 0.8)])
-    assert restored.quality_updates() == agg.quality_updates()
     assert len(restored.late_scores) == len(agg.late_scores) == 2
+    for each in (agg, restored):  # the update of 0.1 and 0.3 is still pending in both
+        each.add([quality(3, 0.8)])
+    (update,) = due(agg, 30)[1]
+    assert due(restored, 30)[1] == [update] and update.quality_scored == 3.0
 
 
 def test_a_window_closed_with_every_successful_call_scored_is_not_held() -> None:
@@ -198,7 +209,7 @@ def test_an_update_is_written_as_the_quality_fields_of_its_windows_point() -> No
     agg.add([call(1), call(12)])
     (window,) = agg.advance()
     agg.add([quality(1, 0.25)])
-    (update,) = agg.quality_updates()
+    (update,) = due(agg, 20)[1]
     assert is_quality_update(update.to_bytes()) and not is_quality_update(window.to_bytes())
     assert QualityUpdate.from_bytes(update.to_bytes()) == update
     (window_line, *_) = window_lines(window)

@@ -142,7 +142,6 @@ class PartitionRun:
         outputs = [Output(rejected=r, offset=offset) for r in rejected]
         wall = clock.wall_ns - self.settings.allowed_lateness_ns
         outputs += self._closed(self.windows.advance(min(self.windows.watermark_ns, wall)))
-        outputs += [Output(quality=update) for update in self.windows.quality_updates()]
         self._outbox.extend(outputs)
         return outputs
 
@@ -196,11 +195,12 @@ class PartitionRun:
             self.bytes_since_base += size
 
     def _closed(self, windows: list[WindowAggregate]) -> list[Output]:
+        """The outputs of an advance that closed ``windows``."""
         outputs = [Output(window=w) for w in windows]
         if self.alerts is not None and windows:
             outputs += [Output(alert=a)
                         for a in self.alerts.observe(windows, self.partition)]
-        return outputs
+        return outputs + [Output(quality=update) for update in self.windows.quality_updates()]
 
 
 def _too_late(scores: Sequence[tuple[Record, str]]) -> list[Rejected]:

@@ -99,6 +99,7 @@ class WindowAggregator:
         self._max_event_ns = 0
         self._dirty: set[tuple[int, Series]] = set()
         self.late_scores = LateScores(settings.quality_hold_ns, settings.max_held_quality_windows)
+        self._entered_base = False  # the last advance entered a new base window
 
     @property
     def watermark_ns(self) -> int:
@@ -246,6 +247,7 @@ class WindowAggregator:
         watermark = self.watermark_ns if watermark_ns is None else watermark_ns
         if watermark <= self._closed_until_ns:
             return []
+        self._entered_base = watermark // self._base_ns != self._closed_until_ns // self._base_ns
         closed: list[WindowAggregate] = []
         for width, width_ns in self._widths:
             starts = {b - b % width_ns for b in self._bases}
@@ -260,9 +262,11 @@ class WindowAggregator:
         return closed
 
     def quality_updates(self) -> list[QualityUpdate]:
-        """The new quality figures of the closed windows scores landed in since the last call
-        (by width, start, series)."""
-        return self.late_scores.updates(self._tags)
+        """The new quality figures of the closed windows scores landed in since the last
+        updates (by width, start, series), when the last :meth:`advance` entered a new base
+        window or let such a window go; else none yet. Call it after every advance."""
+        due, self._entered_base = self._entered_base, False
+        return self.late_scores.updates(self._tags, due)
 
     def _last_end(self, base: int) -> int:
         return max(base - base % width_ns + width_ns for _, width_ns in self._widths)

@@ -9,8 +9,11 @@ watermark passes the window's end by ``quality_lateness_s - allowed_lateness_s``
 stream's time until ``quality_lateness_s`` after the window's end. A window that closes with
 every successful call scored costs nothing; a late score for it, or for a window without calls,
 is dead-lettered (:data:`NOT_HELD`).
+
 A score that lands in a held window changes its figures, and the worker emits a
-:class:`QualityUpdate`: the window's new quality mean, p10 and scored count, written to InfluxDB
+:class:`QualityUpdate` (once the watermark enters the next base window, or before the window is
+let go, so one update carries the scores of many records): the window's new quality mean, p10
+and scored count, written to InfluxDB
 as the same ``llm_window`` point (same measurement, tags and timestamp), so InfluxDB replaces
 those three fields of the point and keeps its others. A score later than that for every width
 is dead-lettered with its reason (:data:`TOO_LATE`).
@@ -96,6 +99,8 @@ class LateScores:
         self._order: list[Place] = []  # a heap of the held windows
         self._horizon: Place = _NOWHERE  # the last window let go before its time
         self._pending: dict[WindowKey, Accumulator] = {}  # landed in since the last updates()
+        self._pending_keys: list[WindowKey] = []  # restored, until restored() finds them
+        self._must_flush = False  # a pending window was let go: its update cannot wait
         self._dirty: set[WindowKey] = set()  # written to since the last changes()
 
     def __len__(self) -> int:
@@ -116,7 +121,11 @@ class LateScores:
         self._dirty.add(key)
         while len(self._held) > self.max_held:
             self._horizon = heapq.heappop(self._order)
-            del self._held[self._horizon[1:]]
+            self._let_go(self._horizon[1:])
+
+    def _let_go(self, key: WindowKey) -> None:
+        del self._held[key]
+        self._must_flush = self._must_flush or key in self._pending
 
     def takes(self, key: WindowKey, closed_until_ns: int) -> str | None:
         """None when closed window ``key`` takes scores, else why not."""
@@ -133,32 +142,37 @@ class LateScores:
         self._pending[key] = held
         self._dirty.add(key)
 
-    def updates(self, tags: Callable[[Series], SeriesTags]) -> list[QualityUpdate]:
-        """The updates of the windows scores landed in since the last call, by width, start
-        and series; ``tags`` gives each series' tags."""
-        pending, self._pending = self._pending, {}
+    def updates(self, tags: Callable[[Series], SeriesTags], due: bool) -> list[QualityUpdate]:
+        """The updates of the windows scores landed in since the last updates, by width, start
+        and series, when ``due`` or when one of those windows was let go (else none yet);
+        ``tags`` gives each series' tags."""
+        if not (due or self._must_flush):
+            return []
+        pending, self._pending, self._must_flush = self._pending, {}, False
         return [_update(key, held, tags(key[2])) for key, held in sorted(pending.items())]
 
     def expire(self, closed_until_ns: int) -> None:
         """Stop holding the windows that no longer take scores."""
         order = self._order
         while order and closed_until_ns >= order[0][0] + self.hold_ns:
-            del self._held[heapq.heappop(order)[1:]]
+            self._let_go(heapq.heappop(order)[1:])
 
     def changes(self, everything: bool = False) -> dict[str, Any]:
         """The horizon and the held windows written to since the last call (all of them if
         ``everything``), JSON-native, for :meth:`apply`; a window let go is not listed
         (:meth:`restored` lets it go again)."""
         dirty, self._dirty = self._dirty, set()
-        keys = self._held.keys() if everything else dirty & self._held.keys()
+        keys = sorted(self._held.keys() if everything else dirty & self._held.keys())
         return {"horizon": _entry(self._horizon[1:]),
-                "windows": [[*_entry(key), self._held[key].to_state()] for key in keys]}
+                "windows": [[*_entry(key), self._held[key].to_state()] for key in keys],
+                "pending": [_entry(key) for key in sorted(self._pending)]}
 
     def apply(self, changes: dict[str, Any]) -> None:
-        """Take the horizon and held windows of :meth:`changes` output."""
+        """Take the horizon, held windows and pending updates of :meth:`changes` output."""
         self._horizon = _place(_key(changes["horizon"]))
         for *entry, state in changes["windows"]:
             self._held[_key(entry)] = Accumulator.from_state(state)
+        self._pending_keys = [_key(entry) for entry in changes["pending"]]
 
     def restored(self, closed_until_ns: int) -> None:
         """After :meth:`apply`: let go of the windows let go since they were written."""
@@ -166,6 +180,8 @@ class LateScores:
                       if _place(key) > self._horizon}
         self._order = sorted(map(_place, self._held))
         self.expire(closed_until_ns)
+        # a pending window was held when its state was taken (its update would have been due)
+        self._pending = {key: self._held[key] for key in self._pending_keys if key in self._held}
 
 
 def _end(key: WindowKey) -> int:
@@ -189,10 +205,9 @@ def _key(entry: list[Any]) -> WindowKey:
 
 def _update(key: WindowKey, held: Accumulator, tags: SeriesTags) -> QualityUpdate:
     width_s, start_ns, _ = key
-    end_ns = start_ns + width_s * NS_PER_S
-    figures = held.finish(tags, start_ns, end_ns, 0)
+    quality = held.sketches["quality"]  # a window is updated when a score landed in it
     return QualityUpdate(
-        window_start_ns=start_ns, window_end_ns=end_ns, width_s=width_s, series=tags,
-        quality_mean=figures.quality_mean, quality_p10=figures.quality_p10,
-        quality_scored=figures.quality_scored,
+        window_start_ns=start_ns, window_end_ns=_end(key), width_s=width_s, series=tags,
+        quality_mean=quality.avg, quality_p10=quality.quantile(0.10),
+        quality_scored=quality.count,
     )
