@@ -18,8 +18,9 @@ as the same ``llm_window`` point (same measurement, tags and timestamp), so Infl
 those three fields of the point and keeps its others. A score later than that for every width
 is dead-lettered with its reason (:data:`TOO_LATE`).
 
-The held figures are part of the aggregator's checkpointed state, so a worker restarted from its
-checkpoint emits the same updates again, in the same order, the last one with every score.
+The held figures and the updates not yet emitted are part of the aggregator's checkpointed
+state, so a worker restarted from its checkpoint emits only updates that a run without the
+restart emits, and the last update of each window carries every score.
 
 Memory: one quality sketch per held window, at most ``windows.max_held_quality_windows`` per
 partition. Beyond that the window that ends first is let go (its late scores are dead-lettered,
