@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboards.filled import FilledDatabase, filled_database
-from promptprof.stack import InfluxDB, TansuBroker
+from promptprof_tools.stack import InfluxDB, TansuBroker
 
 
 @pytest.fixture(scope="session")

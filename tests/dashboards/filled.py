@@ -24,14 +24,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
 
-from promptprof.config import KafkaSettings, TopicSettings
-from promptprof.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
-from promptprof.simulate import Completion, ModelProfile, SimulatedProvider
-from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
+from promptprof import KafkaSettings
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
+from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_processor.sink.lineprotocol import encode_line
+from promptprof_tools.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
+from promptprof_tools.simulate import Completion, ModelProfile, SimulatedProvider
+from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 SERVICE = "support-bot"
 WIDTHS_S = (1, 5)
@@ -88,7 +90,7 @@ def filled_database(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledD
 
 def _pipeline(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> Pipeline:
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(calls=f"dash-calls-{tag}", dead_letter=f"dash-dlq-{tag}",
+    topics = ProcessorTopicSettings(calls=f"dash-calls-{tag}", dead_letter=f"dash-dlq-{tag}",
                            windows=f"dash-windows-{tag}", alerts=f"dash-alerts-{tag}",
                            partitions=PARTITIONS)
     names = [topics.calls, topics.dead_letter, topics.windows, topics.alerts]
@@ -111,15 +113,38 @@ def _fill(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledDatabase:
         )
         generator.provider = CappedProvider(20261126, TIME_SCALE)
         asyncio.run(generator.run(DURATION_S))
+        run_sync(_send_malformed(pipeline))
         assert profiler.flush(30), f"producer did not flush: {profiler.stats()}"
         sent = sum(generator.stats.calls.values())
         for width in WIDTHS_S:
             _wait_for_calls(pipeline, width, sent)
+        _wait_for_health(pipeline)
     finally:
         pipeline.close()
     seeded = _ensure_alerts(pipeline)
     return FilledDatabase(influx, pipeline.database, sent,
                           frozenset(generator.stats.calls), seeded)
+
+
+async def _send_malformed(pipeline: Pipeline) -> None:
+    """A few records the worker dead-letters (the pipeline-health dashboard shows them)."""
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.broker.bootstrap)
+    await producer.start()
+    try:
+        for value in (b"not json", b'{"schema_version": 1}'):
+            await producer.send_and_wait(pipeline.topics.calls, value, key=b"malformed")
+    finally:
+        await producer.stop()
+
+
+def _wait_for_health(pipeline: Pipeline) -> None:
+    """Wait for the worker's health samples with both dead letters, and a producer report."""
+    def sampled() -> bool:
+        dead = pipeline.rows('SELECT last("count") FROM "promptprof_dead_letters" '
+                             "GROUP BY reason")
+        return len(dead) == 2 and bool(pipeline.rows('SELECT count(*) FROM "promptprof_producer"'))
+
+    wait_until(sampled, 60, "the pipeline-health samples", pipeline.logs)
 
 
 def _wait_for_calls(pipeline: Pipeline, width_s: int, sent: int) -> None:

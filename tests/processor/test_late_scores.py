@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.envelope import encode_rows
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._envelope import encode_rows
+from promptprof._event import CallEvent, QualityEvent
 from promptprof_processor.ingest.validation import Record
 from promptprof_processor.runtime.partition import PartitionRun
 from promptprof_processor.settings import NS_PER_S, WindowSettings

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from processor_integration.conftest import MODEL, NS, Pipeline, wait_until
-from promptprof.profiler import Profiler, make_spec
-from promptprof.record import Call
+from promptprof._profiler import Profiler, make_spec
+from promptprof._record import Call
 from promptprof_processor.windows.late_scores import TOO_LATE
 
 pytestmark = pytest.mark.integration

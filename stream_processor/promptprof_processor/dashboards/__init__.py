@@ -9,12 +9,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from promptprof_processor.dashboards.health import health
 from promptprof_processor.dashboards.model import JSON
 from promptprof_processor.dashboards.overview import overview
 from promptprof_processor.dashboards.prompt import drilldown
 
 DEFAULT_DIR = Path("grafana/dashboards")
 BUILDERS: dict[str, Callable[[], JSON]] = {
+    "promptprof-health.json": health,
     "promptprof-overview.json": overview,
     "promptprof-prompt.json": drilldown,
 }

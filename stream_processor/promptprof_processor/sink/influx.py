@@ -22,8 +22,8 @@ from typing import Protocol
 import httpx
 import structlog
 
-from promptprof.backoff import Backoff
-from promptprof.config import InfluxSettings
+from promptprof._backoff import Backoff
+from promptprof_processor.settings import InfluxSettings
 
 log = structlog.get_logger("promptprof.sink")
 

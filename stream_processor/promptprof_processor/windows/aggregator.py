@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
 from operator import eq, itemgetter
@@ -116,6 +116,11 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
+    @property
+    def open_series(self) -> int:
+        """Distinct series with a window still open."""
+        return len({series for accumulators in self._bases.values() for series in accumulators})
+
     def add(self, events: Sequence[Record]) -> list[tuple[Record, str]]:
         """Aggregate a batch of validated records (any order, any series, any mix of kinds);
         return the quality events no window of their call takes any more (not aggregated), each
@@ -129,40 +134,51 @@ class WindowAggregator:
         if not quality:
             return []
         self.stats.events += len(quality)
-        scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
-        dropped = self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS, scores=True)
+        dropped = self._add_quality(
+            CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS))
         return [(quality[i], reason) for indices, reason in dropped for i in indices]
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
-        if calls.count:
-            self.stats.events += calls.count
-            self._add_columns(calls, Accumulator.add_calls, CALL_FIELDS)
+        if not calls.count:
+            return
+        self.stats.events += calls.count
+        rows = list(zip(*map(calls.column, CALL_FIELDS), strict=True))
+        thresholds = self.settings.latency_thresholds_ms
+        for series, base, indices in self._grouped(calls):
+            part = rows if len(indices) == calls.count else [rows[i] for i in indices]
+            self._accumulator(base, series).add_rows(part, thresholds)
 
-    def _add_columns(
-        self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
-        fields: Sequence[str], *, scores: bool = False,
-    ) -> list[tuple[list[int], str]]:
-        """Aggregate ``events`` (quality ``scores`` land in closed windows that take them);
-        return the indices of the events late for every width, by reason."""
+    def _add_quality(self, scores: CallColumns) -> list[tuple[list[int], str]]:
+        """Aggregate quality scores (one for a closed window lands in it where it is held);
+        return the indices of those no window takes, by reason."""
+        dropped = []
+        for series, base, indices in self._resolved(scores):
+            part = scores.select(indices, QUALITY_FIELDS)
+            closed = self._closed_widths(base)
+            missed, reason = self._land(series, base, closed, part) if closed else ([], TOO_LATE)
+            if not self._count_late(series, len(indices), missed):
+                dropped.append((indices, reason))
+            elif len(closed) < len(self._widths):
+                self._accumulator(base, series).add_quality(part)
+        return dropped
+
+    def _grouped(self, events: CallColumns) -> Iterator[tuple[Series, int, list[int]]]:
+        """(series, base window start, event indices) of the events to aggregate (late ones
+        are counted, and those late for every width left out)."""
+        for series, base, indices in self._resolved(events):
+            if self._count_late(series, len(indices), self._closed_widths(base)):
+                yield series, base, indices
+
+    def _resolved(self, events: CallColumns) -> Iterator[tuple[Series, int, list[int]]]:
+        """(series, base window start, event indices) of every group of events."""
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
-        dropped: list[tuple[list[int], str]] = []
         for key, indices in self._group(events, times).items():
-            part = events.select(indices, fields)  # only what ``add`` reads
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
-            series = self._registry.resolve(Series(*identity, labels), base, part.count)
-            closed = self._closed_widths(base)
-            missed, reason = (self._land(series, base, closed, part) if scores and closed
-                              else (closed, TOO_LATE))
-            self._count_late(series, part.count, missed)
-            if len(closed) < len(self._widths):
-                add(self._accumulator(base, series), part)
-            elif len(missed) == len(self._widths):
-                self.stats.dropped_events += part.count
-                dropped.append((indices, reason))
-        return dropped
+            yield self._registry.resolve(Series(*identity, labels), base, len(indices)), base, \
+                indices
 
     def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
         """Event indices by (identity, label values, base window start)."""
@@ -197,38 +213,44 @@ class WindowAggregator:
         except KeyError:  # some event lacks a label: fill in empty values
             return [get({**self._label_defaults, **e}) for e in labels]
 
-    def _closed_widths(self, base: int) -> list[tuple[int, int]]:
-        """The widths (s, ns) whose window holding base window ``base`` has closed."""
-        return [(w, w_ns) for w, w_ns in self._widths
-                if base - base % w_ns + w_ns <= self._closed_until_ns]
+    def _closed_widths(self, base: int) -> list[int]:
+        """The widths whose window holding base window ``base`` has closed."""
+        if base + self._base_ns > self._closed_until_ns:  # every window holding it ends later
+            return []
+        return [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
 
     def _land(
-        self, series: Series, base: int, closed: list[tuple[int, int]], scores: CallColumns
-    ) -> tuple[list[tuple[int, int]], str]:
+        self, series: Series, base: int, closed: list[int], scores: CallColumns
+    ) -> tuple[list[int], str]:
         """Land ``scores`` in the windows of the ``closed`` widths that take them; return the
         widths whose window does not, and the reason to give if none does."""
         missed, reasons = [], []
-        for width, width_ns in closed:
-            key = (width, base - base % width_ns, series)
+        for width in closed:
+            key = (width, base - base % (width * NS_PER_S), series)
             refused = self.late_scores.takes(key, self._closed_until_ns)
             if refused is None:
                 self.late_scores.land(key, scores)
             else:
-                missed.append((width, width_ns))
+                missed.append(width)
                 reasons.append(refused)
         if len(missed) < len(closed):
             self.stats.scores_landed_late += scores.count
         return missed, max(reasons, key=_REFUSALS.index, default=TOO_LATE)
 
-    def _count_late(self, series: Series, events: int, late: list[tuple[int, int]]) -> None:
-        """Count events in the ``late`` widths, whose figures they are not in."""
+    def _count_late(self, series: Series, events: int, late: list[int]) -> bool:
+        """Count events in the ``late`` widths, whose figures they are not in; False (and
+        counted as dropped) when that is every width."""
         if not late:
-            return
+            return True
         self.stats.late_events += events
         now = self._closed_until_ns
         acc = self._accumulator(now - now % self._base_ns, series)
-        for width, _ in late:
+        for width in late:
             acc.add_late(width, events)
+        if len(late) < len(self._widths):
+            return True
+        self.stats.dropped_events += events
+        return False
 
     def _accumulator(self, base: int, series: Series) -> Accumulator:
         accumulators = self._bases.setdefault(base, {})
@@ -257,8 +279,8 @@ class WindowAggregator:
         self._closed_until_ns = watermark
         for base in [b for b in self._bases if self._last_end(b) <= watermark]:
             del self._bases[base]
-        self.late_scores.expire(watermark)
         self._registry.expire(watermark - max(width_ns for _, width_ns in self._widths))
+        self.late_scores.expire(watermark)
         return closed
 
     def quality_updates(self) -> list[QualityUpdate]:
@@ -283,8 +305,9 @@ class WindowAggregator:
             late = sum(acc.late_by_width.get(width, 0) for acc in parts)
             acc = parts[0] if len(parts) == 1 else _merged(parts)
             if acc.events or acc.sketches or late:
-                closed.append(acc.finish(self._tags(series), start, end, late))
-            self.late_scores.closed((width, start, series), acc)
+                window = acc.finish(self._tags(series), start, end, late)
+                self.late_scores.closed((width, start, series), window)
+                closed.append(window)
         return closed
 
     def _tags(self, series: Series) -> SeriesTags:

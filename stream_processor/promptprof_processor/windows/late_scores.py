@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptprof_processor.ingest.validation import CallColumns
 from promptprof_processor.units import NS_PER_S
-from promptprof_processor.windows.figures import Accumulator, SeriesTags
+from promptprof_processor.windows.figures import Accumulator, SeriesTags, WindowAggregate
 from promptprof_processor.windows.series import Series
 from promptprof_processor.windows.sketches import Distribution
 
@@ -108,16 +108,15 @@ class LateScores:
         """How many windows are held."""
         return len(self._held)
 
-    def closed(self, key: WindowKey, window: Accumulator) -> None:
-        """Window ``key`` closed with the figures ``window``: hold its quality if it has
-        successful calls without a score."""
-        quality = window.sketches.get("quality")
-        scored = 0.0 if quality is None else quality.count
-        if not self.hold_ns or window.calls - window.errors <= scored:
+    def closed(self, key: WindowKey, window: WindowAggregate) -> None:
+        """Window ``key`` closed as ``window``: hold its quality if it has successful calls
+        without a score."""
+        if not self.hold_ns or window.calls - window.errors <= window.quality_scored:
             return
         held = self._held[key] = Accumulator()
+        quality = window.sketches.get("quality")
         if quality is not None:
-            held.sketches["quality"] = Distribution.from_state(quality.state())  # a copy
+            held.sketches["quality"] = Distribution.from_state(quality)
         heapq.heappush(self._order, _place(key))
         self._dirty.add(key)
         while len(self._held) > self.max_held:
