@@ -212,6 +212,7 @@ class Call:
         "cached_tokens",
         "end_ns",
         "error_type",
+        "fields",
         "first_token_ns",
         "input_tokens",
         "labels",
@@ -248,6 +249,9 @@ class Call:
         self.prompt_text: Text | None = None
         self.response_text: Text | None = None
         self.result: Any = None
+        # event fields known better than the builder's defaults (a converted span's wall-clock
+        # start, or the service that sent it); they replace the built ones
+        self.fields: dict[str, Any] | None = None
 
     @property
     def event_id(self) -> str:
@@ -440,6 +444,9 @@ class EventBuilder:
             self._evaluate(event, spec, call.result)
         if self.capture_text:
             self._text(event, call)
+        if call.fields:
+            event.update(call.fields)
+            key = series_key(event)
         return key, event
 
     def _usage(self, event: dict[str, Any], call: Call) -> None:

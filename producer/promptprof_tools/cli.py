@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=200.0, help="calls per second")
 
     commands.add_parser("worker", help="run a stream-processor worker (Faust) with its sink")
+    commands.add_parser("collect", help="receive OTLP traces, publish their GenAI calls")
 
     compare = commands.add_parser("compare", help="compare two bench runs; exit 1 on regression")
     compare.add_argument("base", type=Path, help="the baseline run file")
@@ -87,6 +88,10 @@ def _dispatch(args: argparse.Namespace, settings: ToolSettings) -> int:
         return asyncio.run(run_demo(settings, args.duration, args.rate, args.config))
     if args.command == "worker":
         return _worker(args.config)
+    if args.command == "collect":
+        from promptprof.collect import collect_command
+
+        return collect_command(args.config)
     if args.command == "compare":
         from promptprof_compare.cli import compare_command
 
