@@ -73,6 +73,22 @@ class WindowSettings(BaseModel):
         le=86_400,
         description="seconds a window stays open after its end, 0..86400",
     )
+    quality_lateness_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="seconds after its call's window ends that a quality score still counts in "
+        "that window, 0..604800 (no more than allowed_lateness_s: scores count only while "
+        "the window is open); later ones go to the dead-letter topic",
+    )
+    max_held_quality_windows: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description="closed windows per partition whose quality is held for late scores, "
+        "1..10000000; beyond it the earliest ending is let go and its late scores go to the "
+        "dead-letter topic",
+    )
     label_dimensions: list[str] = Field(
         default=[],
         max_length=MAX_LABELS,
@@ -130,6 +146,11 @@ class WindowSettings(BaseModel):
                     f"sets it and in label_dimensions{_suggestion(name)}"
                 )
         return names
+
+    @property
+    def quality_hold_ns(self) -> int:
+        """How long past a window's close (in watermark time) its quality takes late scores."""
+        return max(0, round((self.quality_lateness_s - self.allowed_lateness_s) * NS_PER_S))
 
     @property
     def max_future_ns(self) -> int:

@@ -1,9 +1,12 @@
 """Exactly once, per window: whatever the consumer delivers twice, and wherever the worker
 crashes and restarts from its last checkpoint, every window is emitted with the figures of a
-run that saw each record once, and no window is ever emitted with other figures."""
+run that saw each record once, and no window is ever emitted with other figures. Late scores
+too: every quality update emitted is one that run emits, the points they leave in InfluxDB are
+that run's, and so are the scores dead-lettered as too late."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,19 +18,25 @@ from promptprof_processor.alerts import AlertEngine
 from promptprof_processor.runtime.checkpoint import Chunk
 from promptprof_processor.runtime.partition import Output, PartitionRun
 from promptprof_processor.settings import WindowSettings
+from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.late_scores import QualityUpdate
 from tests.processor.runs import MemoryLog, clock
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS
-SETTINGS = WindowSettings(widths_s=[2, 6], allowed_lateness_s=1.0, label_dimensions=["tenant"],
+SETTINGS = WindowSettings(widths_s=[2, 6], allowed_lateness_s=1.0, quality_lateness_s=5.0,
+                          max_held_quality_windows=2, label_dimensions=["tenant"],
                           max_series_per_prompt=3)
 FAR = T0 + 10_000 * NS
 
 Key = tuple[str, str, int, int]
+QUALITY = {"quality_mean", "quality_p10", "quality_scored"}
 
 
-def record(offset: int, events: list[tuple[str, str, float, float]]) -> bytes:
-    """An envelope of ``(prompt, tenant, seconds after T0, latency)`` events."""
+def record(offset: int, events: list[tuple[str, str, float, float]],
+           scores: Sequence[tuple[str, str, float, float]] = ()) -> bytes:
+    """An envelope of ``(prompt, tenant, seconds after T0, latency)`` call events and
+    ``(prompt, tenant, scored call's seconds after T0, score)`` quality events."""
     return encode_envelope([
         {"schema_version": 1, "event_id": f"e{offset}-{i}",
          "start_time_unix_nano": T0 + round(at * NS), "service.name": "svc",
@@ -35,6 +44,13 @@ def record(offset: int, events: list[tuple[str, str, float, float]]) -> bytes:
          "gen_ai.request.model": "m", "promptprof.latency_ms": latency,
          "promptprof.labels": {"tenant": tenant}}
         for i, (prompt, tenant, at, latency) in enumerate(events)
+    ] + [
+        {"kind": "quality", "schema_version": 1, "event_id": f"q{offset}-{i}",
+         "start_time_unix_nano": T0 + round(at * NS), "service.name": "svc",
+         "promptprof.prompt.id": prompt, "promptprof.prompt.version": "v1",
+         "gen_ai.request.model": "m", "promptprof.quality.score": score,
+         "promptprof.quality.metric": "judge", "promptprof.labels": {"tenant": tenant}}
+        for i, (prompt, tenant, at, score) in enumerate(scores)
     ])
 
 
@@ -45,9 +61,14 @@ def wall(offset: int) -> int:
 
 events = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["t1", "t2", "t3", "t4"]),
                    st.floats(0, 1.5), st.floats(1, 5000))
-logs = st.lists(st.lists(events, min_size=1, max_size=4), min_size=1, max_size=25).map(
-    lambda log: [record(i, [(p, t, i + at, ms) for p, t, at, ms in evs])
-                 for i, evs in enumerate(log)])
+# a score of a call made up to 8 s before the record: on time, landing late, or too late
+scores = st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["t1", "t2", "t3", "t4"]),
+                   st.floats(0, 8), st.floats(0, 1))
+logs = st.lists(st.tuples(st.lists(events, min_size=1, max_size=4),
+                          st.lists(scores, max_size=3)), min_size=1, max_size=25).map(
+    lambda log: [record(i, [(p, t, i + at, ms) for p, t, at, ms in evs],
+                        [(p, t, i - back, score) for p, t, back, score in qs])
+                 for i, (evs, qs) in enumerate(log)])
 # each step: feed up to n records, first going back k (delivered twice), maybe checkpoint,
 # maybe crash (restart from the last checkpoint)
 steps = st.lists(st.tuples(st.integers(1, 6), st.integers(0, 4), st.booleans(), st.booleans()),
@@ -55,9 +76,35 @@ steps = st.lists(st.tuples(st.integers(1, 6), st.integers(0, 4), st.booleans(), 
 
 
 def emitted(outputs: list[Output]) -> dict[Key, Any]:
-    return {(w.series.prompt_id, w.series.labels.get("tenant", ""), w.width_s,
-             w.window_start_ns): w.model_dump(exclude={"closed_at_ns"})
+    return {key(w): w.model_dump(exclude={"closed_at_ns"})
             for w in (o.window for o in outputs) if w is not None}
+
+
+def updates(outputs: list[Output]) -> set[tuple[Key, Any]]:
+    return {(key(u), u.model_dump_json()) for u in (o.quality for o in outputs) if u is not None}
+
+
+def points(outputs: list[Output]) -> dict[Key, dict[str, Any]]:
+    """The points InfluxDB holds after the sink wrote these outputs in order: a window writes
+    every field of its point, a quality update its quality fields."""
+    held: dict[Key, dict[str, Any]] = {}
+    for output in outputs:
+        if output.window is not None:
+            held.setdefault(key(output.window), {}).update(output.window.model_dump())
+        elif output.quality is not None:
+            quality = output.quality.model_dump(include=QUALITY)
+            held.setdefault(key(output.quality), {}).update(quality)
+    return held
+
+
+def dead(outputs: list[Output]) -> set[tuple[int | None, bytes, str]]:
+    return {(o.offset, o.rejected.value, o.rejected.reason) for o in outputs
+            if o.rejected is not None}
+
+
+def key(window: WindowAggregate | QualityUpdate) -> Key:
+    return (window.series.prompt_id, window.series.labels.get("tenant", ""), window.width_s,
+            window.window_start_ns)
 
 
 def feed(run: PartitionRun, log: list[bytes], start: int, count: int) -> list[Output]:
@@ -72,9 +119,9 @@ def finish(run: PartitionRun) -> list[Output]:
     return run.close_idle(clock(FAR, 1.0))
 
 
-def straight(log: list[bytes]) -> dict[Key, Any]:
+def straight(log: list[bytes]) -> list[Output]:
     run = PartitionRun(0, SETTINGS, next_offset=0)
-    return emitted(feed(run, log, 0, len(log)) + finish(run))
+    return feed(run, log, 0, len(log)) + finish(run)
 
 
 @settings(max_examples=150, deadline=None)
@@ -82,27 +129,35 @@ def straight(log: list[bytes]) -> dict[Key, Any]:
 def test_every_window_is_emitted_with_the_figures_of_a_single_pass(
     log: list[bytes], plan: list[tuple[int, int, bool, bool]]
 ) -> None:
-    expected = straight(log)
+    single = straight(log)
+    expected = emitted(single)
     store = MemoryLog()
     run = PartitionRun(0, SETTINGS, next_offset=0)
     store.checkpoint(run)
     fetch = 0  # where the consumer fetches next
+    everything: list[Output] = []
     seen: list[dict[Key, Any]] = []
     for count, back, checkpoint, crash in plan:
         fetch = max(0, fetch - back)
         outputs = feed(run, log, fetch, count)
         fetch = min(fetch + count, len(log))
+        everything += outputs
         seen.append(emitted(outputs))
         if checkpoint:
             store.checkpoint(run)
         if crash:
             run = store.restore(0, SETTINGS)
             fetch = max(0, run.next_offset - back)
-    seen.append(emitted(feed(run, log, fetch, len(log)) + finish(run)))
+    rest = feed(run, log, fetch, len(log)) + finish(run)
+    everything += rest
+    seen.append(emitted(rest))
     for batch in seen:
-        for key, figures in batch.items():
-            assert figures == expected[key], key
+        for window, figures in batch.items():
+            assert figures == expected[window], window
     assert set().union(*seen) == set(expected)
+    assert updates(everything) <= updates(single)
+    assert points(everything) == points(single)
+    assert dead(everything) == dead(single)
 
 
 def test_offsets_the_log_lacks_are_skipped_and_counted() -> None:

@@ -98,7 +98,8 @@ def test_the_caller_may_supply_the_watermark() -> None:
 
 
 def test_quality_events_join_their_call_window_and_can_be_late() -> None:
-    agg = aggregator(widths_s=[10], allowed_lateness_s=0, label_dimensions=["tenant"])
+    agg = aggregator(widths_s=[10], allowed_lateness_s=0, quality_lateness_s=0,
+                     label_dimensions=["tenant"])
     agg.add([call(1, labels={"tenant": "a"}), quality(2, 0.5)])
     agg.add([call(11)])
     closed = agg.advance()

@@ -63,7 +63,7 @@ class RecordReader:
         if raw:
             good, bad = (validate_columns(raw) if isinstance(raw, ColumnBatch)
                          else validate_events(raw))
-            read.rejected.extend(Rejected(_dump(r), reason) for r, reason in bad)
+            read.rejected.extend(Rejected(dump(r), reason) for r, reason in bad)
             read.events = self._drop_far_future(good, now_ns, read)
         return read
 
@@ -102,10 +102,11 @@ class RecordReader:
                 f"start_time_unix_nano: {ahead_s:.0f} s ahead of the worker's clock "
                 f"(windows.max_future_s is {self.settings.max_future_s:g})"
             )
-            read.rejected.append(Rejected(_dump(row), reason))
+            read.rejected.append(Rejected(dump(row), reason))
 
 
-def _dump(raw: Any) -> bytes:
+def dump(raw: Any) -> bytes:
+    """An event's bytes for a dead letter (its repr when it is not JSON-native)."""
     try:
         return orjson.dumps(raw)
     except TypeError:

@@ -55,6 +55,7 @@ from promptprof_processor.runtime.partition import Clock, Epoch, Output, Partiti
 from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.windows.aggregator import StateError
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.late_scores import QualityUpdate
 
 log = structlog.get_logger("promptprof.worker")
 
@@ -324,9 +325,9 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     def _start_send(self, partition: int, output: Output) -> asyncio.Future[Any]:
         topics = self.settings.topics
         assert self.producer is not None
-        if output.window is not None:
-            send = self.producer.send(
-                topics.windows, output.window.to_bytes(), key=window_key(output.window))
+        window = output.window or output.quality
+        if window is not None:
+            send = self.producer.send(topics.windows, window.to_bytes(), key=window_key(window))
         else:
             assert output.rejected is not None
             value, headers = dead_letter(output, partition, topics.calls)
@@ -489,8 +490,9 @@ def _timing_options(timings: GroupTimings) -> dict[str, int]:
     }
 
 
-def window_key(window: WindowAggregate) -> bytes:
-    """The windows topic key of a closed window: its series and width."""
+def window_key(window: WindowAggregate | QualityUpdate) -> bytes:
+    """The windows topic key of a closed window (or its quality update, which must follow
+    it on its partition): its series and width."""
     tags = window.series
     return "\x1f".join(
         (tags.service, tags.prompt_id, tags.prompt_version, tags.model, str(window.width_s))

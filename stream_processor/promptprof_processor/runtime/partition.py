@@ -12,16 +12,18 @@ between (deleted by retention or compaction): they are skipped and counted. A ch
 the state and that offset together, so a run restored from it, fed the log from any offset at or
 before it, gives the same windows as a run that never stopped.
 
-Outbox. What a record closes (windows, dead letters, alerts) is returned by the same call that
-changes the state, and kept in the run's outbox until the next checkpoint takes it: the adapter
-must have every output of an epoch on the broker before it commits the epoch's head, since the
-state saved with it no longer holds the windows those outputs carry.
+Outbox. What a record closes or updates (windows, late scores' quality updates, dead letters,
+alerts) is returned by the same call that changes the state, and kept in the run's outbox until the
+next checkpoint takes it: the adapter must have every output of an epoch on the broker before it
+commits the epoch's head, since the state saved with it no longer holds the windows those outputs
+carry.
 """
 
 from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,23 +31,26 @@ import structlog
 
 from promptprof_processor.alerts.detector import AlertEngine
 from promptprof_processor.alerts.events import Alert
-from promptprof_processor.ingest.records import RecordReader, Rejected
-from promptprof_processor.ingest.validation import CallColumns
+from promptprof_processor.ingest.records import RecordReader, Rejected, dump
+from promptprof_processor.ingest.validation import CallColumns, Record
 from promptprof_processor.runtime.checkpoint import Head
 from promptprof_processor.runtime.position import Position
 from promptprof_processor.settings import WindowSettings
 from promptprof_processor.windows.aggregator import StateError, WindowAggregator
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.late_scores import QualityUpdate
 
 log = structlog.get_logger("promptprof.worker")
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """Something a record or the clock produced: a closed window, a rejected part of the
-    record at ``offset`` (None when the clock closed it), or an alert."""
+    """Something a record or the clock produced: a closed window, the new quality figures of a
+    closed window, a rejected part of the record at ``offset`` (None when the clock closed it),
+    or an alert."""
 
     window: WindowAggregate | None = None
+    quality: QualityUpdate | None = None
     rejected: Rejected | None = None
     alert: Alert | None = None
     offset: int | None = None
@@ -144,9 +149,8 @@ class PartitionRun:
         read = self.reader.read(value, clock.wall_ns)
         if isinstance(read.events, CallColumns):
             self.windows.add_columns(read.events)
-        else:
-            self.windows.add(read.events)
-        return read.rejected
+            return read.rejected
+        return read.rejected + _too_late(self.windows.add(read.events))
 
     def close_idle(self, clock: Clock) -> list[Output]:
         """Close windows by the wall clock when no record came for the idle timeout (and the
@@ -191,11 +195,16 @@ class PartitionRun:
             self.bytes_since_base += size
 
     def _closed(self, windows: list[WindowAggregate]) -> list[Output]:
+        """The outputs of an advance that closed ``windows``."""
         outputs = [Output(window=w) for w in windows]
         if self.alerts is not None and windows:
             outputs += [Output(alert=a)
                         for a in self.alerts.observe(windows, self.partition)]
-        return outputs
+        return outputs + [Output(quality=update) for update in self.windows.quality_updates()]
+
+
+def _too_late(scores: Sequence[tuple[Record, str]]) -> list[Rejected]:
+    return [Rejected(dump(score), reason) for score, reason in scores]
 
 
 def _encode_alerts(alerts: AlertEngine | None, partition: int, base: bool) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The sink: closed windows from the windows topic into InfluxDB, committing after each write.
 
-A plain aiokafka consumer group with manual commits: a batch of windows is rendered to line
-protocol, written (retried with backoff while InfluxDB is down), and only then is its offset
-committed. A window that is written twice (after a crash between write and commit, or after the
-worker re-closed it) overwrites its own point: the timestamp is the window start and the tags are
-the series.
+A record is a closed window or a late-score quality update of one (which rewrites the quality
+fields of the window's point). A plain aiokafka consumer group with manual commits: a batch of
+windows is rendered to line protocol, written (retried with backoff while InfluxDB is down), and
+only then is its offset committed. A window that is written twice (after a crash between write and
+commit, or after the worker re-closed it) overwrites its own point: the timestamp is the window
+start and the tags are the series.
 
 A record goes to the dead-letter topic once, with a ``reason`` header, when it is not a window
 (``not_a_window``), when a value of it cannot be written to InfluxDB exactly (``unwritable``), or
@@ -31,6 +32,7 @@ from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_processor.windows.late_scores import QualityUpdate, is_quality_update
 
 log = structlog.get_logger("promptprof.sink")
 
@@ -143,7 +145,8 @@ class WindowSink:
 def _render(value: bytes) -> list[str]:
     """The line-protocol lines of a windows-topic record; raises :class:`_Refused`."""
     try:
-        window = WindowAggregate.from_bytes(value)
+        window = (QualityUpdate.from_bytes(value) if is_quality_update(value)
+                  else WindowAggregate.from_bytes(value))
     except ValueError as exc:  # pydantic's ValidationError included
         raise _Refused(NOT_A_WINDOW, f"not a window: {exc}") from None
     try:

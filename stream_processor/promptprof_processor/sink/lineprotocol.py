@@ -22,6 +22,10 @@ Measurements (timestamp = window start in ns, so a re-written window overwrites 
     error type seen in the window. (A re-processed window overwrites the types it has, but a
     type that disappeared keeps its old point.)
 
+A :class:`~promptprof_processor.windows.late_scores.QualityUpdate` (late scores landed in a
+closed window) is written as the window's ``llm_window`` point with only ``quality_mean``,
+``quality_p10`` and ``quality_scored``: InfluxDB keeps the point's other fields and replaces those.
+
 Sketches are not written; they travel in
 :class:`~promptprof_processor.windows.figures.WindowAggregate`.
 
@@ -44,6 +48,7 @@ from collections.abc import Iterable, Mapping
 
 from promptprof._event import line_protocol_problem, unicode_problem
 from promptprof_processor.windows.figures import Percentiles, TokenStats, WindowAggregate
+from promptprof_processor.windows.late_scores import QualityUpdate
 
 WINDOW_MEASUREMENT = "llm_window"
 ERRORS_MEASUREMENT = "llm_window_errors"
@@ -111,7 +116,7 @@ def encode_line(
     return f"{escape_measurement(measurement)}{tag_part} {field_part} {timestamp_ns}"
 
 
-def window_tags(window: WindowAggregate) -> dict[str, str]:
+def window_tags(window: WindowAggregate | QualityUpdate) -> dict[str, str]:
     """The tag set of a window's points."""
     series = window.series
     return {
@@ -141,6 +146,13 @@ def window_fields(window: WindowAggregate) -> dict[str, FieldValue | None]:
         "cost_per_call_usd": _float(window.cost_per_call_usd),
         "cost_known_calls": float(window.cost_known_calls),
         "cost_unknown_calls": float(window.cost_unknown_calls),
+        **quality_fields(window),
+    }
+
+
+def quality_fields(window: WindowAggregate | QualityUpdate) -> dict[str, FieldValue | None]:
+    """The quality fields of a window's ``llm_window`` point (None where undefined)."""
+    return {
         "quality_mean": _float(window.quality_mean),
         "quality_p10": _float(window.quality_p10),
         "quality_scored": float(window.quality_scored),
@@ -163,10 +175,13 @@ def _token_fields(prefix: str, figures: TokenStats | None) -> dict[str, float]:
     return {f"{prefix}_{name}": float(v) for name, v in figures.model_dump().items()}
 
 
-def window_lines(window: WindowAggregate) -> list[str]:
-    """The line protocol lines of one closed window: its figures and its errors by type."""
+def window_lines(window: WindowAggregate | QualityUpdate) -> list[str]:
+    """The line protocol lines of one closed window: its figures and its errors by type (for
+    a quality update: its quality fields)."""
     tags = window_tags(window)
     start = window.window_start_ns
+    if isinstance(window, QualityUpdate):
+        return [encode_line(WINDOW_MEASUREMENT, tags, quality_fields(window), start)]
     lines = [encode_line(WINDOW_MEASUREMENT, tags, window_fields(window), start)]
     for error_type, errors in sorted(window.errors_by_type.items()):
         error_tags = {**tags, "error_type": error_type}

@@ -14,6 +14,10 @@ for that width: it still counts in the widths whose window is open, and it is co
 ``late_events`` of the series' currently open window of the late width (the window containing
 the closed-until time). An event late for every width is dropped from the figures and counted
 in :attr:`AggregatorStats.dropped_events`.
+
+A quality score is late only when it is later than ``quality_lateness_s``: until then it lands in
+the closed window of the call it scores (:mod:`promptprof_processor.windows.late_scores`), and
+:meth:`WindowAggregator.quality_updates` gives the windows' new quality figures.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ from promptprof_processor.windows.figures import (
     SeriesTags,
     WindowAggregate,
 )
+from promptprof_processor.windows.late_scores import (
+    EVICTED,
+    NOT_HELD,
+    TOO_LATE,
+    LateScores,
+    QualityUpdate,
+)
 from promptprof_processor.windows.series import Prompt, Series, SeriesRegistry
 
 STATE_FORMAT = 1
@@ -48,6 +59,9 @@ GroupKey = tuple[tuple[str, str, str, str], Any, int]
 
 _IDENTITY = ("service", "prompt_id", "prompt_version", "request_model")
 _CALL_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *CALL_FIELDS)
+# why a score no window takes was refused, when its widths say different things: the likeliest
+# to need action last
+_REFUSALS = (TOO_LATE, NOT_HELD, EVICTED)
 _QUALITY_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *QUALITY_FIELDS)
 
 
@@ -62,6 +76,7 @@ class AggregatorStats:
     events: int = 0
     late_events: int = 0
     dropped_events: int = 0
+    scores_landed_late: int = 0  # quality scores counted in a window closed before they came
 
 
 class WindowAggregator:
@@ -83,6 +98,8 @@ class WindowAggregator:
         self._closed_until_ns = 0
         self._max_event_ns = 0
         self._dirty: set[tuple[int, Series]] = set()
+        self.late_scores = LateScores(settings.quality_hold_ns, settings.max_held_quality_windows)
+        self._entered_base = False  # the last advance entered a new base window
 
     @property
     def watermark_ns(self) -> int:
@@ -104,18 +121,22 @@ class WindowAggregator:
         """Distinct series with a window still open."""
         return len({series for accumulators in self._bases.values() for series in accumulators})
 
-    def add(self, events: Sequence[Record]) -> None:
-        """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
+    def add(self, events: Sequence[Record]) -> list[tuple[Record, str]]:
+        """Aggregate a batch of validated records (any order, any series, any mix of kinds);
+        return the quality events no window of their call takes any more (not aggregated), each
+        with the reason."""
         if not events:
-            return
+            return []
         calls = [e for e in events if "kind" not in e]
         quality = [e for e in events if "kind" in e] if len(calls) < len(events) else []
         if calls:
             self.add_columns(CallColumns.of_records(calls, _CALL_ROW_FIELDS))
-        if quality:
-            self.stats.events += len(quality)
-            self._add_quality(
-                CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS))
+        if not quality:
+            return []
+        self.stats.events += len(quality)
+        dropped = self._add_quality(
+            CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS))
+        return [(quality[i], reason) for indices, reason in dropped for i in indices]
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
@@ -128,21 +149,36 @@ class WindowAggregator:
             part = rows if len(indices) == calls.count else [rows[i] for i in indices]
             self._accumulator(base, series).add_rows(part, thresholds)
 
-    def _add_quality(self, scores: CallColumns) -> None:
-        for series, base, indices in self._grouped(scores):
-            self._accumulator(base, series).add_quality(scores.select(indices, QUALITY_FIELDS))
+    def _add_quality(self, scores: CallColumns) -> list[tuple[list[int], str]]:
+        """Aggregate quality scores (one for a closed window lands in it where it is held);
+        return the indices of those no window takes, by reason."""
+        dropped = []
+        for series, base, indices in self._resolved(scores):
+            part = scores.select(indices, QUALITY_FIELDS)
+            closed = self._closed_widths(base)
+            missed, reason = self._land(series, base, closed, part) if closed else ([], TOO_LATE)
+            if not self._count_late(series, len(indices), missed):
+                dropped.append((indices, reason))
+            elif len(closed) < len(self._widths):
+                self._accumulator(base, series).add_quality(part)
+        return dropped
 
     def _grouped(self, events: CallColumns) -> Iterator[tuple[Series, int, list[int]]]:
         """(series, base window start, event indices) of the events to aggregate (late ones
         are counted, and those late for every width left out)."""
+        for series, base, indices in self._resolved(events):
+            if self._count_late(series, len(indices), self._closed_widths(base)):
+                yield series, base, indices
+
+    def _resolved(self, events: CallColumns) -> Iterator[tuple[Series, int, list[int]]]:
+        """(series, base window start, event indices) of every group of events."""
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
         for key, indices in self._group(events, times).items():
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
-            series = self._registry.resolve(Series(*identity, labels), base, len(indices))
-            if self._count_late(series, base, len(indices)):
-                yield series, base, indices
+            yield self._registry.resolve(Series(*identity, labels), base, len(indices)), base, \
+                indices
 
     def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
         """Event indices by (identity, label values, base window start)."""
@@ -177,11 +213,33 @@ class WindowAggregator:
         except KeyError:  # some event lacks a label: fill in empty values
             return [get({**self._label_defaults, **e}) for e in labels]
 
-    def _count_late(self, series: Series, base: int, events: int) -> bool:
-        """Count events whose window of some width has closed; False when every width has."""
+    def _closed_widths(self, base: int) -> list[int]:
+        """The widths whose window holding base window ``base`` has closed."""
         if base + self._base_ns > self._closed_until_ns:  # every window holding it ends later
-            return True
-        late = [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
+            return []
+        return [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
+
+    def _land(
+        self, series: Series, base: int, closed: list[int], scores: CallColumns
+    ) -> tuple[list[int], str]:
+        """Land ``scores`` in the windows of the ``closed`` widths that take them; return the
+        widths whose window does not, and the reason to give if none does."""
+        missed, reasons = [], []
+        for width in closed:
+            key = (width, base - base % (width * NS_PER_S), series)
+            refused = self.late_scores.takes(key, self._closed_until_ns)
+            if refused is None:
+                self.late_scores.land(key, scores)
+            else:
+                missed.append(width)
+                reasons.append(refused)
+        if len(missed) < len(closed):
+            self.stats.scores_landed_late += scores.count
+        return missed, max(reasons, key=_REFUSALS.index, default=TOO_LATE)
+
+    def _count_late(self, series: Series, events: int, late: list[int]) -> bool:
+        """Count events in the ``late`` widths, whose figures they are not in; False (and
+        counted as dropped) when that is every width."""
         if not late:
             return True
         self.stats.late_events += events
@@ -211,6 +269,7 @@ class WindowAggregator:
         watermark = self.watermark_ns if watermark_ns is None else watermark_ns
         if watermark <= self._closed_until_ns:
             return []
+        self._entered_base = watermark // self._base_ns != self._closed_until_ns // self._base_ns
         closed: list[WindowAggregate] = []
         for width, width_ns in self._widths:
             starts = {b - b % width_ns for b in self._bases}
@@ -221,7 +280,15 @@ class WindowAggregator:
         for base in [b for b in self._bases if self._last_end(b) <= watermark]:
             del self._bases[base]
         self._registry.expire(watermark - max(width_ns for _, width_ns in self._widths))
+        self.late_scores.expire(watermark)
         return closed
+
+    def quality_updates(self) -> list[QualityUpdate]:
+        """The new quality figures of the closed windows scores landed in since the last
+        updates (by width, start, series), when the last :meth:`advance` entered a new base
+        window or let such a window go; else none yet. Call it after every advance."""
+        due, self._entered_base = self._entered_base, False
+        return self.late_scores.updates(self._tags, due)
 
     def _last_end(self, base: int) -> int:
         return max(base - base % width_ns + width_ns for _, width_ns in self._widths)
@@ -238,7 +305,9 @@ class WindowAggregator:
             late = sum(acc.late_by_width.get(width, 0) for acc in parts)
             acc = parts[0] if len(parts) == 1 else _merged(parts)
             if acc.events or acc.sketches or late:
-                closed.append(acc.finish(self._tags(series), start, end, late))
+                window = acc.finish(self._tags(series), start, end, late)
+                self.late_scores.closed((width, start, series), window)
+                closed.append(window)
         return closed
 
     def _tags(self, series: Series) -> SeriesTags:
@@ -260,17 +329,18 @@ class WindowAggregator:
         """
         dirty, self._dirty = self._dirty, set()
         return self._state([(base, s) for base, s in dirty if base in self._bases],
-                           self._registry.changes())
+                           self._registry.changes(), self.late_scores.changes())
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state in the form of :meth:`changes`; clears what changed."""
         self._dirty = set()
         self._registry.changes()
         keys = [(base, s) for base, accs in self._bases.items() for s in accs]
-        return self._state(keys, self._registry.snapshot())
+        return self._state(keys, self._registry.snapshot(), self.late_scores.changes(True))
 
     def _state(
-        self, keys: list[tuple[int, Series]], registry: list[list[Any]]
+        self, keys: list[tuple[int, Series]], registry: list[list[Any]],
+        late_scores: dict[str, Any],
     ) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT,
@@ -282,6 +352,7 @@ class WindowAggregator:
             "windows": [[base, *s[:4], list(s.labels), self._bases[base][s].to_state()]
                         for base, s in keys],
             "registry": registry,
+            "late_scores": late_scores,
         }
 
     @classmethod
@@ -300,6 +371,7 @@ class WindowAggregator:
             base: accs for base, accs in agg._bases.items()
             if agg._last_end(base) > agg._closed_until_ns
         }
+        agg.late_scores.restored(agg._closed_until_ns)
         return agg
 
     def _apply(self, state: dict[str, Any]) -> None:
@@ -317,6 +389,8 @@ class WindowAggregator:
             accs = self._bases.setdefault(base, {})
             accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
         self._registry.apply(state["registry"])
+        if "late_scores" in state:  # not in states of earlier versions
+            self.late_scores.apply(state["late_scores"])
 
 
 def _split(items: list[T], keys: list[K]) -> dict[K, list[T]]:
