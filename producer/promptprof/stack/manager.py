@@ -1,7 +1,8 @@
 """``promptprof stack up|down|status``: the local stack as detached background processes.
 
 Pid files and logs live under ``settings.stack.state_dir``; InfluxDB's data too, so it survives
-``down``/``up``. Tansu keeps everything in memory: ``down`` empties Kafka.
+``down``/``up``. With ``stack.kafka_storage: s3`` Tansu keeps its topics, records and group
+offsets in a localbucket under it too; with ``memory`` (the default) ``down`` empties Kafka.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import structlog
 
 from promptprof.config import KafkaSettings, Settings
 from promptprof.stack.influxdb import InfluxDB
+from promptprof.stack.localbucket import LocalBucket
 from promptprof.stack.process import ServiceProcess, StackError, run_sync
 from promptprof.stack.tansu import TansuBroker
 from promptprof.stack.topics import ensure_topics
@@ -21,6 +23,7 @@ from promptprof.stack.topics import ensure_topics
 log = structlog.get_logger(__name__)
 
 KAFKA_START_TIMEOUT_S = 30.0
+S3_START_TIMEOUT_S = 30.0
 INFLUX_START_TIMEOUT_S = 60.0
 ACTIONS = ("up", "down", "status")
 
@@ -33,7 +36,12 @@ class LocalStack:
         stack = settings.stack
         self.settings = settings
         self.state_dir = Path(stack.state_dir)
-        self.kafka = TansuBroker(stack.kafka_port, self.state_dir, detach=True)
+        self.s3 = (
+            LocalBucket(stack.s3_port, self.state_dir / "tansu-s3", log_dir=self.state_dir,
+                        detach=True)
+            if stack.durable else None
+        )
+        self.kafka = TansuBroker(stack.kafka_port, self.state_dir, storage=self.s3, detach=True)
         self.influx = InfluxDB(
             stack.influx_port,
             stack.influx_rpc_port,
@@ -45,7 +53,11 @@ class LocalStack:
 
     def services(self) -> list[tuple[str, ServiceProcess, float]]:
         """(label, handle, start timeout) for each service, in start order."""
+        storage: list[tuple[str, ServiceProcess, float]] = (
+            [] if self.s3 is None else [("s3", self.s3, S3_START_TIMEOUT_S)]
+        )
         return [
+            *storage,
             ("kafka", self.kafka, KAFKA_START_TIMEOUT_S),
             ("influxdb", self.influx, INFLUX_START_TIMEOUT_S),
         ]
