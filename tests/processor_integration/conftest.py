@@ -283,9 +283,11 @@ class Pipeline:
     idle_timeout_s: float = 1.0
     workers: list[WorkerProcess] = field(default_factory=list)
     profilers: list[Profiler] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # more variables for the workers
 
     def worker_env(self, data_dir: Path) -> dict[str, str]:
-        """The environment of a worker: ours without PROMPTPROF_*, plus its settings."""
+        """The environment of a worker: ours without PROMPTPROF_*, plus its settings and
+        :attr:`env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROF_")}
         env.update(FAUST_ENV)
         env.update({
@@ -305,6 +307,7 @@ class Pipeline:
             "PROMPTPROF_WORKER__CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
             "PROMPTPROF_WORKER__IDLE_TIMEOUT_S": str(self.idle_timeout_s),
             "PROMPTPROF_WORKER__DATA_DIR": str(data_dir),
+            **self.env,
         })
         return env
 
@@ -425,6 +428,10 @@ class Pipeline:
         """Read ``topic`` from the start until ``expected`` records or the deadline; return
         (value, headers) pairs."""
         return run_sync(_read_topic(self.broker.bootstrap, topic, expected, timeout_s))
+
+    def sink_group_members(self) -> tuple[str, list[str]]:
+        """The state and member ids of the sink's consumer group."""
+        return run_sync(_describe_group(self.broker.bootstrap, f"{self.app_id}-sink"))
 
     def group_members(self) -> tuple[str, list[str]]:
         """The state and member ids of the workers' consumer group (Tansu does not return

@@ -65,7 +65,8 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             await dispatcher.close(timeout_s=5.0)
 
     if worker.sink_enabled:
-        sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
+        sink = WindowSink(settings, group_id=f"{worker.app_id}-sink",
+                          max_poll_interval_s=worker.sink_max_poll_interval_s)
         app.task(_guarded("the sink", lambda: sink.run(asyncio.Event())))
     if dispatcher is not None:
         app.task(_guarded("the alert dispatcher", dispatcher.run))
