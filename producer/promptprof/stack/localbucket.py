@@ -2,14 +2,22 @@
 
 Tansu's S3 storage engine keeps records, offsets and committed group offsets there, so they
 survive restarts of Tansu and of this server (DESIGN.md, "The local broker").
+
+localbucket 1.2.1 honours ``If-None-Match: *`` on PUT but ignores ``If-Match``, which Tansu sends
+to update a partition's watermark and a group's state: two updates racing then both land, the
+older last, and after a restart Tansu reads a watermark behind its newest batch (every produce
+to that partition then fails with "already exists"). :func:`serve` runs localbucket with
+``If-Match`` honoured: conditional PUTs are compared and written under one lock.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from promptprof.stack.ports import LOOPBACK
 from promptprof.stack.process import ServiceProcess, StackError
@@ -65,8 +73,8 @@ class LocalBucket(ServiceProcess):
         }
 
     def command(self) -> list[str]:
-        """``python -m localbucket --host H --port P DATA_DIR`` with our interpreter."""
-        return [sys.executable, "-m", "localbucket", "--host", self.host, "--port",
+        """``python -m promptprof.stack.localbucket --host H --port P DATA_DIR`` (:func:`serve`)."""
+        return [sys.executable, "-m", __name__, "--host", self.host, "--port",
                 str(self.port), str(self.data_dir)]
 
     def ports(self) -> list[int]:
@@ -99,3 +107,30 @@ class LocalBucket(ServiceProcess):
 
     def __repr__(self) -> str:
         return f"LocalBucket(url={self.url!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
+
+
+def serve() -> None:
+    """localbucket's ``main()`` (its command line) with ``If-Match`` honoured on PUT."""
+    import localbucket  # a server-side dependency: imported where the server runs
+
+    conditional = threading.Lock()
+
+    class Handler(localbucket.S3Handler):  # type: ignore[misc]
+        def _write_object(self, bucket: str, key: str, write: Any) -> Any:
+            if_match = self.headers.get("If-Match")
+            if if_match is None and "If-None-Match" not in self.headers:
+                return super()._write_object(bucket, key, write)
+            with conditional:  # compare and write as one step
+                if if_match is not None:
+                    target = self._object_path(bucket, key)
+                    etag = localbucket.object_etag(target) if target.exists() else None
+                    if etag is None or not localbucket.etag_matches(if_match, etag):
+                        raise self._precondition_failed_error()
+                return super()._write_object(bucket, key, write)
+
+    localbucket.S3Handler = Handler  # main() serves with the module's S3Handler
+    localbucket.main()
+
+
+if __name__ == "__main__":
+    serve()
