@@ -66,6 +66,7 @@ TOPICS = TopicSettings()
 PARTITIONS = 4
 WIDTH_S = 5
 WIDTH_NS = WIDTH_S * NS
+DURABLE_LINGER_MS = 500
 LATENESS_S = 2
 CAP = 100
 RATE = 200.0
@@ -299,6 +300,11 @@ class Stack:
             return {"events": 0, "late": 0}
         return {"events": int(rows[0]["events"] or 0), "late": int(rows[0]["late"] or 0)}
 
+    def linger_ms(self, default: int) -> int:
+        """A producer's linger: 500 ms on the durable broker, which serves one record batch per
+        fetch (fewer, larger batches keep the workers' fetches ahead)."""
+        return DURABLE_LINGER_MS if self.tansu.durable else default
+
     def counted_windows(self, service: str) -> dict[Window, float]:
         """``sum(events)`` per (series, window) of a phase's service, over label values."""
         rows = self.influx.rows(
@@ -324,7 +330,7 @@ class Traffic:
         settings: Settings = load_settings(
             kafka={"bootstrap_servers": stack.tansu.bootstrap},
             topics=TOPICS.model_dump(),
-            producer={"service_name": f"chaos-{phase}", "linger_ms": 50,
+            producer={"service_name": f"chaos-{phase}", "linger_ms": stack.linger_ms(50),
                       "metrics_log_interval_s": 0, **producer},
         )
         self.service = f"chaos-{phase}"
@@ -600,7 +606,7 @@ def cardinality(stack: Stack, distinct: int) -> Result:
     crashes = stack.crashes
     settings: Settings = load_settings(
         kafka={"bootstrap_servers": stack.tansu.bootstrap}, topics=TOPICS.model_dump(),
-        producer={"service_name": "chaos-cardinality", "linger_ms": 20,
+        producer={"service_name": "chaos-cardinality", "linger_ms": stack.linger_ms(20),
                   "metrics_log_interval_s": 0, "buffer_size": 2_000_000},
     )
     profiler, counter = counted_profiler(settings)
@@ -656,7 +662,8 @@ def clock_skew(stack: Stack) -> Result:
     crashes = stack.crashes
     settings: Settings = load_settings(
         kafka={"bootstrap_servers": stack.tansu.bootstrap}, topics=TOPICS.model_dump(),
-        producer={"service_name": "chaos-skew", "linger_ms": 20, "metrics_log_interval_s": 0},
+        producer={"service_name": "chaos-skew", "linger_ms": stack.linger_ms(20),
+                  "metrics_log_interval_s": 0},
     )
     profiler, counter = counted_profiler(settings)
     skews = {"past": -3600.0, "future": 10.0, "far-future": 86_400.0}
