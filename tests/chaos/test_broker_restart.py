@@ -45,7 +45,7 @@ IDLE_S = 30.0
 # closed, and they were dropped as late (late_events; 86 calls in one run, the exact shortfall).
 # A deployment whose broker restarts sets the lateness above its restart time.
 LATENESS_S = 15.0
-STOP_S = 60.0
+STOP_S = 90.0
 
 
 def _counted(pipeline: Pipeline) -> float:
