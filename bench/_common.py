@@ -31,15 +31,17 @@ def log(message: str, **fields: Any) -> None:
 
 
 @contextmanager
-def broker(topics: Sequence[str], partitions: int = 4) -> Iterator[str]:
-    """A Tansu broker (memory storage) on a free loopback port with ``topics``; yields bootstrap."""
+def broker(topics: Sequence[str], partitions: int = 4, durable: bool = False) -> Iterator[str]:
+    """A Tansu broker on a free loopback port with ``topics``; yields bootstrap.
+
+    Memory storage, or S3 storage over a private localbucket with ``durable``."""
     with tempfile.TemporaryDirectory(prefix="promptprof-bench-") as tmp:
-        tansu = TansuBroker(free_port(), Path(tmp))
+        tansu = TansuBroker.create(free_port(), Path(tmp), durable=durable)
         tansu.start(timeout_s=30.0)
         try:
             kafka = KafkaSettings(bootstrap_servers=tansu.bootstrap)
             asyncio.run(create_topics(kafka, topics, partitions))
-            log("broker up", bootstrap=tansu.bootstrap, pid=tansu.pid)
+            log("broker up", bootstrap=tansu.bootstrap, pid=tansu.pid, durable=durable)
             yield tansu.bootstrap
         finally:
             tansu.stop(timeout_s=5.0)

@@ -132,11 +132,13 @@ class WorkerProcess:
 class BenchStack:
     """Tansu + influxd on free loopback ports, topics created; workers started on demand."""
 
-    def __init__(self, partitions: int = PARTITIONS, keep: bool = False) -> None:
+    def __init__(
+        self, partitions: int = PARTITIONS, keep: bool = False, durable: bool = False
+    ) -> None:
         self.partitions = partitions
         self.keep = keep or os.environ.get("BENCH_KEEP") == "1"
         self.tmp = Path(tempfile.mkdtemp(prefix="promptprof-bench-"))
-        self.tansu = TansuBroker(free_port(), self.tmp / "tansu")
+        self.tansu = TansuBroker.create(free_port(), self.tmp / "tansu", durable=durable)
         self.influx = InfluxDB(free_port(), free_port(), self.tmp / "influx")
         self.workers: list[WorkerProcess] = []
 
@@ -180,8 +182,7 @@ class BenchStack:
                 worker.stop()
         for service in (self.influx, self.tansu):
             with contextlib.suppress(Exception):
-                if service.is_running():
-                    service.stop(timeout_s=10.0)
+                service.stop(timeout_s=10.0)  # Tansu's stop also stops its storage server
         if self.keep:
             _common.log("kept", tmp=self.tmp)
         else:

@@ -218,10 +218,14 @@ async def watch_worker(
     }
 
 
-def run(args: argparse.Namespace, events: int, small: bool = False) -> dict[str, Any]:
-    """One measurement (full or sender-packed envelopes) in a stack of its own; the figures."""
+def run(
+    args: argparse.Namespace, events: int, small: bool = False, durable: bool = False
+) -> dict[str, Any]:
+    """One measurement (full or sender-packed envelopes) in a stack of its own; the figures.
+
+    ``durable`` runs Tansu on S3 storage over localbucket instead of memory."""
     load_before = os.getloadavg()[0]
-    with _stack.BenchStack() as stack:
+    with _stack.BenchStack(durable=durable) as stack:
         with _stack.stage("building records"):
             records, total, _ = build_records(events, small=small)
         events_per_record = total / (len(records) - 2 * _stack.PARTITIONS)

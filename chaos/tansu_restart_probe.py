@@ -7,7 +7,9 @@ Without the restart every offset is read once; with it, runs here served 232 off
 records for 628 offsets) or left 236 of 868 offsets unreadable: the inconsistency behind the
 broker-restart gap in the README.
 
-    .venv/bin/python chaos/tansu_restart_probe.py [trials] [--no-restart]
+    .venv/bin/python chaos/tansu_restart_probe.py [trials] [--no-restart] [--durable]
+
+``--durable`` runs Tansu on its S3 engine over localbucket (the restart keeps the log).
 
 Prints one JSON line per trial.
 """
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import orjson
@@ -29,6 +32,7 @@ from promptprof_tools.stack.ports import free_port
 
 TOPIC = "probe"
 PARTITIONS = 4
+READ_S = 60.0
 
 
 async def _produce(bootstrap: str, stop: asyncio.Event) -> None:
@@ -72,9 +76,13 @@ async def _read_partition(bootstrap: str, partition: int) -> dict[str, int]:
         consumer.seek(tp, 0)
         end = (await consumer.end_offsets([tp]))[tp]
         offsets: list[int] = []
-        for _ in range(6):
+        deadline = time.monotonic() + READ_S  # the S3 engine serves a few batches per fetch
+        while time.monotonic() < deadline:
             batch = await consumer.getmany(tp, timeout_ms=300)
             offsets.extend(record.offset for record in batch.get(tp, []))
+            served = consumer.highwater(tp)
+            if served is not None and await consumer.position(tp) >= served:
+                break
         served = consumer.highwater(tp) or 0
     finally:
         await consumer.stop()
@@ -84,9 +92,9 @@ async def _read_partition(bootstrap: str, partition: int) -> dict[str, int]:
             "unreadable": sum(1 for o in range(served) if o not in distinct)}
 
 
-async def trial(restart: bool) -> dict[str, object]:
+async def trial(restart: bool, durable: bool) -> dict[str, object]:
     """One run: traffic, (restart), more traffic, then every partition read from 0."""
-    broker = TansuBroker(free_port(), Path(tempfile.mkdtemp()))
+    broker = TansuBroker.create(free_port(), Path(tempfile.mkdtemp()), durable=durable)
     broker.start()
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
     try:
@@ -109,15 +117,16 @@ async def trial(restart: bool) -> dict[str, object]:
     finally:
         broker.stop()
     consistent = all(not p["read_twice"] and not p["unreadable"] for p in partitions.values())
-    return {"restart": restart, "consistent": consistent, "partitions": partitions}
+    return {"restart": restart, "durable": durable, "consistent": consistent,
+            "partitions": partitions}
 
 
 def main() -> None:
     """Run the trials given on the command line."""
     trials = int(next((a for a in sys.argv[1:] if a.isdigit()), "3"))
-    restart = "--no-restart" not in sys.argv
+    restart, durable = "--no-restart" not in sys.argv, "--durable" in sys.argv
     for _ in range(trials):
-        print(orjson.dumps(asyncio.run(trial(restart))).decode(), flush=True)
+        print(orjson.dumps(asyncio.run(trial(restart, durable))).decode(), flush=True)
 
 
 if __name__ == "__main__":

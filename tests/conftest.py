@@ -2,9 +2,9 @@
 
 Session fixtures (started once, stopped at the end of the run):
 
-- ``kafka_broker``: a :class:`~promptprof_tools.stack.TansuBroker`; ``.bootstrap`` is the
-  ``bootstrap_servers`` string. Shared by every test: do not kill or restart it (Tansu keeps
-  everything in memory, so a restart empties it for everyone); use ``kafka_broker_factory``.
+- ``kafka_broker``: a :class:`~promptprof_tools.stack.TansuBroker` on the stack's default storage
+  (``StackSettings.kafka_storage``); ``.bootstrap`` is the ``bootstrap_servers`` string.
+  Shared by every test: do not kill or restart it; use ``kafka_broker_factory``.
 - ``influxdb``: an :class:`~promptprof_tools.stack.InfluxDB` (influxd 1.x); ``.url``, ``.database``,
   and stdlib helpers ``.write(lines)``, ``.query(q)``, ``.rows(q)``, ``.create_database(name)``.
 
@@ -29,7 +29,7 @@ import pytest
 from promptprof import KafkaSettings, load_settings
 from promptprof.testing._fake_providers import FakeProviderServer
 from promptprof_processor.settings import ProcessorTopicSettings
-from promptprof_tools.settings import ToolSettings
+from promptprof_tools.settings import StackSettings, ToolSettings
 from promptprof_tools.stack import (
     INFLUXD_INSTALL_HINT,
     InfluxDB,
@@ -43,6 +43,13 @@ from promptprof_tools.stack import (
 )
 
 TEST_DATABASE = "promptprof_test"
+DURABLE_DEFAULT = StackSettings().durable
+
+
+class BrokerFactory(Protocol):
+    """The type of the ``kafka_broker_factory`` fixture."""
+
+    def __call__(self, durable: bool = DURABLE_DEFAULT) -> TansuBroker: ...
 
 
 class SettingsFactory(Protocol):
@@ -60,8 +67,8 @@ class SettingsFactory(Protocol):
     ) -> ToolSettings: ...
 
 
-def _start_broker(log_dir: Path) -> TansuBroker:
-    broker = TansuBroker(free_port(), log_dir)
+def _start_broker(log_dir: Path, durable: bool = DURABLE_DEFAULT) -> TansuBroker:
+    broker = TansuBroker.create(free_port(), log_dir, durable=durable)
     broker.start()
     return broker
 
@@ -87,7 +94,7 @@ def _stop_all(servers: Sequence[ServiceProcess]) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    """A Tansu broker for the whole session on a free loopback port (memory storage).
+    """A Tansu broker for the whole session on a free loopback port (default storage).
 
     Use ``kafka_broker.bootstrap`` as ``bootstrap_servers``. Shared by all tests: never kill or
     restart it, and use unique topic names (``unique_name``/``make_topics``/``fresh_topics``).
@@ -100,16 +107,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBrok
 
 
 @pytest.fixture
-def kafka_broker_factory(tmp_path: Path) -> Iterator[Callable[[], TansuBroker]]:
+def kafka_broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     """A factory of private, started Tansu brokers (each on its own free port).
 
     Call it to get a broker that the test may ``kill()``, ``stop()`` and ``restart()`` (same
-    port, empty again: memory storage). All are stopped when the test ends.
+    port). ``durable=True`` keeps records, offsets and group offsets across those (Tansu on
+    localbucket), ``durable=False`` comes back empty (memory); the default is the stack's.
+    All are stopped when the test ends.
     """
     started: list[TansuBroker] = []
 
-    def make() -> TansuBroker:
-        broker = _start_broker(tmp_path / f"tansu-{len(started)}")
+    def make(durable: bool = DURABLE_DEFAULT) -> TansuBroker:
+        broker = _start_broker(tmp_path / f"tansu-{len(started)}", durable)
         started.append(broker)
         return broker
 

@@ -29,6 +29,7 @@ from promptprof_tools.stack import (
     tansu_binary,
 )
 from promptprof_tools.stack.influxdb import set_toml_option
+from tests.conftest import BrokerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +61,12 @@ async def _produce_batch(bootstrap: str, topic: str, values: list[bytes], codec:
         await producer.stop()
 
 
-async def _consume(bootstrap: str, topic: str, count: int, timeout_s: float = 20.0) -> list[bytes]:
-    """Read ``count`` records through a consumer group and commit.
+async def _consume(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 20.0,
+    commit_after: int | None = None,
+) -> list[bytes]:
+    """Read ``count`` records through a consumer group (``g-<topic>``) and commit them (or the
+    first ``commit_after`` of them, all on partition 0).
 
     Tansu answers a new group's first JoinGroup only after half the session timeout, hence
     the short session timeout.
@@ -71,13 +76,17 @@ async def _consume(bootstrap: str, topic: str, count: int, timeout_s: float = 20
         bootstrap_servers=bootstrap,
         group_id=f"g-{topic}",
         auto_offset_reset="earliest",
+        enable_auto_commit=False,
         session_timeout_ms=2000,
         heartbeat_interval_ms=500,
     )
     await consumer.start()
     try:
         got = await _read(consumer, count, timeout_s)
-        await consumer.commit()
+        if commit_after is None:
+            await consumer.commit()
+        else:
+            await consumer.commit({TopicPartition(topic, 0): commit_after})
     finally:
         await consumer.stop()
     return got
@@ -149,11 +158,11 @@ async def test_compressed_batches_round_trip(
 
 
 async def test_kill_and_restart_on_the_same_port(
-    kafka_broker_factory: Callable[[], TansuBroker],
+    kafka_broker_factory: BrokerFactory,
     make_topics: MakeTopics,
     unique_name: Callable[[str], str],
 ) -> None:
-    broker = kafka_broker_factory()
+    broker = kafka_broker_factory(durable=False)
     port, old_pid = broker.port, broker.pid
     (topic,) = await make_topics(unique_name("kr"), broker=broker)
     await _produce(broker.bootstrap, topic, [b"before"])
@@ -169,11 +178,36 @@ async def test_kill_and_restart_on_the_same_port(
     assert await _consume_assigned(broker.bootstrap, topic, 1) == [b"after"]
 
 
-def test_graceful_stop_frees_the_port(kafka_broker_factory: Callable[[], TansuBroker]) -> None:
-    broker = kafka_broker_factory()
+async def test_durable_broker_keeps_records_and_group_offsets_through_kill_and_restart(
+    kafka_broker_factory: BrokerFactory,
+    make_topics: MakeTopics,
+    unique_name: Callable[[str], str],
+) -> None:
+    broker = kafka_broker_factory(durable=True)
+    (topic,) = await make_topics(unique_name("durable"), broker=broker)
+    before = [f"before-{i}".encode() for i in range(30)]
+    await _produce(broker.bootstrap, topic, before)
+    assert await _consume(broker.bootstrap, topic, 30, commit_after=20) == before
+    broker.kill()  # a crash: the storage server keeps running
+    broker.restart()
+    assert topic in await _list_topics(broker.bootstrap)
+    assert await _consume_assigned(broker.bootstrap, topic, 30) == before
+    broker.stop()  # the storage server too, this time
+    assert broker.storage is not None and not broker.storage.is_running()
+    broker.start()
+    await _produce(broker.bootstrap, topic, [b"after"])
+    # the group resumes where it committed: the 10 uncommitted records, then the new one
+    assert await _consume(broker.bootstrap, topic, 11) == [*before[20:], b"after"]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_graceful_stop_frees_the_port(kafka_broker_factory: BrokerFactory, durable: bool) -> None:
+    broker = kafka_broker_factory(durable=durable)
     broker.stop()
     assert not broker.is_running()
     assert not port_in_use(broker.port)
+    if broker.storage is not None:
+        assert not port_in_use(broker.storage.port)
     broker.stop()  # idempotent
 
 
@@ -353,6 +387,35 @@ def _check_provisioned(settings: ToolSettings) -> None:
     server = InfluxDB(settings.stack.influx_port, settings.stack.influx_rpc_port, state)
     databases = server.rows("SHOW DATABASES", "_internal")
     assert "stacktest" in {row["name"] for row in databases}
+
+
+@pytest.fixture
+def durable_stack_settings(stack_settings: ToolSettings) -> Iterator[ToolSettings]:
+    """``stack_settings`` with ``kafka_storage: s3`` on a free localbucket port."""
+    stack = stack_settings.stack.model_copy(
+        update={"kafka_storage": "s3", "s3_port": free_ports(1)[0]}
+    )
+    settings = stack_settings.model_copy(update={"stack": stack})
+    yield settings
+    stack_command("down", settings)
+
+
+def test_durable_stack_keeps_kafka_records_through_down_and_up(
+    durable_stack_settings: ToolSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = durable_stack_settings
+    assert stack_command("up", settings) == 0
+    assert "s3: started" in capsys.readouterr().out
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.calls
+    asyncio.run(_produce(bootstrap, topic, [b"kept"]))
+    assert stack_command("down", settings) == 0
+    out = capsys.readouterr().out
+    assert "s3: stopped" in out and "kafka: stopped" in out
+    assert not port_in_use(settings.stack.s3_port)
+    assert stack_command("up", settings) == 0
+    assert stack_command("status", settings) == 0
+    assert (Path(settings.stack.state_dir) / "localbucket.pid").is_file()
+    assert b"kept" in asyncio.run(_consume(bootstrap, topic, 1))
 
 
 def test_stack_up_reports_a_busy_port(

@@ -189,6 +189,11 @@ class WorkerSettings(BaseModel):
         description="ms the consumer waits for new records per fetch, 1..10000 (Faust: 1500)",
     )
     sink_enabled: bool = True
+    sink_max_poll_interval_s: float = Field(
+        default=300.0, ge=1,
+        description="seconds the sink's consumer may go without a poll before its group drops "
+        "it, >= 1; while a write retries (InfluxDB down) it polls with its partitions paused",
+    )
     web_port: int | None = Field(default=None, description="Faust web port; None disables it")
     data_dir: str = ".promptprof/worker"
 

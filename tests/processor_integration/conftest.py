@@ -44,6 +44,7 @@ from promptprof._profiler import make_spec
 from promptprof._record import PromptSpec
 from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_tools.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
+from promptprof_tools.tally import Tally, tally_windows
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
 # Run the worker through a tiny exec wrapper that first asks the kernel to SIGKILL it when the
@@ -267,19 +268,6 @@ def wait_until(
         time.sleep(interval_s)
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """Calls sent and calls counted in InfluxDB once every window arrived, compared window by
-    window: a window holding fewer calls than were sent in it lost them, one holding more
-    counted some twice (the two never net out)."""
-
-    sent: int
-    counted: float
-    rate: float  # calls per second, as the producer paced them
-    lost: float
-    duplicated: float
-
-
 @dataclass
 class Pipeline:
     """One isolated deployment of the processor on the test servers."""
@@ -296,9 +284,11 @@ class Pipeline:
     idle_timeout_s: float = 1.0
     workers: list[WorkerProcess] = field(default_factory=list)
     profilers: list[Profiler] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # more variables for the workers
 
     def worker_env(self, data_dir: Path) -> dict[str, str]:
-        """The environment of a worker: ours without PROMPTPROF_*, plus its settings."""
+        """The environment of a worker: ours without PROMPTPROF_*, plus its settings and
+        :attr:`env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROF_")}
         env.update(FAUST_ENV)
         env.update({
@@ -318,6 +308,7 @@ class Pipeline:
             "PROMPTPROF_WORKER__CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
             "PROMPTPROF_WORKER__IDLE_TIMEOUT_S": str(self.idle_timeout_s),
             "PROMPTPROF_WORKER__DATA_DIR": str(data_dir),
+            **self.env,
         })
         return env
 
@@ -407,10 +398,12 @@ class Pipeline:
     @contextmanager
     def steady_traffic(
         self, rate_per_s: float, make_call: Callable[[int], tuple[str, float, str | None]],
+        **producer: Any,
     ) -> Iterator[Traffic]:
         """Calls at ``rate_per_s`` on a background thread (for two minutes at most) while the
-        block runs; stopped when it ends, and flushed unless it raised."""
-        traffic = self.traffic()
+        block runs; stopped when it ends, and flushed unless it raised. ``producer``: settings
+        of its profiler."""
+        traffic = self.traffic(**producer)
         thread, stop = traffic.run_in_thread(120.0, rate_per_s, make_call)
         try:
             yield traffic
@@ -420,17 +413,13 @@ class Pipeline:
         traffic.flush()
 
     def tally(self, traffic: Traffic, width_s: int, timeout_s: float = 90.0) -> Tally:
-        """Wait for every window the traffic touched, check that none is extra, and compare
-        each window's calls with what was sent in it."""
+        """Wait for every window the traffic touched and compare each window's calls with what
+        was sent in it (a window counted but never sent in counts as duplicated)."""
         sent = traffic.sent
         rate = len(sent) / ((sent[-1].time_ns - sent[0].time_ns) / NS)
         points = self.wait_for_windows(traffic, width_s, timeout_s)
-        expected = traffic.windows(width_s)
-        assert set(points) == set(expected)
-        differences = [points[key]["calls"] - len(calls) for key, calls in expected.items()]
-        return Tally(len(sent), sum(p["calls"] for p in points.values()), rate,
-                     lost=-sum(d for d in differences if d < 0),
-                     duplicated=sum(d for d in differences if d > 0))
+        expected = {key: len(calls) for key, calls in traffic.windows(width_s).items()}
+        return tally_windows(expected, {key: p["calls"] for key, p in points.items()}, rate)
 
     # -- Kafka ---------------------------------------------------------------------------
 
@@ -440,6 +429,10 @@ class Pipeline:
         """Read ``topic`` from the start until ``expected`` records or the deadline; return
         (value, headers) pairs."""
         return run_sync(_read_topic(self.broker.bootstrap, topic, expected, timeout_s))
+
+    def sink_group_members(self) -> tuple[str, list[str]]:
+        """The state and member ids of the sink's consumer group."""
+        return run_sync(_describe_group(self.broker.bootstrap, f"{self.app_id}-sink"))
 
     def group_members(self) -> tuple[str, list[str]]:
         """The state and member ids of the workers' consumer group (Tansu does not return
@@ -499,26 +492,28 @@ def pipeline_factory(
     kafka_broker: TansuBroker, influxdb: InfluxDB, unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> Iterator[Callable[..., Pipeline]]:
-    """``pipeline_factory(widths_s=[2], influx=None, **timings)`` -> a :class:`Pipeline` with
-    fresh topics (4 partitions), app id and database; its workers are stopped at the end and
-    their logs printed (shown if the test failed)."""
+    """``pipeline_factory(widths_s=[2], influx=None, broker=None, **timings)`` -> a
+    :class:`Pipeline` with fresh topics (4 partitions), app id and database, on the session
+    servers unless given others; its workers are stopped at the end and their logs printed
+    (shown if the test failed)."""
     made: list[Pipeline] = []
 
     def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
-             **timings: float) -> Pipeline:
+             broker: TansuBroker | None = None, **timings: float) -> Pipeline:
         server = influx or influxdb
+        kafka_server = broker or kafka_broker
         topics = ProcessorTopicSettings(
             calls=unique_name("calls"), dead_letter=unique_name("dlq"),
             windows=unique_name("windows"), alerts=unique_name("alerts"),
             partitions=PARTITIONS,
         )
-        kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap)
+        kafka = KafkaSettings(bootstrap_servers=kafka_server.bootstrap)
         names = [topics.calls, topics.dead_letter, topics.windows, topics.alerts]
         run_sync(create_topics(kafka, names, PARTITIONS))
         database = unique_name("db").replace("-", "_")
         server.create_database(database)
         pipeline = Pipeline(
-            broker=kafka_broker, influx=server, database=database, topics=topics,
+            broker=kafka_server, influx=server, database=database, topics=topics,
             app_id=unique_name("app"), tmp=tmp_path / f"pipeline-{len(made)}",
             widths_s=list(widths_s), **timings,
         )

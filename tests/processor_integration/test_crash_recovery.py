@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from processor_integration.conftest import NS, Pipeline, Tally, WorkerProcess, wait_until
+from processor_integration.conftest import NS, Pipeline, WorkerProcess, wait_until
+from promptprof_tools.tally import Tally
 
 pytestmark = pytest.mark.integration
 

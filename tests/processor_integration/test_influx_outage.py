@@ -62,3 +62,43 @@ def test_windows_closed_during_an_influxdb_outage_arrive_after_it(
     record_property("influx_outage_s", OUTAGE_S)
     record_property("caught_up_after_restart_s", round(caught_up_s, 1))
     assert worker.alive(), worker.log_tail()
+
+
+SINK_MAX_POLL_S = 3
+LONG_OUTAGE_S = 4 * SINK_MAX_POLL_S
+
+
+def test_an_outage_longer_than_the_sinks_max_poll_interval_loses_nothing(
+    pipeline_factory: Callable[..., Pipeline], influxdb_factory: Callable[[], InfluxDB],
+    record_property: Callable[[str, object], None],
+) -> None:
+    influx = influxdb_factory()
+    pipeline = pipeline_factory(widths_s=[WIDTH], influx=influx)
+    pipeline.env["PROMPTPROF_WORKER__SINK_MAX_POLL_INTERVAL_S"] = str(SINK_MAX_POLL_S)
+    worker = pipeline.start_worker()
+    with pipeline.steady_traffic(
+        300, lambda i: (SERIES[i % len(SERIES)], 40.0 + i % 50, None)
+    ) as traffic:
+        wait_until(lambda: pipeline.calls_by_prompt(WIDTH), 60, "the first windows",
+                   pipeline.logs)
+        before = wait_until(lambda: _stable_sink(pipeline), 30, "a stable sink group")
+        influx.stop()
+        time.sleep(LONG_OUTAGE_S)  # the outage itself: the sink retries its write all along
+        during = pipeline.sink_group_members()
+        influx.start(timeout_s=60)
+        up_ns = time.time_ns()
+        wait_until(lambda: time.time_ns() > up_ns + WIDTH * NS, 10, "one more window")
+    tally = pipeline.tally(traffic, WIDTH)
+    print(f"\ninfluxdb down {LONG_OUTAGE_S} s, the sink's max poll interval {SINK_MAX_POLL_S} s:"
+          f" {tally.sent} calls sent, per window {tally.lost:.0f} lost and "
+          f"{tally.duplicated:.0f} counted twice in {tally.windows} windows")
+    record_property("long_influx_outage_s", LONG_OUTAGE_S)
+    assert (tally.lost, tally.duplicated) == (0, 0)
+    assert during == before, "the sink was dropped from its group during the outage"
+    assert pipeline.sink_group_members() == before
+    assert worker.alive(), worker.log_tail()
+
+
+def _stable_sink(pipeline: Pipeline) -> tuple[str, list[str]] | None:
+    state, members = pipeline.sink_group_members()
+    return (state, members) if state == "Stable" and len(members) == 1 else None

@@ -195,7 +195,8 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[TansuBroker]:
-    handle = TansuBroker(free_port(), tmp_path / "tansu")
+    """A durable broker: what it acked before an outage is still there after its restart."""
+    handle = TansuBroker.create(free_port(), tmp_path / "tansu", durable=True)
     handle.start()
     _create_topic(handle.bootstrap)
     yield handle
@@ -233,18 +234,21 @@ def test_outage_spooled_then_replayed_exactly_once(broker: TansuBroker, tmp_path
     during = prof.stats()
     assert during["spooled_events"] > 0 and during["spool_events"] > 0
     assert max_age > OUTAGE_S / 2
+    # The broker comes back with its log (the first 300 included) and its topic. A memory
+    # broker came back empty, and just after such a restart Tansu now and then serves a
+    # partition's offsets twice or not at all (chaos/tansu_restart_probe.py): the reader
+    # stopped at the hole, 8,000 of 19,900 read back in 1 run of 5.
     broker.restart()
-    _create_topic(broker.bootstrap)
     _wait_for(lambda: prof.stats()["spool_events"] == 0 and prof.flush(0.1), 60)
     stats = prof.stats()
     assert stats["dropped"] == 0, stats
     assert stats["replayed_events"] == stats["spooled_events"]
-    ids = _consume_ids(broker.bootstrap, calls - 300)  # the restarted broker lost the first 300
-    assert len(ids) == calls - 300 and len(set(ids)) == len(ids), "lost or duplicated events"
+    ids = _consume_ids(broker.bootstrap, calls)
+    assert len(ids) == calls and len(set(ids)) == len(ids), "lost or duplicated events"
     assert ids == sorted(ids, key=lambda i: int(i[12:], 16)), "replayed out of order"
     durations.sort()
     p99_us = durations[len(durations) * 99 // 100] / 1000
-    print(f"outage {OUTAGE_S}s: {calls - 300} calls, spooled {stats['spooled_events']}, "
+    print(f"outage {OUTAGE_S}s: {calls} calls, spooled {stats['spooled_events']}, "
           f"call p99 {p99_us:.1f} us, max {durations[-1] / 1000:.0f} us")
     assert p99_us < 1000, "the host's calls were slowed"
     assert prof.close(5)

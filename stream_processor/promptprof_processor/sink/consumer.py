@@ -5,7 +5,9 @@ fields of the window's point). A plain aiokafka consumer group with manual commi
 windows is rendered to line protocol, written (retried with backoff while InfluxDB is down), and
 only then is its offset committed. A window that is written twice (after a crash between write and
 commit, or after the worker re-closed it) overwrites its own point: the timestamp is the window
-start and the tags are the series.
+start and the tags are the series. While a write retries, the sink keeps polling with its
+partitions paused, so that an outage longer than the consumer's max poll interval does not cost it
+its place in the group.
 
 A record goes to the dead-letter topic once, with a ``reason`` header, when it is not a window
 (``not_a_window``), when a value of it cannot be written to InfluxDB exactly (``unwritable``), or
@@ -19,12 +21,14 @@ of the poll are written, and a window whose points were all stored is never dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from promptprof._backoff import Backoff
 from promptprof_processor.lost_log import LostLogs
@@ -62,11 +66,13 @@ class WindowSink:
     """Consumes the windows topic and writes every window to InfluxDB."""
 
     def __init__(
-        self, settings: ProcessorSettings, group_id: str, writer: RetryingWriter | None = None
+        self, settings: ProcessorSettings, group_id: str, writer: RetryingWriter | None = None,
+        max_poll_interval_s: float = 300.0,
     ) -> None:
         """Sink for ``settings``' windows topic in consumer group ``group_id``."""
         self.settings = settings
         self.group_id = group_id
+        self.max_poll_interval_s = max_poll_interval_s
         self.writer = writer or RetryingWriter(make_writer(settings.influx))
         self.windows_written = 0
         self.dead_letters: Counter[str] = Counter()
@@ -86,7 +92,7 @@ class WindowSink:
         consumer = AIOKafkaConsumer(
             self.settings.topics.windows, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=100,
-            **options,
+            max_poll_interval_ms=round(self.max_poll_interval_s * 1000), **options,
         )
         producer = AIOKafkaProducer(**options)
         await _start_with_retry(consumer, producer)
@@ -100,8 +106,8 @@ class WindowSink:
                     self.writing_count = len(values)
                     self.writing_since_ms = min(
                         r.timestamp for records in batches.values() for r in records)
-                    await self.write(values, producer)
-                    await consumer.commit()
+                    await write_polling(consumer, self.write(values, producer))
+                    await _commit(consumer)
                     self.writing_since_ms = None
                 await rewind_lost_logs(lost_logs, consumer, consumer.assignment() - batches.keys())
         finally:
@@ -153,6 +159,40 @@ def _render(value: bytes) -> list[str]:
         return window_lines(window)
     except ValueError as exc:
         raise _Refused(UNWRITABLE, f"cannot be written to InfluxDB exactly: {exc}") from None
+
+
+async def _commit(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.commit()
+    except CommitFailedError as exc:
+        # the group rebalanced meanwhile: whoever owns the partitions now writes these windows
+        # again from the last commit, over the same points
+        log.warning("promptprof.sink_commit_failed", error=repr(exc))
+
+
+async def write_polling(consumer: AIOKafkaConsumer, write: Awaitable[None]) -> None:
+    """Await ``write`` while polling the consumer with its partitions paused.
+
+    A poll keeps the consumer in its group however long the write retries (aiokafka leaves the
+    group once no poll ran for ``max_poll_interval_ms``). A partition that a rebalance assigns
+    meanwhile is paused too, and its records are fetched again after the write.
+    """
+    consumer.pause(*consumer.assignment())
+    keepalive = asyncio.create_task(_poll_paused(consumer))
+    try:
+        await write
+    finally:
+        keepalive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keepalive
+        consumer.resume(*consumer.assignment())
+
+
+async def _poll_paused(consumer: AIOKafkaConsumer) -> None:
+    while True:
+        for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+            consumer.seek(tp, records[0].offset)  # a newly assigned partition: read it later
+            consumer.pause(tp)
 
 
 async def rewind_lost_logs(
