@@ -8,7 +8,7 @@ Kafka, InfluxDB and logging settings come from :class:`promptprof.config.Setting
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from promptprof.config import Settings
 from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
@@ -34,6 +34,12 @@ class WindowSettings(BaseModel):
         default=[10, 60],
         min_length=1,
         description="window widths in whole seconds, each 1..86400, e.g. [10, 60]",
+    )
+    rollup_widths_s: list[int] = Field(
+        default=[3600],
+        description="coarse window widths in whole seconds, each a multiple of a width in "
+        "widths_s and up to 86400, merged exactly from the closed windows of the largest such "
+        "width (one open accumulator per series, not one per fine window), e.g. [3600]",
     )
     allowed_lateness_s: float = Field(
         default=30.0,
@@ -66,6 +72,29 @@ class WindowSettings(BaseModel):
         if any(not 1 <= w <= MAX_WIDTH_S for w in widths):
             raise ValueError(f"each width must be within 1..{MAX_WIDTH_S} seconds")
         return sorted(set(widths))
+
+    @model_validator(mode="after")
+    def _valid_rollups(self) -> WindowSettings:
+        widths = sorted(set(self.rollup_widths_s))
+        for width in widths:
+            if width in self.widths_s or not 1 <= width <= MAX_WIDTH_S:
+                raise ValueError(f"rollup width {width} must be within 1..{MAX_WIDTH_S} seconds "
+                                 "and not one of widths_s")
+            if not any(width % fine == 0 for fine in self.widths_s):
+                raise ValueError(f"rollup width {width} is no multiple of a width in widths_s "
+                                 f"{self.widths_s}; set windows.rollup_widths_s (or [])")
+        self.rollup_widths_s = widths
+        return self
+
+    def rollup_source(self, width_s: int) -> int:
+        """The width whose closed windows a rollup width is merged from: the largest width of
+        ``widths_s`` that divides it."""
+        return max(w for w in self.widths_s if width_s % w == 0)
+
+    @property
+    def all_widths_s(self) -> list[int]:
+        """Every width written, fine and rolled up, ascending."""
+        return sorted({*self.widths_s, *self.rollup_widths_s})
 
     @field_validator("label_dimensions")
     @classmethod
