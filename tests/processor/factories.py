@@ -80,12 +80,6 @@ def add_quality(acc: Accumulator, records: Sequence[QualityRecord]) -> None:
     acc.add_quality(CallColumns.of_records(rows, QUALITY_FIELDS))
 
 
-def exact_quantile(values: Sequence[float], q: float) -> float:
-    """The exact value at quantile ``q`` in DDSketch's rank convention: rank floor(q (n - 1))."""
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]
-
-
 def within_sketch_error(estimate: float, exact: float) -> bool:
     """``estimate`` is within the sketches' 1% relative accuracy of ``exact``."""
     return abs(estimate - exact) <= RELATIVE_ACCURACY * exact + 1e-9

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from processor_integration.conftest import exact_quantile
 
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 from promptprof_processor.windows.aggregator import WindowAggregator
 from promptprof_processor.windows.figures import WindowAggregate, rollup
 
-from .factories import T0, call, exact_quantile, within_sketch_error
+from .factories import T0, call, within_sketch_error
 
 FAR_FUTURE = T0 + 10**6 * NS_PER_S
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
