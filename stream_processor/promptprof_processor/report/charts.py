@@ -61,7 +61,8 @@ def _time_axis(axes: Axes) -> None:
 def _lines(axes: Axes, by_prompt: dict[str, Points], colours: Colours, title: str,
            ylabel: str) -> None:
     for prompt, points in sorted(by_prompt.items()):
-        axes.plot(_dates(points.times), points.values, label=prompt, color=colours.get(prompt),
+        colour = colours.get(prompt.split(" ", 1)[0])  # a series' line: its prompt's colour
+        axes.plot(_dates(points.times), points.values, label=prompt, color=colour,
                   linewidth=1.6, marker="o" if len(points.times) < 3 else None, markersize=3)
     axes.set_title(title, fontsize=10, loc="left")
     axes.set_ylabel(ylabel)
@@ -84,7 +85,7 @@ def _panels(data: ReportData, colours: Colours, panels: Sequence[tuple[str, str,
 
 
 def latency_chart(data: ReportData, colours: Colours) -> bytes:
-    """p50, p95 and p99 latency per prompt over time."""
+    """p50, p95 and p99 latency of each window, per series, over time."""
     return _panels(data, colours, [(p, f"latency {p}", "ms") for p in ("p50", "p95", "p99")])
 
 

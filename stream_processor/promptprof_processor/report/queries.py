@@ -1,9 +1,11 @@
 """What the report reads from InfluxDB: time series per prompt, the quality/cost points, the
 alerts and the summary table, all for one window width over the last ``since`` seconds.
 
-Window figures are read at a single width (so no call is counted twice) and bucketed in
-InfluxDB: counts and sums add up exactly; percentiles cannot be merged from window figures, so a
-bucket shows the mean of its windows' percentiles (exact when a bucket is one window).
+Window figures are read at a single width (so no call is counted twice; over 30 days the hourly
+rollups): counts and sums are bucketed in InfluxDB and add up exactly. Percentiles cannot be
+merged from window figures, so they are never averaged: the latency lines are each window's own
+percentiles, one line per series (prompt, version, model), and the summary shows the highest
+window percentile of each series (each a percentile of one window's calls, 1% relative error).
 """
 
 from __future__ import annotations
@@ -27,9 +29,6 @@ MAX_ALERTS = 500
 
 # metric -> InfluxQL expression; {bucket} is the bucket width in seconds
 TIME_SERIES = {
-    "p50": 'mean("latency_p50_ms")',
-    "p95": 'mean("latency_p95_ms")',
-    "p99": 'mean("latency_p99_ms")',
     "error_rate": 'sum("errors") / sum("calls")',
     "input_tokens": 'sum("input_tokens_sum") * 60 / {bucket}',
     "output_tokens": 'sum("output_tokens_sum") * 60 / {bucket}',
@@ -40,15 +39,17 @@ QUALITY_COST = {
     "quality": 'mean("quality_mean")',
     "calls": 'sum("calls")',
 }
+# metric -> the field each window holds it in; plotted as is, one line per series
+PERCENTILES = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms"}
 SUMMARY = {
     "calls": 'sum("calls")',
     "error_rate": 'sum("errors") / sum("calls")',
-    "p50": 'mean("latency_p50_ms")',
-    "p95": 'mean("latency_p95_ms")',
+    "p50_worst": 'max("latency_p50_ms")',
+    "p95_worst": 'max("latency_p95_ms")',
     "p99_worst": 'max("latency_p99_ms")',
-    "ttft_p50": 'mean("ttft_p50_ms")',
-    "input_tokens": 'mean("input_tokens_mean")',
-    "output_tokens": 'mean("output_tokens_mean")',
+    "ttft_p50_worst": 'max("ttft_p50_ms")',
+    "input_tokens": 'sum("input_tokens_sum") / sum("input_tokens_calls")',
+    "output_tokens": 'sum("output_tokens_sum") / sum("output_tokens_calls")',
     "cost": 'sum("cost_usd_sum")',
     "quality": 'mean("quality_mean")',
 }
@@ -142,16 +143,31 @@ def _windows(scope: Scope, columns: dict[str, str], group_by: str) -> str:
 
 
 def time_series(client: InfluxQLClient, scope: Scope) -> dict[str, dict[str, Points]]:
-    """metric -> prompt id -> points, one bucket per point (empty buckets left out)."""
+    """metric -> line -> points: sums per prompt id, one bucket per point (empty buckets left
+    out); percentiles per series (``prompt version model``), one window per point."""
     query = _windows(scope, TIME_SERIES, f'time({scope.bucket_s}s), "prompt_id" fill(none)')
-    out: dict[str, dict[str, Points]] = {name: {} for name in TIME_SERIES}
+    out: dict[str, dict[str, Points]] = {name: {} for name in (*TIME_SERIES, *PERCENTILES)}
     for row in client.rows(query):
-        for name in TIME_SERIES:
-            if row.get(name) is not None:
-                points = out[name].setdefault(row["prompt_id"], Points())
-                points.times.append(int(row["time"]))
-                points.values.append(float(row[name]))
+        _add_point(out, row, TIME_SERIES, row["prompt_id"])
+    fields = {name: f'"{field}"' for name, field in PERCENTILES.items()}
+    group = ", ".join(f'"{tag}"' for tag in SERIES_TAGS[1:])
+    for row in client.rows(_windows(scope, fields, group)):
+        _add_point(out, row, PERCENTILES, series_label(row))
     return out
+
+
+def series_label(row: Row) -> str:
+    """A series' line name: ``prompt version model``."""
+    return " ".join(str(row[tag]) for tag in SERIES_TAGS[1:])
+
+
+def _add_point(out: dict[str, dict[str, Points]], row: Row, metrics: dict[str, str],
+               line: str) -> None:
+    for name in metrics:
+        if row.get(name) is not None:
+            points = out[name].setdefault(line, Points())
+            points.times.append(int(row["time"]))
+            points.values.append(float(row[name]))
 
 
 def quality_cost(client: InfluxQLClient, scope: Scope) -> list[Row]:
