@@ -8,6 +8,9 @@ Kafka, InfluxDB and logging settings come from :class:`promptprof.config.Setting
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from promptprof.config import Settings
@@ -136,6 +139,46 @@ def _suggestion(name: str) -> str:
     return "" if _dimension_problem(renamed) else f" (e.g. {renamed!r})"
 
 
+RETENTION_POLICY_PREFIX = "promptprof_"
+INFLUXQL_DURATION = r"^(INF|[1-9][0-9]*[mhdw])$"
+
+
+class RetentionSettings(BaseModel):
+    """How long InfluxDB keeps the windows of each width.
+
+    Off by default: every width goes to the database's default retention policy. On: the
+    windows of width ``w`` go to the retention policy ``promptprof_<w>s`` (InfluxDB 1.x; on 2.x
+    a bucket per width, mapped to that name by DBRP), kept for ``durations[w]`` (InfluxQL
+    durations: ``7d``, ``400d``, ``INF``), or ``default_duration`` for a width not listed.
+    """
+
+    enabled: bool = False
+    durations: dict[int, str] = Field(
+        default={10: "7d", 60: "30d", 3600: "400d"},
+        description="window width in seconds -> how long its windows are kept, e.g. {10: 7d}",
+    )
+    default_duration: str = Field(default="30d", pattern=INFLUXQL_DURATION)
+
+    @field_validator("durations")
+    @classmethod
+    def _valid_durations(cls, durations: dict[int, str]) -> dict[int, str]:
+        for width, duration in durations.items():
+            if not re.fullmatch(INFLUXQL_DURATION, duration):
+                raise ValueError(f"the duration {duration!r} of width {width} is no InfluxQL "
+                                 "duration such as 7d, 12h or INF")
+        return durations
+
+    def duration(self, width_s: int) -> str:
+        """How long windows of ``width_s`` are kept."""
+        return self.durations.get(width_s, self.default_duration)
+
+    def policies(self, widths_s: Sequence[int]) -> dict[int, str]:
+        """Width -> the retention policy its windows go to (empty when retention is off)."""
+        if not self.enabled:
+            return {}
+        return {w: f"{RETENTION_POLICY_PREFIX}{w}s" for w in widths_s}
+
+
 class WorkerSettings(BaseModel):
     """The Faust worker."""
 
@@ -157,3 +200,4 @@ class ProcessorSettings(Settings):
     windows: WindowSettings = WindowSettings()
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
+    retention: RetentionSettings = RetentionSettings()

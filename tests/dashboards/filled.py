@@ -35,8 +35,13 @@ from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
 from promptprof_processor.ingest.records import RecordReader
 from promptprof_processor.ingest.validation import CallColumns
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
-from promptprof_processor.settings import WindowSettings
-from promptprof_processor.sink.lineprotocol import encode_line
+from promptprof_processor.settings import RetentionSettings, WindowSettings
+from promptprof_processor.sink.lineprotocol import (
+    ERRORS_MEASUREMENT,
+    WINDOW_MEASUREMENT,
+    encode_line,
+)
+from promptprof_processor.sink.retention import ensure_policies
 
 SERVICE = "support-bot"
 WIDTHS_S = (1, 5)
@@ -206,3 +211,25 @@ def _ensure_alerts(pipeline: Pipeline) -> bool:
         lines.append(encode_line(ALERT_MEASUREMENT, tags, fields, now_ns - (4 + 2 * i) * 10**9))
     pipeline.influx.write(lines, pipeline.database)
     return True
+
+
+def with_retention(filled: FilledDatabase) -> tuple[FilledDatabase, dict[int, str]]:
+    """A copy of the filled database laid out as a worker with retention per width writes it:
+    each width's windows in its retention policy (created as the sink creates them), alerts in
+    the default policy. Returns the copy and the policies."""
+    database = f"{filled.database}_rp"
+    influx = filled.influx
+    influx.create_database(database)
+    retention = RetentionSettings(enabled=True)
+    ensure_policies(lambda q: influx.rows(q, database), database, retention,
+                    list(ALL_WIDTHS_S))
+    policies = retention.policies(ALL_WIDTHS_S)
+    source = f'"{filled.database}"."autogen"'
+    for width, policy in policies.items():
+        for measurement in (WINDOW_MEASUREMENT, ERRORS_MEASUREMENT):
+            influx.query(f'SELECT * INTO "{database}"."{policy}"."{measurement}" '
+                         f"FROM {source}.\"{measurement}\" WHERE \"width\" = '{width}s' "
+                         "GROUP BY *", database)
+    influx.query(f'SELECT * INTO "{database}"."autogen"."{ALERT_MEASUREMENT}" '
+                 f'FROM {source}."{ALERT_MEASUREMENT}" GROUP BY *', database)
+    return replace(filled, database=database), policies

@@ -19,7 +19,6 @@ that series' windows.
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -31,12 +30,14 @@ from processor_integration.conftest import exact_quantile
 
 from dashboards.filled import ALL_WIDTHS_S, SLOW_PROMPT, Call, FilledDatabase
 from promptprof_processor.dashboards import BUILDERS
+from promptprof_processor.dashboards import build as build_dashboard
 from promptprof_processor.dashboards.model import JSON
-from promptprof_processor.dashboards.widths import chosen_width
+from promptprof_processor.dashboards.widths import WindowLayout, chosen_width
 from promptprof_processor.units import NS_PER_S
 
 pytestmark = pytest.mark.integration
 
+FILLED_LAYOUT = WindowLayout(ALL_WIDTHS_S)
 # a time range choosing each width of the filled database
 RANGES_S = (1200, 3600, 86_400)
 ONE_WIDTH = re.compile(r"\"width\" = '(\d+)s'")
@@ -48,7 +49,8 @@ VALUE_OF: dict[str, Callable[[Call], float | None]] = {
 DRILLDOWN_PROMPT = "support-answer"
 VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 QUOTED = re.compile(r'"([^"]+)"')
-MEASUREMENT = re.compile(r'FROM "([^"]+)"')
+SOURCES = re.compile(r'FROM ((?:"[^"]+"\.)?"[^"]+"(?:, (?:"[^"]+"\.)?"[^"]+")*)')
+SOURCE = re.compile(r'(?:"([^"]+)"\.)?"([^"]+)"')
 REGEX_SPECIALS = re.compile(r"[\\^$*+?.()|\[\]{}/]")
 
 
@@ -81,12 +83,9 @@ def grafana_variables(range_s: int = 3600) -> dict[str, str]:
     return {"timeFilter": f"time > now() - {range_s}s", "__range_s": str(range_s)}
 
 
-def build(name: str) -> JSON:
-    """A dashboard built for the filled database's widths (when its builder takes widths)."""
-    builder = BUILDERS[name]
-    if "widths_s" in inspect.signature(builder).parameters:
-        return builder(widths_s=ALL_WIDTHS_S)  # type: ignore[call-arg]
-    return builder()
+def build(name: str, windows: WindowLayout = FILLED_LAYOUT) -> JSON:
+    """A dashboard built for the filled database's widths."""
+    return build_dashboard(name, windows)
 
 
 def resolve_variables(dashboard: JSON, filled: FilledDatabase,
@@ -124,10 +123,11 @@ class Schema:
         self._keys: dict[str, set[str]] = {}
 
     def names(self, measurement: str) -> set[str]:
-        """Fields and tags of ``measurement`` (empty when it does not exist)."""
+        """Fields and tags of ``measurement`` (``"rp"."name"`` or ``"name"``; empty when it
+        does not exist)."""
         if measurement not in self._keys:
-            fields = self.filled.rows(f'SHOW FIELD KEYS FROM "{measurement}"')
-            tags = self.filled.rows(f'SHOW TAG KEYS FROM "{measurement}"')
+            fields = self.filled.rows(f"SHOW FIELD KEYS FROM {measurement}")
+            tags = self.filled.rows(f"SHOW TAG KEYS FROM {measurement}")
             self._keys[measurement] = {str(r["fieldKey"]) for r in fields} | {
                 str(r["tagKey"]) for r in tags
             }
@@ -136,9 +136,12 @@ class Schema:
 
 def check_names(query: str, schema: Schema) -> None:
     """Every double-quoted name in ``query`` is its measurement or one of its fields/tags."""
-    measurements = MEASUREMENT.findall(query)
-    assert measurements, f"no FROM in {query}"
-    known = set(measurements).union(*(schema.names(m) for m in measurements))
+    sources = [SOURCE.findall(found) for found in SOURCES.findall(query)]
+    assert sources, f"no FROM in {query}"
+    named = [(policy, name) for found in sources for policy, name in found]
+    quoted = [f'"{p}"."{m}"' if p else f'"{m}"' for p, m in named]
+    known = {name for pair in named for name in pair if name}
+    known = known.union(*(schema.names(q) for q in quoted))
     unknown = set(QUOTED.findall(query)) - known
     assert not unknown, f"names the sink does not write: {sorted(unknown)} in {query}"
 
@@ -169,9 +172,10 @@ def target_width(query: str) -> int | None:
 @pytest.mark.parametrize("range_s", RANGES_S)
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_every_query_returns_rows_with_known_names(
-    name: str, range_s: int, filled: FilledDatabase
+    name: str, range_s: int, deployment: tuple[FilledDatabase, WindowLayout]
 ) -> None:
-    dashboard = build(name)
+    filled, windows = deployment
+    dashboard = build(name, windows)
     values = resolve_variables(dashboard, filled, range_s)
     chosen = chosen_width(ALL_WIDTHS_S, range_s)
     schema = Schema(filled)
@@ -237,9 +241,10 @@ def percentile_columns(query: str) -> list[tuple[str, str, int]]:
 @pytest.mark.parametrize("range_s", RANGES_S)
 @pytest.mark.parametrize("name", ["promptprof-overview.json", "promptprof-prompt.json"])
 def test_every_percentile_shown_is_one_of_the_calls_behind_it(
-    name: str, range_s: int, filled: FilledDatabase
+    name: str, range_s: int, deployment: tuple[FilledDatabase, WindowLayout]
 ) -> None:
-    dashboard = build(name)
+    filled, windows = deployment
+    dashboard = build(name, windows)
     values = resolve_variables(dashboard, filled, range_s)
     width = chosen_width(ALL_WIDTHS_S, range_s)
     checked = 0

@@ -27,27 +27,29 @@ from promptprof_processor.dashboards.model import (
     where,
     xychart,
 )
-from promptprof_processor.dashboards.widths import any_width, per_width
+from promptprof_processor.dashboards.widths import DEFAULT_LAYOUT, WindowLayout
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT, WINDOW_MEASUREMENT
-from promptprof_processor.settings import WindowSettings
 
 UID = "promptprof-overview"
 MONTH_S = 30 * 86_400
-WINDOWS = f'FROM "{WINDOW_MEASUREMENT}"'
 SERVICE = regex_match("service", "service")
 PROMPT_ALIAS = "$tag_prompt_id"
 SERIES_ALIAS = "$tag_prompt_id $tag_prompt_version $tag_model"
-#: The widths the workers write by default (fine and rolled up): the committed dashboards'.
-DEFAULT_WIDTHS = tuple(WindowSettings().all_widths_s)
 
 
-def window_percentiles(widths_s: Sequence[int], fields: Sequence[str], conditions: Sequence[str],
+def from_chosen(windows: WindowLayout, *conditions: str,
+                measurement: str = WINDOW_MEASUREMENT) -> str:
+    """``FROM`` and ``WHERE`` reading ``measurement`` at the width chosen for the range."""
+    return f"FROM {windows.source(measurement)} {where(windows.chosen(), *conditions)}"
+
+
+def window_percentiles(windows: WindowLayout, fields: Sequence[str], conditions: Sequence[str],
                        alias: str) -> list[JSON]:
     """Targets drawing each window's own percentile ``fields`` (e.g. ``latency_p95_ms``), one
     line per full series (``GROUP BY *``), at the width chosen for the range."""
-    chosen = where(any_width(widths_s), *conditions)
+    chosen = from_chosen(windows, *conditions)
     return targets(*(
-        (f'SELECT "{name}" {WINDOWS} {chosen} GROUP BY *',
+        (f'SELECT "{name}" {chosen} GROUP BY *',
          f"{alias} {name.removesuffix('_ms').rsplit('_', 1)[-1]}")
         for name in fields
     ))
@@ -76,14 +78,14 @@ def alert_annotation(*conditions: str) -> JSON:
                       ["prompt_id", "prompt_version", "rule", "severity", "state"], "red")
 
 
-def _headline(layout: Layout, widths_s: Sequence[int]) -> None:
-    chosen = where(any_width(widths_s), SERVICE)
-    per_s = f'SELECT sum("calls") / $__range_s {WINDOWS} {chosen}'
-    errors = f'SELECT sum("errors") / sum("calls") {WINDOWS} {chosen}'
-    cost = f'SELECT sum("cost_usd_sum") {WINDOWS} {chosen}'
-    month = f'SELECT sum("cost_usd_sum") * {MONTH_S} / $__range_s {WINDOWS} {chosen}'
+def _headline(layout: Layout, windows: WindowLayout) -> None:
+    chosen = from_chosen(windows, SERVICE)
+    per_s = f'SELECT sum("calls") / $__range_s {chosen}'
+    errors = f'SELECT sum("errors") / sum("calls") {chosen}'
+    cost = f'SELECT sum("cost_usd_sum") {chosen}'
+    month = f'SELECT sum("cost_usd_sum") * {MONTH_S} / $__range_s {chosen}'
     budget = (f'SELECT sum("cost_usd_sum") * {MONTH_S} / $__range_s / $budget_usd * 100 '
-              f"{WINDOWS} {chosen}")
+              f"{chosen}")
     stats = (
         stat("Calls per second", "Mean over the time range.", per_s, "reqps"),
         stat("Error rate", "Errors / calls over the time range.", errors, "percentunit",
@@ -99,66 +101,66 @@ def _headline(layout: Layout, widths_s: Sequence[int]) -> None:
         layout.add(item, width, 4)
 
 
-def _by_prompt_per_width(widths_s: Sequence[int], select: str) -> list[JSON]:
+def _by_prompt_per_width(windows: WindowLayout, select: str) -> list[JSON]:
     """A per-prompt sum over each window of the chosen width (``{w}``: its seconds)."""
-    query = (f"SELECT {select} {WINDOWS} WHERE {{width}} AND {SERVICE} AND $timeFilter "
+    query = (f"SELECT {select} FROM {{source}} WHERE {{width}} AND {SERVICE} AND $timeFilter "
              'GROUP BY time({w}s), "prompt_id" fill(none)')
-    return targets(*per_width(widths_s, query, PROMPT_ALIAS))
+    return targets(*windows.per_width(query, WINDOW_MEASUREMENT, PROMPT_ALIAS))
 
 
-def _traffic(layout: Layout, widths_s: Sequence[int]) -> None:
-    calls = _by_prompt_per_width(widths_s, 'sum("calls") / {w}')
-    errors = _by_prompt_per_width(widths_s, 'sum("errors") / sum("calls")')
+def _traffic(layout: Layout, windows: WindowLayout) -> None:
+    calls = _by_prompt_per_width(windows, 'sum("calls") / {w}')
+    errors = _by_prompt_per_width(windows, 'sum("errors") / sum("calls")')
     layout.add(timeseries("Calls per second", "Calls (estimated, 1/sample_rate) per prompt, "
                           "per window.", calls, "reqps"), 12, 8)
     layout.add(timeseries("Error rate", "Errors / calls per prompt, per window.", errors,
                           "percentunit"), 12, 8)
 
 
-def _latency(layout: Layout, widths_s: Sequence[int]) -> None:
+def _latency(layout: Layout, windows: WindowLayout) -> None:
     conditions = (SERVICE,)
     layout.add(timeseries(
         "Latency p50 / p95 / p99",
         "Each window's percentiles of its calls (DDSketch, 1% relative error), one line per "
         "prompt version and model; the window width follows the time range.",
-        window_percentiles(widths_s, percentile_fields("latency"), conditions, SERIES_ALIAS),
+        window_percentiles(windows, percentile_fields("latency"), conditions, SERIES_ALIAS),
         "ms"), 12, 9)
     layout.add(timeseries(
         "Time to first token p50 / p95 / p99",
         "Streamed calls only; each window's percentiles, one line per prompt version and model.",
-        window_percentiles(widths_s, percentile_fields("ttft"), conditions, SERIES_ALIAS),
+        window_percentiles(windows, percentile_fields("ttft"), conditions, SERIES_ALIAS),
         "ms"), 12, 9)
 
 
-def _tokens(layout: Layout, widths_s: Sequence[int]) -> None:
+def _tokens(layout: Layout, windows: WindowLayout) -> None:
     for kind in ("input", "output"):
         layout.add(timeseries(f"{kind.capitalize()} tokens per minute",
                               f"Sum of {kind} tokens per prompt, per minute.",
                               _by_prompt_per_width(
-                                  widths_s, f'sum("{kind}_tokens_sum") * 60 / {{w}}'),
+                                  windows, f'sum("{kind}_tokens_sum") * 60 / {{w}}'),
                               "short"), 12, 8)
 
 
-def _cost(layout: Layout, widths_s: Sequence[int]) -> None:
-    chosen = where(any_width(widths_s), SERVICE)
+def _cost(layout: Layout, windows: WindowLayout) -> None:
+    chosen = from_chosen(windows, SERVICE)
     for span, name in (("1h", "hour"), ("1d", "day")):
-        query = (f'SELECT sum("cost_usd_sum") {WINDOWS} {chosen} '
+        query = (f'SELECT sum("cost_usd_sum") {chosen} '
                  f'GROUP BY time({span}), "prompt_id" fill(none)')
         layout.add(timeseries(f"Cost per {name}", f"USD per {name}, stacked by prompt.",
                               [_by_prompt(query)], "currencyUSD", bars=True, stacked=True,
                               ), 12, 8)
 
 
-def _rankings(layout: Layout, widths_s: Sequence[int]) -> None:
-    chosen = where(any_width(widths_s), SERVICE)
+def _rankings(layout: Layout, windows: WindowLayout) -> None:
+    chosen = from_chosen(windows, SERVICE)
     by_cost = (
         'SELECT sum("cost_usd_sum") AS cost_usd, sum("calls") AS calls, '
         'sum("cost_usd_sum") / sum("calls") AS cost_per_call '
-        f'{WINDOWS} {chosen} GROUP BY "prompt_id"'
+        f'{chosen} GROUP BY "prompt_id"'
     )
     by_p95 = (
         'SELECT max("latency_p95_ms") AS worst_p95_ms, sum("calls") AS calls '
-        f'{WINDOWS} {chosen} GROUP BY "prompt_id", "prompt_version", "model"'
+        f'{chosen} GROUP BY "prompt_id", "prompt_version", "model"'
     )
     layout.add(table("Top prompts by cost", "Cost over the time range.", by_cost, "cost_usd",
                      units={"cost_usd": "currencyUSD", "cost_per_call": "currencyUSD"}), 12, 8)
@@ -168,12 +170,12 @@ def _rankings(layout: Layout, widths_s: Sequence[int]) -> None:
                      "worst_p95_ms", units={"worst_p95_ms": "ms"}), 12, 8)
 
 
-def _quality_and_alerts(layout: Layout, widths_s: Sequence[int]) -> None:
-    chosen = where(any_width(widths_s), SERVICE)
+def _quality_and_alerts(layout: Layout, windows: WindowLayout) -> None:
+    chosen = from_chosen(windows, SERVICE)
     scatter = (
         'SELECT sum("cost_usd_sum") / sum("calls") AS cost_per_call, '
         'mean("quality_mean") AS quality '
-        f'{WINDOWS} {chosen} GROUP BY "prompt_id", "prompt_version"'
+        f'{chosen} GROUP BY "prompt_id", "prompt_version"'
     )
     alerts = (
         'SELECT "prompt_id", "prompt_version", "model", "rule", "severity", "state", '
@@ -192,15 +194,15 @@ def _by_prompt(query: str) -> JSON:
     return target(query, alias=PROMPT_ALIAS)
 
 
-def overview(widths_s: Sequence[int] = DEFAULT_WIDTHS) -> JSON:
-    """The overview dashboard's JSON, for workers writing windows of ``widths_s``."""
+def overview(windows: WindowLayout = DEFAULT_LAYOUT) -> JSON:
+    """The overview dashboard's JSON, for workers writing the ``windows`` layout."""
     layout = Layout()
-    _headline(layout, widths_s)
+    _headline(layout, windows)
     for title, section in (("Traffic", _traffic), ("Latency", _latency), ("Tokens", _tokens),
                            ("Cost", _cost), ("Rankings", _rankings),
                            ("Quality and alerts", _quality_and_alerts)):
         layout.row(title)
-        section(layout, widths_s)
+        section(layout, windows)
     budget = textbox_variable("budget_usd", "monthly budget (USD)", "1000",
                               "Monthly LLM budget in USD, for the projection panel.")
     return dashboard(

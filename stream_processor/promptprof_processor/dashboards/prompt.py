@@ -19,16 +19,15 @@ from promptprof_processor.dashboards.model import (
     table,
     targets,
     timeseries,
-    where,
 )
 from promptprof_processor.dashboards.overview import (
-    DEFAULT_WIDTHS,
     alert_annotation,
+    from_chosen,
     percentile_fields,
     service_variable,
     window_percentiles,
 )
-from promptprof_processor.dashboards.widths import any_width, per_width
+from promptprof_processor.dashboards.widths import DEFAULT_LAYOUT, WindowLayout
 from promptprof_processor.report.influxql import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 UID = "promptprof-prompt"
@@ -38,7 +37,6 @@ SERIES = (
     regex_match("prompt_version", "version"),
     regex_match("model", "model"),
 )
-WINDOWS = f'FROM "{WINDOW_MEASUREMENT}"'
 VERSION_ALIAS = "$tag_prompt_version $tag_model"
 
 
@@ -60,7 +58,7 @@ def variables() -> list[JSON]:
     ]
 
 
-def _series(widths_s: Sequence[int], title: str, description: str, unit: str,
+def _series(windows: WindowLayout, title: str, description: str, unit: str,
             *selects: tuple[str, str], measurement: str = WINDOW_MEASUREMENT,
             by: str = '"prompt_version", "model"', alias: str = VERSION_ALIAS,
             bars: bool = False) -> JSON:
@@ -70,21 +68,20 @@ def _series(widths_s: Sequence[int], title: str, description: str, unit: str,
     queries = [
         pair
         for expr, suffix in selects
-        for pair in per_width(
-            widths_s,
-            f'SELECT {expr} FROM "{measurement}" WHERE {chosen} GROUP BY time({{w}}s), {by} '
-            "fill(none)", f"{alias}{suffix}")
+        for pair in windows.per_width(
+            f"SELECT {expr} FROM {{source}} WHERE {chosen} GROUP BY time({{w}}s), {by} "
+            "fill(none)", measurement, f"{alias}{suffix}")
     ]
     return timeseries(title, description, targets(*queries), unit, bars=bars, stacked=bars)
 
 
-def _percentiles(widths_s: Sequence[int], title: str, description: str, fields: Sequence[str],
+def _percentiles(windows: WindowLayout, title: str, description: str, fields: Sequence[str],
                  unit: str) -> JSON:
     return timeseries(title, description,
-                      window_percentiles(widths_s, fields, SERIES, VERSION_ALIAS), unit)
+                      window_percentiles(windows, fields, SERIES, VERSION_ALIAS), unit)
 
 
-def _comparison(widths_s: Sequence[int]) -> JSON:
+def _comparison(windows: WindowLayout) -> JSON:
     query = (
         'SELECT sum("calls") AS calls, sum("errors") / sum("calls") AS error_rate, '
         'max("latency_p50_ms") AS worst_p50_ms, max("latency_p95_ms") AS worst_p95_ms, '
@@ -92,7 +89,7 @@ def _comparison(widths_s: Sequence[int]) -> JSON:
         'sum("input_tokens_sum") / sum("input_tokens_calls") AS input_tokens, '
         'sum("output_tokens_sum") / sum("output_tokens_calls") AS output_tokens, '
         'sum("cost_usd_sum") / sum("calls") AS cost_per_call, mean("quality_mean") AS quality '
-        f'{WINDOWS} {where(any_width(widths_s), *SERIES)} GROUP BY "prompt_version", "model"'
+        f'{from_chosen(windows, *SERIES)} GROUP BY "prompt_version", "model"'
     )
     units = {"error_rate": "percentunit", "worst_p50_ms": "ms", "worst_p95_ms": "ms",
              "worst_p99_ms": "ms", "worst_ttft_p50_ms": "ms", "cost_per_call": "currencyUSD",
@@ -103,29 +100,29 @@ def _comparison(widths_s: Sequence[int]) -> JSON:
                  query, "calls", units=units)
 
 
-def drilldown(widths_s: Sequence[int] = DEFAULT_WIDTHS) -> JSON:
-    """The prompt drill-down dashboard's JSON, for workers writing windows of ``widths_s``."""
+def drilldown(windows: WindowLayout = DEFAULT_LAYOUT) -> JSON:
+    """The prompt drill-down dashboard's JSON, for workers writing the ``windows`` layout."""
     layout = Layout()
-    layout.add(_comparison(widths_s), 24, 7)
+    layout.add(_comparison(windows), 24, 7)
     panels = (
-        _series(widths_s, "Calls per second", "Calls per second by version and model.", "reqps",
+        _series(windows, "Calls per second", "Calls per second by version and model.", "reqps",
                 ('sum("calls") / {w}', "")),
-        _series(widths_s, "Error rate", "Errors / calls by version and model.", "percentunit",
+        _series(windows, "Error rate", "Errors / calls by version and model.", "percentunit",
                 ('sum("errors") / sum("calls")', "")),
-        _percentiles(widths_s, "Latency p50 / p95 / p99",
+        _percentiles(windows, "Latency p50 / p95 / p99",
                      "Each window's percentiles of its calls (1% relative error).",
                      percentile_fields("latency"), "ms"),
-        _percentiles(widths_s, "Time to first token p50 / p95 / p99",
+        _percentiles(windows, "Time to first token p50 / p95 / p99",
                      "Streamed calls only; each window's percentiles.",
                      percentile_fields("ttft"), "ms"),
-        _series(widths_s, "Tokens per call", "Mean input and output tokens per call.", "short",
+        _series(windows, "Tokens per call", "Mean input and output tokens per call.", "short",
                 ('sum("input_tokens_sum") / sum("input_tokens_calls")', " input"),
                 ('sum("output_tokens_sum") / sum("output_tokens_calls")', " output")),
-        _series(widths_s, "Cost per call", "Cost of the window / calls of the window.",
+        _series(windows, "Cost per call", "Cost of the window / calls of the window.",
                 "currencyUSD", ('sum("cost_usd_sum") / sum("calls")', "")),
-        _percentiles(widths_s, "Quality", "Each window's mean quality score and its 10th "
+        _percentiles(windows, "Quality", "Each window's mean quality score and its 10th "
                      "percentile.", ("quality_mean", "quality_p10"), "percentunit"),
-        _series(widths_s, "Errors by type", "Errors per error type and version "
+        _series(windows, "Errors by type", "Errors per error type and version "
                 "(llm_window_errors).", "short", ('sum("errors")', ""),
                 measurement=ERRORS_MEASUREMENT, by='"prompt_version", "error_type"',
                 alias="$tag_prompt_version $tag_error_type", bars=True),

@@ -12,11 +12,18 @@ comparison of two numbers into true or false, so of the conditions
 ``("width" = '10s' AND 3600 <= 15000) OR ("width" = '60s' AND 3600 > 15000 AND ...)`` exactly
 one holds (checked against InfluxDB 1.x in ``tests/dashboards``). Counts and sums read the same
 width and group by it (``GROUP BY time(<width>)``), so a rate is a window's calls over its width.
+
+With retention per width (``retention.enabled``), each width is read from its retention policy:
+a query of the chosen width lists every policy's measurement in its ``FROM`` (InfluxQL merges
+them; the width condition picks one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from promptprof_processor.settings import ProcessorSettings, WindowSettings
 
 MAX_POINTS = 1500
 RANGE = "$__range_s"
@@ -62,8 +69,40 @@ def any_width(widths_s: Sequence[int]) -> str:
     return "(" + " OR ".join(f"({guard(widths_s, w)})" for w in sorted(widths_s)) + ")"
 
 
-def per_width(widths_s: Sequence[int], query: str, alias: str | None = None,
-              ) -> list[tuple[str, str | None]]:
-    """``(query, alias)`` for each width: ``query``'s ``{width}`` becomes the width's guard,
-    ``{w}`` its seconds; only the width chosen for the range returns rows."""
-    return [(query.format(width=guard(widths_s, w), w=w), alias) for w in sorted(widths_s)]
+@dataclass(frozen=True)
+class WindowLayout:
+    """The widths the workers write and the retention policy each is kept in (none: the
+    database's default policy)."""
+
+    widths_s: tuple[int, ...]
+    policies: Mapping[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: ProcessorSettings) -> WindowLayout:
+        """The layout the workers of ``settings`` write."""
+        widths = settings.windows.all_widths_s
+        return cls(tuple(widths), settings.retention.policies(widths))
+
+    def source(self, measurement: str, width_s: int | None = None) -> str:
+        """The ``FROM`` sources of ``measurement``: of one width, or of any width."""
+        if not self.policies:
+            return f'"{measurement}"'
+        widths = self.widths_s if width_s is None else (width_s,)
+        return ", ".join(f'"{self.policies[w]}"."{measurement}"' for w in sorted(widths))
+
+    def chosen(self) -> str:
+        """The condition selecting the windows of the width chosen for the range."""
+        return any_width(self.widths_s)
+
+    def per_width(self, query: str, measurement: str, alias: str | None = None,
+                  ) -> list[tuple[str, str | None]]:
+        """``(query, alias)`` for each width: in ``query``, ``{source}`` becomes the width's
+        source of ``measurement``, ``{width}`` its guard, ``{w}`` its seconds; only the width
+        chosen for the range returns rows."""
+        return [(query.format(source=self.source(measurement, w), width=guard(self.widths_s, w),
+                              w=w), alias)
+                for w in sorted(self.widths_s)]
+
+
+#: The layout of the default settings: the committed dashboards'.
+DEFAULT_LAYOUT = WindowLayout(tuple(WindowSettings().all_widths_s))

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from promptprof.backoff import Backoff
 from promptprof.config import Settings
 from promptprof_processor.lost_log import LostLogs
+from promptprof_processor.settings import ProcessorSettings, RetentionSettings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
@@ -65,7 +66,7 @@ class WindowSink:
         """Sink for ``settings``' windows topic in consumer group ``group_id``."""
         self.settings = settings
         self.group_id = group_id
-        self.writer = writer or RetryingWriter(make_writer(settings.influx))
+        self.writer = writer or RetryingWriter(make_writer(settings.influx, *_retention(settings)))
         self.windows_written = 0
         self.dead_letters: Counter[str] = Counter()
 
@@ -168,3 +169,10 @@ async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> No
                 delay = backoff.next()
                 log.warning("promptprof.sink_kafka_unreachable", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
+
+
+def _retention(settings: Settings) -> tuple[RetentionSettings | None, list[int]]:
+    """The retention settings and every width written, when ``settings`` has them."""
+    if isinstance(settings, ProcessorSettings):
+        return settings.retention, settings.windows.all_widths_s
+    return None, []
