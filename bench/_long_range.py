@@ -19,6 +19,7 @@ import random
 import re
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import _stack
@@ -69,17 +70,13 @@ def window_lines(series: list[tuple[str, str, str]], now_s: int, seed: int = 31)
     return lines
 
 
-def write(influx: InfluxDB, lines: list[str]) -> None:
-    """Write the lines into :data:`DATABASE` and wait until influxd's WAL for it is empty (an
-    influxd that snapshots its cache after 1 s without writes: then the data are in TSM files,
-    as 30 days of windows are)."""
+def write(influx: InfluxDB, lines: list[str], settle: Callable[[InfluxDB, str], None]) -> None:
+    """Write the lines into :data:`DATABASE`, then ``settle`` waits until influxd has moved them
+    to TSM files and compacted them (as 30 days of windows are)."""
     influx.create_database(DATABASE)
     for start in range(0, len(lines), LINES_PER_WRITE):
         influx.write(lines[start : start + LINES_PER_WRITE], database=DATABASE)
-    deadline = time.monotonic() + 300
-    wal = influx.data_dir / "wal" / DATABASE
-    while time.monotonic() < deadline and any(p.stat().st_size for p in wal.rglob("*.wal")):
-        time.sleep(0.5)
+    settle(influx, DATABASE)
 
 
 def panel_queries(range_s: int, now_ms: int) -> dict[str, list[str]]:
@@ -112,12 +109,13 @@ def panel_ms(influx: InfluxDB, queries: dict[str, list[str]]) -> dict[str, float
                 for name, panel in queries.items()}
 
 
-def figures(influx: InfluxDB, series: list[tuple[str, str, str]]) -> dict[str, Any]:
+def figures(influx: InfluxDB, series: list[tuple[str, str, str]],
+            settle: Callable[[InfluxDB, str], None]) -> dict[str, Any]:
     """Write the 30 days, time every panel over both ranges, return the figures."""
     now_s = int(time.time())
-    with _stack.stage("30 days of windows written into influxd"):
+    with _stack.stage("30 days of windows written into influxd and compacted"):
         lines = window_lines(series, now_s)
-        write(influx, lines)
+        write(influx, lines, settle)
     now_ms = now_s * 1000 + 1000
     times = {label: panel_ms(influx, panel_queries(range_s, now_ms))
              for label, range_s in RANGES_S.items()}

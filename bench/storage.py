@@ -121,13 +121,15 @@ def disk_use(influx: InfluxDB, database: str) -> DiskUse:
     return use
 
 
-def compacted_disk_use(influx: InfluxDB, timeout_s: float) -> dict[str, DiskUse]:
-    """Each database's disk use once settled and unchanged for :data:`STABLE_FOR_S`."""
+def compacted_disk_use(influx: InfluxDB, timeout_s: float,
+                       databases: tuple[str, ...] = ()) -> dict[str, DiskUse]:
+    """Each database's disk use (default: the pipeline's and the raw one) once settled and
+    unchanged for :data:`STABLE_FOR_S`."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, DiskUse] = {}
     stable_since = time.monotonic()
     while time.monotonic() < deadline:
-        now = {db: disk_use(influx, db) for db in (influx.database, RAW_DATABASE)}
+        now = {db: disk_use(influx, db) for db in databases or (influx.database, RAW_DATABASE)}
         if now != last or not all(use.settled for use in now.values()):
             last, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= STABLE_FOR_S:
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             write_raw(stack.influx, raw_lines)
             disk = compacted_disk_use(stack.influx, args.timeout)
             ours, theirs = disk[stack.influx.database], disk[RAW_DATABASE]
-        ranges = _long_range.figures(stack.influx, _series_tags(series))
+        ranges = _long_range.figures(stack.influx, _series_tags(series), _settle)
     per_million = 1e6 / len(events)
     raw_points = len(events)
     return {
@@ -278,7 +280,12 @@ def run_ranges() -> dict[str, Any]:
     """The long-range part alone, on a private influxd."""
     stack = _compacting_stack()
     with stack:
-        return _long_range.figures(stack.influx, _series_tags(_stack.series_mix(20)))
+        return _long_range.figures(stack.influx, _series_tags(_stack.series_mix(20)), _settle)
+
+
+def _settle(influx: InfluxDB, database: str) -> None:
+    """Wait until ``database`` is compacted and its files stay the same."""
+    compacted_disk_use(influx, 600.0, (database,))
 
 
 def _compacting_stack() -> _stack.BenchStack:

@@ -11,6 +11,7 @@ from dashboards.test_queries import VALUE_OF, exact
 from processor.factories import within_sketch_error
 
 from promptprof.config import load_settings
+from promptprof_processor.dashboards.widths import WindowLayout
 from promptprof_processor.report.influxql import InfluxQLClient
 from promptprof_processor.report.queries import PERCENTILES, choose_scope, fetch, width_seconds
 from promptprof_processor.units import NS_PER_S
@@ -19,12 +20,15 @@ pytestmark = pytest.mark.integration
 MS_PER_S = 1000
 
 
-def test_every_report_percentile_is_one_of_the_calls_behind_it(filled: FilledDatabase) -> None:
+def test_every_report_percentile_is_one_of_the_calls_behind_it(
+    deployment: tuple[FilledDatabase, WindowLayout],
+) -> None:
+    filled, _ = deployment  # every width in the default policy, or each in its own policy
     settings = load_settings(
         influx={"url": filled.influx.url, "api": "v1", "database": filled.database})
-    first = filled.rows("SELECT first(calls) FROM llm_window")[0]["time"]
+    first = min(c.start_ns for c in filled.calls)
     with InfluxQLClient(settings.influx) as client:
-        data = fetch(client, int(time.time() - int(first) / NS_PER_S) + 60)
+        data = fetch(client, int(time.time() - first / NS_PER_S) + 60)
     assert data.scope is not None
     width_ns = width_seconds(data.scope.width) * NS_PER_S
     by_series: dict[str, list[Call]] = {}

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from promptprof_processor.dashboards.widths import WindowLayout
 from promptprof_processor.report.influxql import (
     ALERT_MEASUREMENT,
     WINDOW_MEASUREMENT,
     InfluxQLClient,
     Row,
 )
+from promptprof_processor.settings import RETENTION_POLICY_PREFIX
 
 UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 MAX_WINDOWS_PER_SERIES = 2000
@@ -56,6 +59,7 @@ SUMMARY = {
 ALERT_COLUMNS = ("prompt_id", "prompt_version", "model", "rule", "severity", "state",
                  "observed", "baseline", "threshold", "message")
 SERIES_TAGS = ("service", "prompt_id", "prompt_version", "model")
+POLICY_NAME = re.compile(rf"{RETENTION_POLICY_PREFIX}(\d+)s")
 
 
 def parse_since(text: str) -> int:
@@ -81,6 +85,13 @@ class Scope:
     bucket_s: int
     first_ms: int
     last_ms: int
+    policies: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """Where the windows of the width are (``"llm_window"``, or in its retention policy)."""
+        return WindowLayout((width_seconds(self.width),), self.policies).source(
+            WINDOW_MEASUREMENT, width_seconds(self.width))
 
     @property
     def time_filter(self) -> str:
@@ -93,7 +104,8 @@ def width_seconds(width: str) -> int:
     return int(width.rstrip("s"))
 
 
-def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int) -> Scope | None:
+def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int,
+                 policies: Mapping[int, str] | None = None) -> Scope | None:
     """The finest width that keeps a series under :data:`MAX_WINDOWS_PER_SERIES` windows over
     the span of the data (else the widest), and a bucket of whole windows giving about
     :data:`TARGET_POINTS` points over that span."""
@@ -105,7 +117,7 @@ def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int) -
     width = fitting[0] if fitting else ordered[-1]
     seconds = width_seconds(width)
     bucket = max(1, math.ceil(span_s / TARGET_POINTS / seconds)) * seconds
-    return Scope(since_s, width, bucket, first_ms, last_ms)
+    return Scope(since_s, width, bucket, first_ms, last_ms, policies or {})
 
 
 @dataclass
@@ -138,7 +150,7 @@ def _select(columns: dict[str, str], bucket_s: int = 0) -> str:
 
 
 def _windows(scope: Scope, columns: dict[str, str], group_by: str) -> str:
-    return (f'SELECT {_select(columns, scope.bucket_s)} FROM "{WINDOW_MEASUREMENT}" '
+    return (f"SELECT {_select(columns, scope.bucket_s)} FROM {scope.source} "
             f"WHERE \"width\" = '{scope.width}' AND {scope.time_filter} GROUP BY {group_by}")
 
 
@@ -192,27 +204,39 @@ def alerts(client: InfluxQLClient, scope: Scope) -> list[Row]:
     return client.rows(query)
 
 
-def widths(client: InfluxQLClient) -> list[str]:
-    """The window widths in InfluxDB (``SHOW TAG VALUES``)."""
-    rows = client.rows(f'SHOW TAG VALUES FROM "{WINDOW_MEASUREMENT}" WITH KEY = "width"')
-    return [str(r["value"]) for r in rows]
+def policies(client: InfluxQLClient) -> dict[int, str]:
+    """Width -> retention policy, of the policies that retention per width made (none when
+    every width is in the default policy)."""
+    rows = client.rows(f'SHOW RETENTION POLICIES ON "{client.settings.database}"')
+    found = (POLICY_NAME.fullmatch(str(r["name"])) for r in rows)
+    return {int(m.group(1)): m.group(0) for m in found if m}
 
 
-def data_span(client: InfluxQLClient, since_s: int) -> tuple[int, int] | None:
+def widths(client: InfluxQLClient, layout: WindowLayout) -> list[str]:
+    """The window widths in InfluxDB (``SHOW TAG VALUES`` of every source)."""
+    rows = client.rows(f"SHOW TAG VALUES FROM {layout.source(WINDOW_MEASUREMENT)} "
+                       'WITH KEY = "width"')
+    return sorted({str(r["value"]) for r in rows}, key=width_seconds)
+
+
+def data_span(client: InfluxQLClient, since_s: int,
+              layout: WindowLayout) -> tuple[int, int] | None:
     """The first and last window start (epoch ms) in the range, of any width."""
     found: list[int] = []
     for selector in ("first", "last"):
-        rows = client.rows(f'SELECT {selector}("calls") FROM "{WINDOW_MEASUREMENT}" '
+        rows = client.rows(f'SELECT {selector}("calls") FROM {layout.source(WINDOW_MEASUREMENT)} '
                            f"WHERE time > now() - {since_s}s")
         found.extend(int(r["time"]) for r in rows)
-    return (found[0], found[1]) if len(found) == 2 else None
+    return (min(found), max(found)) if found else None
 
 
 def fetch(client: InfluxQLClient, since_s: int) -> ReportData:
     """Read everything the report shows."""
     now = datetime.now(UTC)
-    span = data_span(client, since_s)
-    scope = choose_scope(widths(client), since_s, *span) if span else None
+    found = policies(client)
+    layout = WindowLayout(tuple(found), found)
+    span = data_span(client, since_s, layout)
+    scope = choose_scope(widths(client, layout), since_s, *span, found) if span else None
     if scope is None:
         return ReportData(scope=None, generated_at=now)
     return ReportData(
