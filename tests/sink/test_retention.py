@@ -13,7 +13,12 @@ from promptprof.stack import InfluxDB
 from promptprof_processor.settings import NS_PER_S, ProcessorSettings, RetentionSettings
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import encode_line, window_lines
-from promptprof_processor.sink.retention import by_policy, policy_of, policy_statements
+from promptprof_processor.sink.retention import (
+    by_policy,
+    ensure_configured_policies,
+    policy_of,
+    policy_statements,
+)
 from promptprof_processor.windows.figures import rollup
 
 from .fakes import window
@@ -100,3 +105,26 @@ def test_the_writer_keeps_each_width_in_its_policy(
                            influx_database)
     assert errors[0]["count"] == 1
     assert influxdb.rows('SELECT count(observed) FROM "llm_alert"', influx_database)
+
+
+@pytest.mark.integration
+def test_the_stack_sets_up_the_configured_policies_idempotently(
+    influxdb: InfluxDB, influx_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``promptprof stack up`` runs, with retention turned on by the environment."""
+    monkeypatch.setenv("PROMPTPROF_RETENTION__ENABLED", "true")
+    monkeypatch.setenv("PROMPTPROF_RETENTION__DURATIONS", '{"10": "2d"}')
+
+    def query(q: str) -> list[dict[str, object]]:
+        return influxdb.rows(q, influx_database)
+
+    first = ensure_configured_policies(query, influx_database)
+    assert [s.split()[0] for s in first] == ["CREATE"] * 3
+    again = ensure_configured_policies(query, influx_database)
+    assert [s.split()[0] for s in again] == ["ALTER"] * 3
+    durations = {r["name"]: r["duration"] for r in query(
+        f'SHOW RETENTION POLICIES ON "{influx_database}"')}
+    assert durations["promptprof_10s"] == "48h0m0s"
+    assert durations["promptprof_60s"] == durations["promptprof_3600s"] == "720h0m0s"
+    monkeypatch.setenv("PROMPTPROF_RETENTION__ENABLED", "false")
+    assert ensure_configured_policies(query, influx_database) == []

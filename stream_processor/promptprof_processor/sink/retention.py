@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from promptprof.config import load_settings
 from promptprof.stack.influxdb import quote_ident
-from promptprof_processor.settings import RetentionSettings
+from promptprof_processor.settings import ProcessorSettings, RetentionSettings
 from promptprof_processor.sink.lineprotocol import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 _WIDTH_TAG = re.compile(r",width=(\d+)s[, ]")
@@ -65,3 +66,11 @@ def ensure_policies(
     for statement in statements:
         query(statement)
     return statements
+
+
+def ensure_configured_policies(query: Callable[[str], list[dict[str, object]]],
+                               database: str) -> list[str]:
+    """:func:`ensure_policies` for the processor settings of the environment and
+    ``PROMPTPROF_CONFIG`` (what ``promptprof stack up`` runs)."""
+    settings = load_settings(None, ProcessorSettings)
+    return ensure_policies(query, database, settings.retention, settings.windows.all_widths_s)
