@@ -3,7 +3,7 @@
 Every query is raw InfluxQL against the provisioned InfluxDB data source (uid
 :data:`DATASOURCE_UID`). Conventions the tests rely on: field, tag and measurement names are
 always double-quoted (``"latency_p95_ms"``), aliases never are (``AS p95``), and string literals
-use single quotes (``'$width'``), so that every double-quoted name in a query can be checked
+use single quotes (``'10s'``), so that every double-quoted name in a query can be checked
 against ``SHOW FIELD KEYS`` and ``SHOW TAG KEYS``.
 """
 
