@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     report.add_argument("--png-dir", type=Path, help="also write each chart as a PNG here")
 
+    status = commands.add_parser("status", help="the pipeline's health, read from InfluxDB")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
     schema = commands.add_parser("schema", help="write the call-event JSON Schema")
     schema.add_argument("--out", type=Path, help="file to write (default: stdout)")
     return parser
@@ -101,6 +104,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from promptprof_processor.report.command import report_command
 
         return report_command(settings, args.since, args.out, args.png_dir)
+    if args.command == "status":
+        from promptprof_processor.health.command import status_command
+
+        return status_command(args.config, args.json)
     if args.command == "schema":
         from promptprof.schema import write_schema
 

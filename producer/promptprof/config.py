@@ -87,6 +87,7 @@ class TopicSettings(BaseModel):
     dead_letter: str = "llm.calls.dlq"
     windows: str = "llm.windows"
     alerts: str = "llm.alerts"
+    producer_stats: str = "llm.producer_stats"
     partitions: int = Field(default=4, ge=1, le=1024, description="between 1 and 1024")
 
 
@@ -121,6 +122,10 @@ class ProducerSettings(BaseModel):
     close_timeout_s: float = Field(default=5.0, ge=0, description="seconds to flush at exit")
     metrics_log_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between self-metric log lines; 0 disables"
+    )
+    stats_interval_s: float = Field(
+        default=10.0, ge=0,
+        description="seconds between stats events to the producer-stats topic; 0 disables",
     )
     spool_dir: Path | None = Field(
         default=None, description="a directory for the disk spool; unset disables the spool"

@@ -36,6 +36,7 @@ from promptprof.record import (
     register_spec,
     reset_event_ids,
 )
+from promptprof.selfstats import StatsReporter, start_reporter
 from promptprof.sender import Sender
 
 P = ParamSpec("P")
@@ -61,6 +62,7 @@ class Profiler:
         self.sample_rate = producer.sample_rate
         self.buffer = _new_buffer(self.settings)
         self._sender: Sender | None = None
+        self._reporter: StatsReporter | None = None
         self._lock = threading.Lock()
         self._closed = False
         self.internal_errors = 0
@@ -104,6 +106,8 @@ class Profiler:
             sender = Sender(self.buffer, builder, self.settings, exporter)
             sender.start()
             self._sender = sender
+            if self._exporter is None:  # a given exporter (a test's memory) has no Kafka
+                self._reporter = start_reporter(self.stats, self.settings)
 
     def stats(self) -> dict[str, Any]:
         """Self-metrics: recorded, queued, sent, dropped (by reason), retries, errors, depth."""
@@ -163,7 +167,10 @@ class Profiler:
         if sender is None:
             return True
         wait = self.settings.producer.close_timeout_s if timeout is None else timeout
-        return sender.stop(wait)
+        kept = sender.stop(wait)
+        if self._reporter is not None:
+            self._reporter.stop()  # its final report, after the sender's last counts
+        return kept
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's queue, thread and Kafka connection, start
@@ -172,6 +179,7 @@ class Profiler:
         if self._closed:
             self.buffer.close()
         self._sender = None
+        self._reporter = None
         self._lock = threading.Lock()
 
     # -- measuring --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from promptprof.config import Settings
 from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
 from promptprof_processor.alerts.settings import AlertSettings
+from promptprof_processor.health.settings import HealthSettings
 from promptprof_processor.units import NS_PER_S as NS_PER_S
 
 MAX_WIDTH_S = 86_400
@@ -201,3 +202,4 @@ class ProcessorSettings(Settings):
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
     retention: RetentionSettings = RetentionSettings()
+    health: HealthSettings = HealthSettings()

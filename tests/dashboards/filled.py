@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from aiokafka import AIOKafkaProducer
 from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
 
 from promptprof.config import KafkaSettings, TopicSettings
@@ -146,10 +147,12 @@ def _fill(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledDatabase:
         )
         generator.provider = CappedProvider(20261126, TIME_SCALE)
         asyncio.run(generator.run(DURATION_S))
+        run_sync(_send_malformed(pipeline))
         assert profiler.flush(30), f"producer did not flush: {profiler.stats()}"
         sent = sum(generator.stats.calls.values())
         for width in ALL_WIDTHS_S:
             _wait_for_calls(pipeline, width, sent)
+        _wait_for_health(pipeline)
         calls = _calls(pipeline)
     finally:
         pipeline.close()
@@ -178,6 +181,27 @@ def _call(row: dict[str, Any]) -> Call:
     return Call(row["start_time_unix_nano"], row["prompt_id"], row["prompt_version"],
                 row["request_model"], None if scoring else row["latency_ms"],
                 None if scoring else row.get("ttft_ms"), row.get("quality_score"))
+
+
+async def _send_malformed(pipeline: Pipeline) -> None:
+    """A few records the worker dead-letters (the pipeline-health dashboard shows them)."""
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.broker.bootstrap)
+    await producer.start()
+    try:
+        for value in (b"not json", b'{"schema_version": 1}'):
+            await producer.send_and_wait(pipeline.topics.calls, value, key=b"malformed")
+    finally:
+        await producer.stop()
+
+
+def _wait_for_health(pipeline: Pipeline) -> None:
+    """Wait for the worker's health samples with both dead letters, and a producer report."""
+    def sampled() -> bool:
+        dead = pipeline.rows('SELECT last("count") FROM "promptprof_dead_letters" '
+                             "GROUP BY reason")
+        return len(dead) == 2 and bool(pipeline.rows('SELECT count(*) FROM "promptprof_producer"'))
+
+    wait_until(sampled, 60, "the pipeline-health samples", pipeline.logs)
 
 
 def _wait_for_calls(pipeline: Pipeline, width_s: int, sent: int) -> None:
@@ -215,8 +239,8 @@ def _ensure_alerts(pipeline: Pipeline) -> bool:
 
 def with_retention(filled: FilledDatabase) -> tuple[FilledDatabase, dict[int, str]]:
     """A copy of the filled database laid out as a worker with retention per width writes it:
-    each width's windows in its retention policy (created as the sink creates them), alerts in
-    the default policy. Returns the copy and the policies."""
+    each width's windows in its retention policy (created as the sink creates them), alerts and
+    the pipeline-health samples in the default policy. Returns the copy and the policies."""
     database = f"{filled.database}_rp"
     influx = filled.influx
     influx.create_database(database)
@@ -230,6 +254,7 @@ def with_retention(filled: FilledDatabase) -> tuple[FilledDatabase, dict[int, st
             influx.query(f'SELECT * INTO "{database}"."{policy}"."{measurement}" '
                          f"FROM {source}.\"{measurement}\" WHERE \"width\" = '{width}s' "
                          "GROUP BY *", database)
-    influx.query(f'SELECT * INTO "{database}"."autogen"."{ALERT_MEASUREMENT}" '
-                 f'FROM {source}."{ALERT_MEASUREMENT}" GROUP BY *', database)
+    # alerts and the pipeline's own samples stay in the default policy
+    influx.query(f'SELECT * INTO "{database}"."autogen".:MEASUREMENT '
+                 f"FROM {source}./^({ALERT_MEASUREMENT}|promptprof_.*)$/ GROUP BY *", database)
     return replace(filled, database=database), policies

@@ -80,7 +80,9 @@ def _choose(variable: JSON, found: list[str]) -> str:
 
 def grafana_variables(range_s: int = 3600) -> dict[str, str]:
     """Grafana's own variables over the last ``range_s`` seconds."""
-    return {"timeFilter": f"time > now() - {range_s}s", "__range_s": str(range_s)}
+    interval_s = max(1, range_s // 1000)  # Grafana: about the range over the panel's points
+    return {"timeFilter": f"time > now() - {range_s}s", "__range_s": str(range_s),
+            "__interval": f"{interval_s}s", "__interval_ms": str(interval_s * 1000)}
 
 
 def build(name: str, windows: WindowLayout = FILLED_LAYOUT) -> JSON:

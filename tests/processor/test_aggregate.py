@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from promptprof_processor.ingest.validation import CallRecord
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.figures import (
+    CALL_FIELDS,
     MAX_ERROR_TYPES,
     OTHER_ERRORS,
     Accumulator,
@@ -233,3 +234,30 @@ def test_rollup_rejects_bad_input(case: str, message: str) -> None:
     windows, start = args[case]
     with pytest.raises(ValueError, match=message):
         rollup(windows, start_ns=start)
+
+
+@given(st.lists(call_st, min_size=1, max_size=600), st.lists(st.integers(1, 300), min_size=1))
+@settings(max_examples=40, deadline=None)
+def test_rows_in_any_chunks_give_the_figures_of_the_columns(
+    events: list[CallRecord], chunks: list[int]
+) -> None:
+    rows = [tuple(e[name] for name in CALL_FIELDS) for e in events]
+    by_rows, taken = Accumulator(), 0
+    for size in chunks * len(rows):
+        if taken >= len(rows):
+            break
+        by_rows.add_rows(rows[taken:taken + size])
+        taken += size
+    by_columns = Accumulator()
+    add_calls(by_columns, events)
+    assert_figures_equal(finish(by_rows), finish(by_columns))
+
+
+def test_pending_rows_survive_a_state_round_trip_and_reading_leaves_them_pending() -> None:
+    acc = Accumulator()
+    acc.add_rows([tuple(call(i)[name] for name in CALL_FIELDS) for i in range(3)])
+    before = finish(acc)
+    assert len(acc.rows) == 3
+    restored = Accumulator.from_state(orjson.loads(orjson.dumps(acc.to_state())))
+    assert finish(restored) == before
+    assert len(restored.rows) == 3

@@ -333,6 +333,16 @@ class AlertDispatcher:
                   queue_size=self.alerts.queue_size, dropped=dropped[lane])
         return False
 
+    @property
+    def webhook_failed_attempts(self) -> int:
+        """Webhook tries that failed (each retry counts)."""
+        return self._sender.failed_attempts
+
+    @property
+    def influx_write_failures(self) -> int:
+        """Failed tries to write alerts to InfluxDB."""
+        return self._writer.failures if self._writer is not None else 0
+
     def idle(self) -> bool:
         """Nothing queued and nothing in progress on any output."""
         return all(lane.idle for lane in self._lanes.values()) and not any(self.waiting().values())

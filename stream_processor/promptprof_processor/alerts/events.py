@@ -17,7 +17,8 @@ the ``generic`` webhook. Its fields (schema_version 1):
     anomaly that lasted the rule's ``accept_after_s`` became the series' new baseline: it is not
     over, it is the new normal).
 ``kind``, ``rule``, ``metric``, ``severity``
-    ``slo``, ``anomaly``, ``burn_rate`` or ``spend``; the rule id (``slo.latency_p95_ms``,
+    ``slo``, ``anomaly``, ``burn_rate``, ``spend`` or ``pipeline``
+    (:mod:`promptprof_processor.health.rules`); the rule id (``slo.latency_p95_ms``,
     ``anomaly.error_rate``, ``burn.success.3600s``, ``spend.day``...); the figure judged
     (for burn rates the burn rate over the long window, for spend the projected spend);
     ``info``, ``warning`` or ``critical``.
@@ -61,7 +62,7 @@ ALERT_MEASUREMENT = "llm_alert"
 SCHEMA_VERSION: Literal[1] = 1
 
 State = Literal["firing", "resolved", "accepted"]
-Kind = Literal["slo", "anomaly", "burn_rate", "spend"]
+Kind = Literal["slo", "anomaly", "burn_rate", "spend", "pipeline"]
 ANY = "*"  # the version and model of an alert judged over a whole prompt
 
 

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from promptprof_processor.dashboards.health import health
 from promptprof_processor.dashboards.model import JSON
 from promptprof_processor.dashboards.overview import overview
 from promptprof_processor.dashboards.prompt import drilldown
@@ -23,6 +24,7 @@ from promptprof_processor.dashboards.widths import WindowLayout
 
 DEFAULT_DIR = Path("grafana/dashboards")
 BUILDERS: dict[str, Callable[[], JSON]] = {
+    "promptprof-health.json": health,
     "promptprof-overview.json": overview,
     "promptprof-prompt.json": drilldown,
 }

@@ -8,9 +8,10 @@ and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, no
 models' own fields (types, constraints, aliases, defaults, config), so the same events are
 accepted; building a dict costs about half of building a model.
 
-A columnar envelope (:class:`~promptprof.envelope.ColumnBatch`) is validated column by column
-into :class:`CallColumns`: each column is one pydantic-core call over its values with the
-field's own constraints, and a value the events share is validated once. The contract has no
+A columnar envelope (:class:`~promptprof.envelope.ColumnBatch`) is validated into
+:class:`CallColumns` in one pydantic-core call: a validator per *shape* (which keys the batch
+has, each a column or a value the events share) checks each column's values with the field's
+own constraints, and a shared value once. The contract has no
 rule across fields, so this accepts exactly what validating each event would. A batch with any
 bad value takes the row path below, which finds the bad events and their reasons.
 
@@ -25,11 +26,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import repeat
 from operator import itemgetter
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
@@ -176,19 +186,16 @@ def _take(values: list[Any], indices: list[int]) -> list[Any]:
 
 
 class _Field:
-    """How one call-event field is validated as a value and as a column."""
+    """How one call-event field is validated, as a value or as a column."""
 
     def __init__(self, name: str, info: Any) -> None:
         self.name = name
         self.required = info.is_required()
         self.default = None if self.required else info.get_default(call_default_factory=True)
-        annotated: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else (
+        self.one: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else (
             info.annotation
         )
-        config = ConfigDict(strict=CallEvent.model_config.get("strict", False))
-        self.one: TypeAdapter[Any] = TypeAdapter(annotated, config=config)
-        column: Any = list.__class_getitem__(annotated)
-        self.many: TypeAdapter[list[Any]] = TypeAdapter(column, config=config)
+        self.many: Any = list.__class_getitem__(self.one)
 
 
 _call_fields = [_Field(name, info) for name, info in CallEvent.model_fields.items()]
@@ -199,29 +206,50 @@ _fields_by_key = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The validator of the columnar envelopes whose fields have one set of keys, each a
+    column or a shared value: one pydantic-core call validates every field of a batch."""
+
+    adapter: TypeAdapter[dict[str, Any]]
+    defaults: dict[str, Any]  # the fields such a batch lacks, with their defaults
+
+
+@lru_cache(maxsize=256)
+def _shape(keys: tuple[str, ...], types: tuple[type, ...]) -> _Shape | None:
+    """The validator of batches with these field keys and value types (None when no such batch
+    is valid: a field given by its name and its alias, or a required field missing)."""
+    fields: dict[str, Any] = {}
+    for key, kind in zip(keys, types, strict=True):
+        field = _fields_by_key.get(key)
+        if field is None:
+            continue  # as the model, ignore keys outside the contract
+        if field.name in fields:
+            return None
+        annotation = field.many if kind is list else field.one
+        fields[field.name] = Annotated[annotation, Field(validation_alias=key)]
+    if any(f.required and f.name not in fields for f in _call_fields):
+        return None
+    make: Any = TypedDict
+    batch = make("_CallColumns", fields)
+    batch.__pydantic_config__ = ConfigDict(strict=CallEvent.model_config.get("strict", False))
+    defaults = {f.name: f.default for f in _call_fields if f.name not in fields}
+    return _Shape(TypeAdapter(batch), defaults)
+
+
 def validate_columns(
     batch: ColumnBatch,
 ) -> tuple[CallColumns | list[Record], list[tuple[Any, str]]]:
     """Validate a columnar envelope: its columns when every value is good, else (through
     :func:`validate_events` on its rows) the good records and the rejected events."""
-    fields: dict[str, Any] = {}
-    try:
-        for key, value in batch.fields.items():
-            field = _fields_by_key.get(key)
-            if field is None:
-                continue  # as the model, ignore keys outside the contract
-            if field.name in fields:
-                raise ValueError("a field given by its name and its alias")
-            adapter = field.many if type(value) is list else field.one
-            fields[field.name] = adapter.validate_python(value)
-        for field in _call_fields:
-            if field.name not in fields:
-                if field.required:
-                    raise ValueError("a required field is missing")
-                fields[field.name] = field.default
-    except (ValidationError, ValueError):
+    shape = _shape(tuple(batch.fields), tuple(map(type, batch.fields.values())))
+    if shape is None:
         return validate_events(batch.rows())
-    return CallColumns(batch.count, fields), []
+    try:
+        fields = shape.adapter.validate_python(batch.fields)
+    except ValidationError:
+        return validate_events(batch.rows())
+    return CallColumns(batch.count, {**shape.defaults, **fields}), []
 
 
 def model_reasons(raws: list[Any]) -> list[str]:

@@ -35,7 +35,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -48,6 +48,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from promptprof.backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
+from promptprof_processor.health.figures import reason_class
 from promptprof_processor.lost_log import LostLogs
 from promptprof_processor.runtime.checkpoint import Head, assemble, cut
 from promptprof_processor.runtime.partition import Clock, Epoch, Output, PartitionRun
@@ -63,8 +64,8 @@ DEAD_LETTER_MAX_BYTES = 900_000
 DEAD_LETTER_PREFIX_BYTES = 65_536
 FETCH_MAX_BYTES = 8 * 1_048_576
 OUTPUT_BATCH_BYTES = 1_000_000
-# Outputs on their way to the broker before the worker takes more records: closing many series
-# at once is a burst, and the loop must let the producer (and the group's heartbeats) catch up.
+# Outputs on their way to the broker at most: closing many series at once is a burst of records,
+# sent as the broker takes them (each pending send holds its record and a future).
 MAX_OUTPUTS_IN_FLIGHT = 20_000
 MAINTENANCE_S = 1.0  # how often idle windows, lost logs and due checkpoints are looked at
 
@@ -147,6 +148,36 @@ class CheckpointStore:
             await consumer.stop()
 
 
+class InFlight:
+    """Counts the sends not yet answered by the broker, and waits for fewer."""
+
+    def __init__(self) -> None:
+        """None in flight."""
+        self.count = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def track(self, send: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Count ``send`` until it is done."""
+        self.count += 1
+        send.add_done_callback(self._done)
+        return send
+
+    async def below(self, count: int) -> None:
+        """Return once fewer than ``count`` are in flight."""
+        if self.count >= count:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((count, waiter))
+            await waiter
+
+    def _done(self, _: asyncio.Future[Any]) -> None:
+        self.count -= 1
+        ready = [w for c, w in self._waiters if self.count < c]
+        self._waiters = [(c, w) for c, w in self._waiters if self.count >= c]
+        for waiter in ready:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class LostCheckpoints(RuntimeError):
     """The chunk log's offsets went back: the broker lost the checkpoint topics."""
 
@@ -175,11 +206,17 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.owned: dict[int, _Owned] = {}
         self.lost_logs = LostLogs()
         self.lock = asyncio.Lock()  # one of: a batch of records, a checkpoint, a rebalance
+        self.in_flight = InFlight()
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.store: CheckpointStore | None = None
+        # for the health probe: assigned and restored; dead letters by (partition, reason
+        # class); the Kafka timestamp (ms) of the last record taken, by partition
+        self.ready = False
+        self.dead_letters: Counter[tuple[int, str]] = Counter()
+        self.last_record_ms: dict[int, int] = {}
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; checkpoint and leave the group on the way out."""
@@ -220,27 +257,32 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         while not self.stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             async with self.lock:
-                for tp, records in batches.items():
-                    self._take(tp.partition, [(r.offset, r.value) for r in records])
-                await self._drain()
+                records = [(tp.partition, [(r.offset, r.value) for r in batch])
+                           for tp, batch in batches.items()]
+                for partition, owned, outputs in await asyncio.to_thread(self._take, records):
+                    await self._send(partition, owned, outputs)
+                for tp, batch in batches.items():
+                    if batch:
+                        self.last_record_ms[tp.partition] = batch[-1].timestamp
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTENANCE_S
                     await self._maintain(consumer, set(batches))
 
-    async def _drain(self) -> None:
-        """Wait for the outputs in flight when there are more than MAX_OUTPUTS_IN_FLIGHT (a
-        failed one is sent again at the next checkpoint)."""
-        pending = [future for owned in self.owned.values()
-                   for future in owned.inflight.values() if not future.done()]
-        if len(pending) > MAX_OUTPUTS_IN_FLIGHT:
-            await asyncio.wait(pending)
-
-    def _take(self, partition: int, records: list[tuple[int, bytes | None]]) -> None:
-        owned = self.owned.get(partition)
-        if owned is None:
-            return  # fetched before its partition was revoked
-        for offset, value in records:
-            self._send(partition, owned, owned.run.take(offset, value, _now()))
+    def _take(
+        self, batches: list[tuple[int, list[tuple[int, bytes | None]]]]
+    ) -> list[tuple[int, _Owned, list[Output]]]:
+        """Hand each run its records (in a thread: a burst of window closes takes seconds,
+        and the loop must go on with heartbeats and sends meanwhile)."""
+        taken = []
+        for partition, records in batches:
+            owned = self.owned.get(partition)
+            if owned is None:
+                continue  # fetched before its partition was revoked
+            outputs: list[Output] = []
+            for offset, value in records:
+                outputs += owned.run.take(offset, value, _now())
+            taken.append((partition, owned, outputs))
+        return taken
 
     async def _maintain(self, consumer: AIOKafkaConsumer, fetched: set[TopicPartition]) -> None:
         for partition, owned in list(self.owned.items()):
@@ -249,7 +291,8 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             owned.run.behind = end is not None and end > owned.run.next_offset
             if tp not in fetched and self.lost_logs.lost(tp, owned.run.next_offset, end):
                 await self._restart_log(consumer, tp, owned)
-            self._send(partition, owned, owned.run.close_idle(_now()))
+            await self._send(partition, owned,
+                             await asyncio.to_thread(owned.run.close_idle, _now()))
         await self._checkpoint_all()
 
     async def _restart_log(
@@ -260,13 +303,17 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         owned.rebase = True
         consumer.seek(tp, first)
 
-    def _send(self, partition: int, owned: _Owned, outputs: Iterable[Output]) -> None:
-        alerts = []
+    async def _send(self, partition: int, owned: _Owned, outputs: list[Output]) -> None:
+        """Send the outputs, waiting whenever more than MAX_OUTPUTS_IN_FLIGHT are on their
+        way (a failed one is sent again at the next checkpoint)."""
+        alerts = [output.alert for output in outputs if output.alert is not None]
         for output in outputs:
-            if output.alert is not None:
-                alerts.append(output.alert)
-            else:
+            if output.alert is None:
+                if self.in_flight.count >= MAX_OUTPUTS_IN_FLIGHT:
+                    await self.in_flight.below(MAX_OUTPUTS_IN_FLIGHT // 2)
                 owned.inflight[id(output)] = self._start_send(partition, output)
+            if output.rejected is not None:
+                self.dead_letters[(partition, reason_class(output.rejected.reason))] += 1
         if alerts and self.dispatcher is not None:
             self.dispatcher.submit(alerts)
 
@@ -274,12 +321,13 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         topics = self.settings.topics
         assert self.producer is not None
         if output.window is not None:
-            return asyncio.ensure_future(_sent(self.producer.send(
-                topics.windows, output.window.to_bytes(), key=window_key(output.window))))
-        assert output.rejected is not None
-        value, headers = dead_letter(output, partition, topics.calls)
-        return asyncio.ensure_future(_sent(self.producer.send(
-            topics.dead_letter, value, headers=headers)))
+            send = self.producer.send(
+                topics.windows, output.window.to_bytes(), key=window_key(output.window))
+        else:
+            assert output.rejected is not None
+            value, headers = dead_letter(output, partition, topics.calls)
+            send = self.producer.send(topics.dead_letter, value, headers=headers)
+        return self.in_flight.track(asyncio.ensure_future(_sent(send)))
 
     async def _checkpoint_all(self, force: bool = False) -> None:
         interval = self.settings.worker.checkpoint_interval_s
@@ -292,7 +340,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     async def _checkpoint(self, partition: int, owned: _Owned) -> None:
         assert self.store is not None and self.consumer is not None
         started = time.monotonic()
-        epoch = owned.run.checkpoint(rebase=owned.rebase)
+        epoch = await asyncio.to_thread(owned.run.checkpoint, rebase=owned.rebase)
         await self._deliver(partition, owned, epoch.outputs)
         try:
             head, size = await self._write(partition, owned.run, epoch)
@@ -353,6 +401,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Checkpoint the revoked partitions (their next owner goes on from there), then drop
         their runs. (aiokafka only logs a listener's exception: a failure here is fatal.)"""
+        self.ready = False
         try:
             async with self.lock:
                 for tp in revoked:
@@ -384,6 +433,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                         run = await self._start_run(tp)
                         self.owned[tp.partition] = _Owned(run, last_checkpoint_s=time.monotonic())
                     self.consumer.seek(tp, self.owned[tp.partition].run.next_offset)
+            self.ready = True
         except Exception as exc:
             fatal("restoring assigned partitions", exc)
 

@@ -18,6 +18,9 @@ from typing import Any
 import faust
 
 from promptprof_processor.alerts import AlertDispatcher
+from promptprof_processor.health.probe import WorkerProbe, default_worker_name
+from promptprof_processor.health.producers import ProducerStatsSink
+from promptprof_processor.health.service import HealthService
 from promptprof_processor.runtime.adapter import (
     CallsWorker,
     GroupTimings,
@@ -64,12 +67,27 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         if dispatcher is not None:
             await dispatcher.close(timeout_s=5.0)
 
-    if worker.sink_enabled:
-        sink = WindowSink(settings, group_id=f"{worker.app_id}-sink")
+    sink = WindowSink(settings, group_id=f"{worker.app_id}-sink") if worker.sink_enabled else None
+    if sink is not None:
         app.task(_guarded("the sink", lambda: sink.run(asyncio.Event())))
     if dispatcher is not None:
         app.task(_guarded("the alert dispatcher", dispatcher.run))
+    if settings.health.enabled:
+        _add_health(app, settings, calls, sink, dispatcher)
     return app
+
+
+def _add_health(
+    app: faust.App, settings: ProcessorSettings, calls: CallsWorker, sink: WindowSink | None,
+    dispatcher: AlertDispatcher | None,
+) -> None:
+    """The health task, and the producer-stats sink when the worker sinks."""
+    name = settings.health.worker_name or default_worker_name()
+    health = HealthService(settings, WorkerProbe(name, calls, sink, dispatcher), dispatcher)
+    app.task(_guarded("the health service", health.run))
+    if sink is not None:
+        stats = ProducerStatsSink(settings, group_id=f"{settings.worker.app_id}-producer-stats")
+        app.task(_guarded("the producer-stats sink", stats.run))
 
 
 def _guarded(what: str, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

@@ -69,6 +69,11 @@ class WindowSink:
         self.writer = writer or RetryingWriter(make_writer(settings.influx, *_retention(settings)))
         self.windows_written = 0
         self.dead_letters: Counter[str] = Counter()
+        # for the health probe: the consumer, the windows of the batch being written and the
+        # Kafka timestamp (ms) of its oldest (None when none is)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.writing_count = 0
+        self.writing_since_ms: int | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set (a consumer group of its own: ``group_id``).
@@ -84,14 +89,19 @@ class WindowSink:
         )
         producer = AIOKafkaProducer(**options)
         await _start_with_retry(consumer, producer)
+        self.consumer = consumer
         lost_logs = LostLogs()
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
                 values = [r.value or b"" for records in batches.values() for r in records]
                 if values:
+                    self.writing_count = len(values)
+                    self.writing_since_ms = min(
+                        r.timestamp for records in batches.values() for r in records)
                     await self.write(values, producer)
                     await consumer.commit()
+                    self.writing_since_ms = None
                 await rewind_lost_logs(lost_logs, consumer, consumer.assignment() - batches.keys())
         finally:
             await consumer.stop()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
 from operator import attrgetter, eq, itemgetter
@@ -112,6 +112,11 @@ class WindowAggregator:
         """Events routed to an overflow series, by (service, prompt id), since the start."""
         return dict(self._registry.overflow_events)
 
+    @property
+    def open_series(self) -> int:
+        """Distinct series with a window still open."""
+        return len({series for accumulators in self._bases.values() for series in accumulators})
+
     def add(self, events: Sequence[Record]) -> None:
         """Aggregate a batch of validated records (any order, any series, any mix of kinds)."""
         if not events:
@@ -122,28 +127,34 @@ class WindowAggregator:
             self.add_columns(CallColumns.of_records(calls, _CALL_ROW_FIELDS))
         if quality:
             self.stats.events += len(quality)
-            scores = CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS)
-            self._add_columns(scores, Accumulator.add_quality, QUALITY_FIELDS)
+            self._add_quality(
+                CallColumns.of_records(cast(list[CallRecord], quality), _QUALITY_ROW_FIELDS))
 
     def add_columns(self, calls: CallColumns) -> None:
         """Aggregate validated call events given by column (any order, any series)."""
-        if calls.count:
-            self.stats.events += calls.count
-            self._add_columns(calls, Accumulator.add_calls, CALL_FIELDS)
+        if not calls.count:
+            return
+        self.stats.events += calls.count
+        rows = list(zip(*map(calls.column, CALL_FIELDS), strict=True))
+        for series, base, indices in self._grouped(calls):
+            part = rows if len(indices) == calls.count else [rows[i] for i in indices]
+            self._accumulator(base, series).add_rows(part)
 
-    def _add_columns(
-        self, events: CallColumns, add: Callable[[Accumulator, CallColumns], None],
-        fields: Sequence[str],
-    ) -> None:
+    def _add_quality(self, scores: CallColumns) -> None:
+        for series, base, indices in self._grouped(scores):
+            self._accumulator(base, series).add_quality(scores.select(indices, QUALITY_FIELDS))
+
+    def _grouped(self, events: CallColumns) -> Iterator[tuple[Series, int, list[int]]]:
+        """(series, base window start, event indices) of the events to aggregate (late ones
+        are counted, and those late for every width left out)."""
         times = events.column("start_time_unix_nano")
         self._max_event_ns = max(self._max_event_ns, max(times))
         for key, indices in self._group(events, times).items():
-            part = events.select(indices, fields)  # only what ``add`` reads
             identity, labels, base = key
             labels = labels if type(labels) is tuple else (labels,)
-            series = self._registry.resolve(Series(*identity, labels), base, part.count)
-            if self._count_late(series, base, part.count):
-                add(self._accumulator(base, series), part)
+            series = self._registry.resolve(Series(*identity, labels), base, len(indices))
+            if self._count_late(series, base, len(indices)):
+                yield series, base, indices
 
     def _group(self, events: CallColumns, times: list[int]) -> dict[GroupKey, list[int]]:
         """Event indices by (identity, label values, base window start)."""
@@ -180,6 +191,8 @@ class WindowAggregator:
 
     def _count_late(self, series: Series, base: int, events: int) -> bool:
         """Count events whose window of some width has closed; False when every width has."""
+        if base + self._base_ns > self._closed_until_ns:  # every window holding it ends later
+            return True
         late = [w for w, w_ns in self._widths if base - base % w_ns + w_ns <= self._closed_until_ns]
         if not late:
             return True

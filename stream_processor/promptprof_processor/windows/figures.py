@@ -5,6 +5,13 @@ Sampling: an event recorded at ``sample_rate`` r stands for 1/r calls. ``events`
 events received; every other count, sum and percentile is the weighted estimate of real calls
 (they coincide when nothing is sampled).
 
+Call events reach an accumulator as rows (:meth:`Accumulator.add_rows`: a tuple of the
+:data:`CALL_FIELDS` values per event) and wait there until :data:`FOLD_ROWS` of them are pending
+or the figures are read, then go into the figures by column: with many series, a record holds a
+call or two of each, and per-call work by column cost more than the call's whole aggregation.
+Pending rows are part of the state (:meth:`Accumulator.to_state`), and reading the figures does
+not fold them in place, so a window's figures never depend on when it was read or checkpointed.
+
 A closed window keeps its DDSketches (``sketches``, encoded by
 :func:`promptprof_processor.windows.sketches.encode_sketch`) and the exact sums and counts behind
 every
@@ -48,6 +55,8 @@ CALL_FIELDS = (*_SKETCHED.values(), "sample_rate", "cost_usd", "status", "error_
 #: The fields :meth:`Accumulator.add_quality` reads.
 QUALITY_FIELDS = ("quality_score", "sample_rate")
 _is_error = "error".__eq__
+#: Pending call rows an accumulator folds into its figures at once.
+FOLD_ROWS = 256
 
 
 class SeriesTags(BaseModel):
@@ -140,6 +149,7 @@ class Accumulator:
         "errors_by_type",
         "events",
         "late_by_width",
+        "rows",
         "sketches",
     )
 
@@ -154,12 +164,29 @@ class Accumulator:
         self.cost_unknown_calls = 0.0
         self.late_by_width: dict[int, int] = {}
         self.sketches: dict[str, Distribution] = {}
+        self.rows: list[Sequence[Any]] = []  # pending call events, :data:`CALL_FIELDS` values
+
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Aggregate call events of this series and window given as rows of
+        :data:`CALL_FIELDS` values (kept pending, folded in bulk)."""
+        self.events += len(rows)
+        self.rows += rows
+        if len(self.rows) >= FOLD_ROWS:
+            self._fold()
+
+    def _fold(self) -> None:
+        rows, self.rows = self.rows, []
+        columns = dict(zip(CALL_FIELDS, map(list, zip(*rows, strict=True)), strict=True))
+        self._add_call_columns(CallColumns(len(rows), columns))
 
     def add_calls(self, calls: CallColumns) -> None:
         """Aggregate call events of this series and window (the :data:`CALL_FIELDS`)."""
+        self.events += calls.count
+        self._add_call_columns(calls)
+
+    def _add_call_columns(self, calls: CallColumns) -> None:
         fields, count = calls.fields, calls.count
         weights = _weights(fields["sample_rate"], count)
-        self.events += count
         self.calls += count if weights is None else math.fsum(weights)
         for name, field in _SKETCHED.items():
             if fields[field] is not None:
@@ -231,6 +258,7 @@ class Accumulator:
             if mine is None:
                 mine = self.sketches[name] = Distribution()
             mine.merge(sketch)
+        self.rows += other.rows
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-native snapshot for :meth:`from_state`."""
@@ -244,6 +272,7 @@ class Accumulator:
             "cost_unknown_calls": self.cost_unknown_calls,
             "late_by_width": [[w, n] for w, n in self.late_by_width.items()],
             "sketches": {name: s.state() for name, s in self.sketches.items()},
+            "rows": list(map(list, self.rows)),
         }
 
     @classmethod
@@ -259,6 +288,7 @@ class Accumulator:
         acc.cost_unknown_calls = state["cost_unknown_calls"]
         acc.late_by_width = dict(state["late_by_width"])
         acc.sketches = {name: Distribution.from_state(d) for name, d in state["sketches"].items()}
+        acc.rows = state.get("rows", [])
         return acc
 
     @classmethod
@@ -278,7 +308,13 @@ class Accumulator:
     def finish(
         self, series: SeriesTags, start_ns: int, end_ns: int, late_events: int
     ) -> WindowAggregate:
-        """The closed-window figures of this accumulator."""
+        """The closed-window figures of this accumulator (its pending rows folded into a copy:
+        this one is left as it was)."""
+        if self.rows:
+            folded = Accumulator()
+            folded.merge(self)
+            folded._fold()
+            return folded.finish(series, start_ns, end_ns, late_events)
         get = self.sketches.get
         ttft = get("ttft_ms")
         quality_mean, quality_p10, quality_scored = _quality_figures(get("quality"))

@@ -24,8 +24,10 @@ Read an encoding's bins with :func:`sketch_bins` or :func:`decode_sketch`, never
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import accumulate, repeat
 from math import ceil, log2
 from operator import mul
 from typing import Any
@@ -97,6 +99,14 @@ def _add_counts(
     for key, count in counts.items():
         bins[key - offset] += count
     store.count += total
+
+
+def _counts(keys: list[int]) -> dict[int, float]:
+    counts: dict[int, float] = {}
+    get = counts.get
+    for key in keys:
+        counts[key] = get(key, 0.0) + 1.0
+    return counts
 
 
 def _weighted_counts(keys: list[int], weights: Sequence[float]) -> dict[int, float]:
@@ -339,24 +349,27 @@ class _Bins:
 
     def __init__(self, values: Sequence[float], weights: Sequence[float] | None) -> None:
         tiny, multiplier = _MAPPING.min_possible, _MAPPING._multiplier
-        pairs = zip(values, weights or [1.0] * len(values), strict=True)
         self.zeros = 0.0  # the sketch's zero count: values too small for a bin
-        counts: dict[int, float] = {}
-        for value, weight in pairs:
-            if value <= tiny:
-                self.zeros += weight
-            else:
-                key = ceil(log2(value) * multiplier)
-                counts[key] = counts.get(key, 0.0) + weight
+        positive_weights: list[float] | None
+        if values and min(values) <= tiny:
+            pairs = list(zip(values, weights or [1.0] * len(values), strict=True))
+            self.zeros = math.fsum(w for v, w in pairs if v <= tiny)
+            positive, positive_weights = [v for v, _ in pairs if v > tiny], [
+                w for v, w in pairs if v > tiny]
+        else:
+            positive, positive_weights = list(values), None if weights is None else list(weights)
+        keys = list(map(ceil, map(mul, map(log2, positive), repeat(multiplier))))
+        counts: Mapping[int, float] = (
+            _counts(keys) if positive_weights is None else _weighted_counts(keys, positive_weights))
         self.keys = sorted(counts)
-        self.counts = [counts[k] for k in self.keys]
-        positive = [w for v, w in zip(values, weights or [1.0] * len(values), strict=True)
-                    if v > tiny]
-        self.positive = math.fsum(positive)
+        self.counts = [float(counts[k]) for k in self.keys]
+        self.positive = (float(len(positive)) if positive_weights is None
+                         else math.fsum(positive_weights))
         self.count = float(len(values)) if weights is None else math.fsum(weights)
         self.sum = math.fsum(values) if weights is None else math.fsum(map(mul, values, weights))
         self.min, self.max = (min(values), max(values)) if values else (0.0, 0.0)
         self.span = self.keys[-1] - self.keys[0] + 1 if self.keys else 0
+        self._running = list(accumulate(self.counts))
 
     def quantile(self, q: float) -> float | None:
         if not 0 <= q <= 1 or not self.count:
@@ -364,13 +377,8 @@ class _Bins:
         rank = q * (self.count - 1)
         if rank < self.zeros:
             return float(min(max(0, self.min), self.max))
-        running, rank = 0.0, rank - self.zeros
-        key = self.keys[-1] if self.keys else 0
-        for k, n in zip(self.keys, self.counts, strict=True):
-            running += n
-            if running > rank:
-                key = k
-                break
+        at = bisect_right(self._running, rank - self.zeros)  # the first bin reaching past it
+        key = self.keys[min(at, len(self.keys) - 1)] if self.keys else 0
         return float(min(max(_MAPPING.value(key), self.min), self.max))
 
     def encode(self) -> SketchData:
