@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from promptprof.config import KafkaSettings
-from promptprof.logs import setup_logging
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics
+from promptprof import KafkaSettings
+from promptprof._logs import setup_logging
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics
 
 
 def setup(level: str = "warning") -> None:

@@ -25,8 +25,8 @@ from typing import Any
 import _stack
 import httpx
 
-from promptprof.stack.influxdb import InfluxDB
 from promptprof_processor.dashboards.overview import overview
+from promptprof_tools.stack.influxdb import InfluxDB
 
 NS = 1_000_000_000
 DATABASE = "ranges"

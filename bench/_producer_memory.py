@@ -16,7 +16,7 @@ import tracemalloc
 from typing import Any
 
 from promptprof import Profiler, load_settings
-from promptprof.stack.ports import free_port
+from promptprof_tools.stack.ports import free_port
 
 LIMIT = 16 * 1024 * 1024
 CALLS = 100_000

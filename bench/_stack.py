@@ -4,7 +4,7 @@
   promptprof topics created, and ``promptprof worker`` subprocesses (the real CLI, configured by
   ``PROMPTPROF_*`` variables); everything is stopped on exit, on error and on SIGTERM.
 - :class:`EventFactory`: call-event dicts exactly as the producer's sender builds them (through
-  :class:`promptprof.record.EventBuilder` from filled-in :class:`promptprof.record.Call` objects),
+  :class:`promptprof._record.EventBuilder` from filled-in :class:`promptprof._record.Call` objects),
   drawn from the simulated provider for a mix of prompts, versions and models, at event times
   chosen by the caller.
 - :func:`full_envelopes` / :func:`produce`: batch envelopes of one series each (at most 500
@@ -38,22 +38,23 @@ import _common
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.config import KafkaSettings, TopicSettings, load_settings
-from promptprof.envelope import encode_envelope
-from promptprof.event import series_key
+from promptprof import Call, KafkaSettings, load_settings
+from promptprof._envelope import encode_envelope
+from promptprof._event import series_key
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder, PromptSpec
+from promptprof._sender import Linger, producer_options
 from promptprof.export import Cycle
-from promptprof.export.packing import Packer
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, PromptSpec
-from promptprof.sender import Linger, producer_options
-from promptprof.simulate import ModelProfile, SimulatedError, SimulatedProvider
-from promptprof.stack.influxdb import InfluxDB
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics, topic_names
+from promptprof.export._packing import Packer
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.simulate import ModelProfile, SimulatedError, SimulatedProvider
+from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
-TOPICS = TopicSettings()
+TOPICS = ProcessorTopicSettings()
 PARTITIONS = 4
 SERVICE = "bench-service"
 # Faust reads these itself (no prefix). Tansu completes a group join after about half the
@@ -87,7 +88,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         binary = Path(sys.executable).parent / "promptprof"
-        argv = [str(binary)] if binary.exists() else [sys.executable, "-m", "promptprof.cli"]
+        argv = [str(binary)] if binary.exists() else [sys.executable, "-m", "promptprof_tools.cli"]
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
             [*argv, "worker"],
@@ -391,8 +392,8 @@ def sender_records(
     """Records as the real sender builds them for ``producers`` services taking ``rate`` calls/s
     each (Poisson arrivals from ``start_ns``), default producer settings (linger 50 ms, 500
     events per record), calls spread over ``series`` series with skewed shares: on a simulated
-    clock, each producer's :class:`promptprof.sender.Linger` says when a cycle takes its buffer
-    and its :class:`promptprof.export.packing.Packer` packs the cycle into one envelope per
+    clock, each producer's :class:`promptprof._sender.Linger` says when a cycle takes its buffer
+    and its :class:`promptprof.export._packing.Packer` packs the cycle into one envelope per
     partition. ``events`` calls in all; the records of all producers in the order sent."""
     defaults = load_settings().producer
     rng = random.Random(seed)

@@ -32,7 +32,9 @@ Holding and resolving (default rules). ``false_resolves_sustained_2x``: resoluti
 latency rule (p95 or p99) sent while a 2x latency regression is still active, over seeded trials
 of 60 normal windows, 180 regressed ones and 20 recovered ones (``holding_trials`` of them);
 ``resolve_delay_windows_max``: windows from the recovery (the first recovered window is 1) to
-the resolution of each latency rule that fired, worst over the trials.
+the resolution of each latency rule that fired, worst over the trials. A firing anomaly resolves
+on its level pooled over the last 3 windows, so a resolution may come on the 2nd recovered
+window when the last regressed window was already low enough to pool under the band.
 
 ``false_alerts_per_1000_windows_sampled``: stationary series recorded at sample_rate 0.05
 (4000, 2000, 800 and 400 calls per window: about 200, 100, 40 and 20 recorded events), firing
@@ -77,7 +79,7 @@ from typing import Any
 
 import _common
 
-from promptprof.envelope import encode_envelope
+from promptprof._envelope import encode_envelope
 from promptprof_processor.alerts import Alert, AlertEngine, GroupingSettings, parse_rules
 from promptprof_processor.alerts.grouping import Grouper
 from promptprof_processor.alerts.synthetic import DEFAULT_SERIES, Change, Traffic, synthetic_windows

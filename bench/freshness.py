@@ -2,7 +2,7 @@
 
 Set-up: a private Tansu and influxd, and the real ``promptprof worker`` with windows of
 ``--width`` s (default 2), allowed lateness ``--lateness`` s (default 1), idle timeout 1 s, the
-sink on. Traffic goes through the real producer (:class:`promptprof.profiler.Profiler`, default
+sink on. Traffic goes through the real producer (:class:`promptprof._profiler.Profiler`, default
 settings: linger 50 ms, envelopes of up to 500 events, lz4): calls arrive as a Poisson process
 of ``--rate`` per second (default 500) over 20 series with skewed shares, each call a task that
 awaits the simulated provider (TTFT, tokens, quality, errors) with its latencies scaled by
@@ -40,10 +40,9 @@ import _common
 import _stack
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from promptprof.config import KafkaSettings, ProducerSettings, Settings, TopicSettings
-from promptprof.envelope import decode_record
-from promptprof.profiler import Profiler
-from promptprof.simulate import SimulatedError, SimulatedProvider
+from promptprof import KafkaSettings, ProducerSettings, Profiler, Settings, TopicSettings
+from promptprof._envelope import decode_record
+from promptprof_tools.simulate import SimulatedError, SimulatedProvider
 
 NS = _stack.NS
 TARGET_S = 2.0

@@ -49,7 +49,7 @@ import _stack
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from processor_throughput import cpu_seconds
 
-from promptprof.profiler import make_spec
+from promptprof._profiler import make_spec
 from promptprof_processor.runtime.checkpoint import Head
 
 WIDTHS = [10, 60]

@@ -16,7 +16,9 @@ promptprof chunk the profiler is flushed outside the timed region. The added cos
 percentile by percentile: ``added_us_p50 = p50(decorated) - p50(bare)``, p99 likewise (the clock
 reads cancel out). The profiler's buffer holds every call of the run, so no call is dropped;
 ``dropped`` and ``sent_events`` are reported and a drop makes the run fail loudly on stderr.
-``bytes_held_max`` and its companions come from ``_producer_memory`` (see its docstring).
+``bytes_held_max`` and its companions come from ``_producer_memory``, and
+``host_us_p99_stream_without_usage`` and its companions from ``_stream_overhead`` (see their
+docstrings).
 ``ratio_vs_otel_p50 = otel_added_us_p50 / added_us_p50``: above 1 means promptprof adds less than
 OpenTelemetry (``ratio_vs_langfuse_p50`` likewise).
 
@@ -43,11 +45,12 @@ from typing import Any
 
 import _common
 import _producer_memory
+import _stream_overhead
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import promptprof
-from promptprof.stack.ports import free_port
+from promptprof_tools.stack.ports import free_port
 
 SyncFn = Callable[[], Any]
 AsyncFn = Callable[[], Awaitable[Any]]
@@ -205,6 +208,7 @@ def main() -> None:
             cpu_rounds,
         )
         cpu_stats = profiler.stats()
+        stream = _stream_overhead.figures(profiler, calls // 2, rounds)
         provider.shutdown()
         promptprof.shutdown(5.0)
 
@@ -249,6 +253,7 @@ def main() -> None:
         "dropped": stats["dropped"],
         "sent_events": stats["sent_events"],
     }
+    figures |= stream  # host_us_p99_stream_without_usage: see bench/_stream_overhead.py
     figures |= _producer_memory.figures()  # bytes_held_max: see bench/_producer_memory.py
     _common.emit("producer_overhead", figures)
 

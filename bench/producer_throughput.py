@@ -40,11 +40,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 import promptprof
-from promptprof.config import load_settings
-from promptprof.event import series_key
-from promptprof.profiler import make_spec
-from promptprof.record import EventBuilder, register_spec
-from promptprof.sender import producer_options
+from promptprof import load_settings
+from promptprof._event import series_key
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder, register_spec
+from promptprof._sender import producer_options
 
 TOPIC = "llm.calls"
 SERIES = 4

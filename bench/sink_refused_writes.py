@@ -33,10 +33,8 @@ from typing import cast
 
 import _common
 
-from promptprof.config import InfluxSettings
-from promptprof.stack import InfluxDB, free_ports
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, validate_events
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.settings import NS_PER_S, InfluxSettings
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT, window_lines
 from promptprof_processor.windows.figures import (
@@ -45,6 +43,7 @@ from promptprof_processor.windows.figures import (
     SeriesTags,
     WindowAggregate,
 )
+from promptprof_tools.stack import InfluxDB, free_ports
 
 DATABASE = "bench"
 OLD_START_NS = 1_699_999_200 * NS_PER_S  # 2023: beyond the 1 h retention

@@ -32,10 +32,10 @@ from typing import Any
 import _common
 
 import promptprof
-from promptprof.config import KafkaSettings
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics
+from promptprof import KafkaSettings
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics
 
 TOPIC = "llm.calls"
 POLL_S = 0.001

@@ -65,9 +65,9 @@ import _common
 import _long_range
 import _stack
 
-from promptprof.stack.influxdb import InfluxDB, set_toml_option
 from promptprof_processor.sink.lineprotocol import encode_line, render_windows
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_tools.stack.influxdb import InfluxDB, set_toml_option
 
 NS = _stack.NS
 WIDTHS = [10, 60]

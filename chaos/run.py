@@ -38,20 +38,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.demo.traffic import Injection, TrafficGenerator
-from promptprof.envelope import encode_envelope
-from promptprof.profiler import Profiler, make_spec
-from promptprof.stack.influxdb import InfluxDB
-from promptprof.stack.ports import free_port
-from promptprof.stack.tansu import TansuBroker
-from promptprof.stack.topics import create_topics, topic_names
+from promptprof import KafkaSettings, Profiler, Settings, load_settings
+from promptprof._envelope import encode_envelope
+from promptprof._profiler import make_spec
 from promptprof_processor.alerts.receiver import WebhookReceiver
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.demo.traffic import Injection, TrafficGenerator
+from promptprof_tools.demo.worker import DEMO_RULES
+from promptprof_tools.stack.influxdb import InfluxDB
+from promptprof_tools.stack.ports import free_port
+from promptprof_tools.stack.tansu import TansuBroker
+from promptprof_tools.stack.topics import create_topics, topic_names
 
 NS = 1_000_000_000
-ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "examples" / "alerts" / "demo-rules.yaml"
-TOPICS = TopicSettings()
+TOPICS = ProcessorTopicSettings()
 PARTITIONS = 4
 WIDTH_S = 5
 LATENESS_S = 2
@@ -198,7 +198,7 @@ class Stack:
             "PROMPTPROF_WORKER__CHECKPOINT_INTERVAL_S": "1",
             "PROMPTPROF_WORKER__IDLE_TIMEOUT_S": "1",
             "PROMPTPROF_WORKER__DATA_DIR": str(self.tmp / f"worker-{index}"),
-            "PROMPTPROF_ALERTS__RULES_FILE": str(RULES),
+            "PROMPTPROF_ALERTS__RULES_FILE": str(DEMO_RULES),
             "PROMPTPROF_ALERTS__RECEIVERS": json.dumps([receiver]),
             "PROMPTPROF_ALERTS__ROUTES": json.dumps([{"receivers": ["chaos"]}]),
             "PROMPTPROF_LOG_LEVEL": "warning",

@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.config import KafkaSettings
-from promptprof.stack import TansuBroker, create_topics
-from promptprof.stack.ports import free_port
+from promptprof import KafkaSettings
+from promptprof_tools.stack import TansuBroker, create_topics
+from promptprof_tools.stack.ports import free_port
 
 TOPIC = "probe"
 PARTITIONS = 4

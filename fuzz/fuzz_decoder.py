@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _harness import fuzz
 
-from promptprof.envelope import EnvelopeError, decode_record
+from promptprof._envelope import EnvelopeError, decode_record
 from promptprof_processor.ingest.records import RecordReader
 from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.runtime.partition import Clock, PartitionRun
@@ -45,9 +45,10 @@ def test_one_input(data: bytes) -> None:
 
 def _seed(directory: Path) -> None:
     """Valid records to start from: random bytes seldom become JSON, let alone an envelope."""
-    from promptprof.envelope import encode_envelope
-    from promptprof.profiler import make_spec
-    from promptprof.record import Call, EventBuilder
+    from promptprof import Call
+    from promptprof._envelope import encode_envelope
+    from promptprof._profiler import make_spec
+    from promptprof._record import EventBuilder
 
     builder = EventBuilder("svc", "dev", False, None)
     events = []

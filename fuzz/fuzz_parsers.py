@@ -17,7 +17,7 @@ import atheris  # type: ignore[import-untyped]
 import yaml
 from _harness import fuzz
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof_compare.dataset import load_dataset
 from promptprof_compare.inputs import InputError
 from promptprof_compare.prompts import parse_prompt

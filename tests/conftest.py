@@ -2,15 +2,16 @@
 
 Session fixtures (started once, stopped at the end of the run):
 
-- ``kafka_broker``: a :class:`~promptprof.stack.TansuBroker`; ``.bootstrap`` is the
+- ``kafka_broker``: a :class:`~promptprof_tools.stack.TansuBroker`; ``.bootstrap`` is the
   ``bootstrap_servers`` string. Shared by every test: do not kill or restart it (Tansu keeps
   everything in memory, so a restart empties it for everyone); use ``kafka_broker_factory``.
-- ``influxdb``: an :class:`~promptprof.stack.InfluxDB` (influxd 1.x); ``.url``, ``.database``,
+- ``influxdb``: an :class:`~promptprof_tools.stack.InfluxDB` (influxd 1.x); ``.url``, ``.database``,
   and stdlib helpers ``.write(lines)``, ``.query(q)``, ``.rows(q)``, ``.create_database(name)``.
 
 Per-test helpers: ``kafka_broker_factory``, ``influxdb_factory`` (private servers that a test
 may kill and restart), ``unique_name``, ``make_topics``, ``fresh_topics``, ``influx_database``
-and ``settings_for`` (a :class:`~promptprof.config.Settings` pointing at these servers).
+and ``settings_for`` (a :class:`~promptprof_tools.settings.ToolSettings`, every section, pointing
+at these servers).
 
 If ``influxd`` is missing, the InfluxDB fixtures fail (never skip) with the install hint.
 """
@@ -25,8 +26,11 @@ from typing import Any, Protocol
 
 import pytest
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.stack import (
+from promptprof import KafkaSettings, load_settings
+from promptprof.testing._fake_providers import FakeProviderServer
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.settings import ToolSettings
+from promptprof_tools.stack import (
     INFLUXD_INSTALL_HINT,
     InfluxDB,
     ServiceProcess,
@@ -37,7 +41,6 @@ from promptprof.stack import (
     free_ports,
     influxd_binary,
 )
-from promptprof.testing.fake_providers import FakeProviderServer
 
 TEST_DATABASE = "promptprof_test"
 
@@ -51,10 +54,10 @@ class SettingsFactory(Protocol):
         broker: TansuBroker | None = None,
         influx: InfluxDB | None = None,
         database: str | None = None,
-        topics: TopicSettings | None = None,
+        topics: ProcessorTopicSettings | None = None,
         with_influx: bool = True,
         **overrides: Any,
-    ) -> Settings: ...
+    ) -> ToolSettings: ...
 
 
 def _start_broker(log_dir: Path) -> TansuBroker:
@@ -179,10 +182,11 @@ def make_topics(kafka_broker: TansuBroker) -> Callable[..., Awaitable[list[str]]
 @pytest.fixture
 async def fresh_topics(
     kafka_broker: TansuBroker, unique_name: Callable[[str], str]
-) -> TopicSettings:
-    """A :class:`TopicSettings` with unique calls/dlq/windows/alerts names, already created on
-    the session broker with 4 partitions each. Pass it to ``settings_for(topics=...)``."""
-    topics = TopicSettings(
+) -> ProcessorTopicSettings:
+    """A :class:`ProcessorTopicSettings` with unique calls/dlq/windows/alerts names, already
+    created on the session broker with 4 partitions each. Pass it to
+    ``settings_for(topics=...)``."""
+    topics = ProcessorTopicSettings(
         calls=unique_name("calls"),
         dead_letter=unique_name("dlq"),
         windows=unique_name("windows"),
@@ -204,7 +208,7 @@ def influx_database(influxdb: InfluxDB, unique_name: Callable[[str], str]) -> st
 
 @pytest.fixture
 def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> SettingsFactory:
-    """Factory of :class:`Settings` pointing at the test servers, via ``load_settings``.
+    """Factory of :class:`ToolSettings` pointing at the test servers, via ``load_settings``.
 
     ``settings_for(broker=None, influx=None, database=None, topics=None, with_influx=True,
     **overrides)``: Kafka defaults to the session ``kafka_broker``; InfluxDB (api v1) to the
@@ -219,10 +223,10 @@ def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> SettingsFact
         broker: TansuBroker | None = None,
         influx: InfluxDB | None = None,
         database: str | None = None,
-        topics: TopicSettings | None = None,
+        topics: ProcessorTopicSettings | None = None,
         with_influx: bool = True,
         **overrides: Any,
-    ) -> Settings:
+    ) -> ToolSettings:
         broker = broker or request.getfixturevalue("kafka_broker")
         sections: dict[str, Any] = {
             "kafka": {"bootstrap_servers": broker.bootstrap},
@@ -239,7 +243,7 @@ def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> SettingsFact
             sections["stack"].update(influx_port=influx.port, influx_rpc_port=influx.rpc_port)
         if topics is not None:
             sections["topics"] = topics.model_dump()
-        settings: Settings = load_settings(**_merge(sections, overrides))
+        settings: ToolSettings = load_settings(cls=ToolSettings, **_merge(sections, overrides))
         return settings
 
     return build

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from promptprof.cli import main
-from promptprof.schema import render_schema
+from promptprof._schema import render_schema
+from promptprof_tools.cli import main
 
 
 def test_schema_command_prints_the_schema(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
@@ -37,7 +37,7 @@ def test_compare_with_missing_run_file_exits_2(tmp_path: Path) -> None:
 
 def test_unknown_command_is_a_usage_error() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "promptprof.cli", "frobnicate"], capture_output=True, text=True
+        [sys.executable, "-m", "promptprof_tools.cli", "frobnicate"], capture_output=True, text=True
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr

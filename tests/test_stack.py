@@ -14,8 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from promptprof.config import KafkaSettings, Settings, TopicSettings, load_settings
-from promptprof.stack import (
+from promptprof import KafkaSettings, load_settings
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.settings import ToolSettings
+from promptprof_tools.stack import (
     InfluxDB,
     StackError,
     TansuBroker,
@@ -26,7 +28,7 @@ from promptprof.stack import (
     stack_command,
     tansu_binary,
 )
-from promptprof.stack.influxdb import set_toml_option
+from promptprof_tools.stack.influxdb import set_toml_option
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +200,7 @@ async def test_ensure_topics_is_idempotent(
     kafka_broker: TansuBroker, make_topics: MakeTopics, unique_name: Callable[[str], str]
 ) -> None:
     kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap)
-    topics = TopicSettings(
+    topics = ProcessorTopicSettings(
         calls=unique_name("calls"),
         dead_letter=unique_name("dlq"),
         windows=unique_name("windows"),
@@ -267,10 +269,11 @@ def test_set_toml_option_edits_only_its_section() -> None:
 
 
 @pytest.fixture
-def stack_settings(tmp_path: Path) -> Iterator[Settings]:
+def stack_settings(tmp_path: Path) -> Iterator[ToolSettings]:
     """Settings for a private CLI stack on free ports; brought down at the end whatever happens."""
     kafka_port, influx_port, rpc_port = free_ports(3)
-    settings: Settings = load_settings(
+    settings = load_settings(
+        cls=ToolSettings,
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
         influx={"url": f"http://127.0.0.1:{influx_port}", "database": "stacktest"},
         topics={"partitions": 2},
@@ -285,7 +288,7 @@ def stack_settings(tmp_path: Path) -> Iterator[Settings]:
     stack_command("down", settings)
 
 
-def _env_for(settings: Settings) -> dict[str, str]:
+def _env_for(settings: ToolSettings) -> dict[str, str]:
     stack = settings.stack
     return {
         **os.environ,
@@ -302,13 +305,16 @@ def _env_for(settings: Settings) -> dict[str, str]:
 
 _UP_IN_A_CHILD = (
     "import sys\n"
-    "from promptprof.config import load_settings\n"
-    "from promptprof.stack import stack_command\n"
-    "sys.exit(stack_command('up', load_settings()))\n"
+    "from promptprof import load_settings\n"
+    "from promptprof_tools.settings import ToolSettings\n"
+    "from promptprof_tools.stack import stack_command\n"
+    "sys.exit(stack_command('up', load_settings(cls=ToolSettings)))\n"
 )
 
 
-def test_stack_up_status_down(stack_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stack_up_status_down(
+    stack_settings: ToolSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = stack_settings
     assert stack_command("status", settings) == 1
     assert stack_command("down", settings) == 0  # nothing to stop
@@ -337,7 +343,7 @@ def test_stack_up_status_down(stack_settings: Settings, capsys: pytest.CaptureFi
     assert stack_command("status", settings) == 1
 
 
-def _check_provisioned(settings: Settings) -> None:
+def _check_provisioned(settings: ToolSettings) -> None:
     state = Path(settings.stack.state_dir)
     assert (state / "tansu.pid").is_file() and (state / "influxd.pid").is_file()
     bootstrap = settings.kafka.bootstrap_servers
@@ -350,7 +356,7 @@ def _check_provisioned(settings: Settings) -> None:
 
 
 def test_stack_up_reports_a_busy_port(
-    stack_settings: Settings, kafka_broker: TansuBroker, capsys: pytest.CaptureFixture[str]
+    stack_settings: ToolSettings, kafka_broker: TansuBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     busy = stack_settings.model_copy(
         update={"stack": stack_settings.stack.model_copy(update={"kafka_port": kafka_broker.port})}
@@ -359,5 +365,5 @@ def test_stack_up_reports_a_busy_port(
     assert "in use" in capsys.readouterr().err
 
 
-def test_stack_rejects_unknown_actions(stack_settings: Settings) -> None:
+def test_stack_rejects_unknown_actions(stack_settings: ToolSettings) -> None:
     assert stack_command("sideways", stack_settings) == 2

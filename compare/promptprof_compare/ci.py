@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptprof.config import Settings
+from promptprof import Settings
 from promptprof_compare.cli import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, compare_command
 from promptprof_compare.gitdiff import (
     GitError,

@@ -7,7 +7,7 @@
     provider:
       type: simulated
       time_scale: 0            # how long to really wait: 0 never, 1 the simulated latency
-      models:                  # per model (or "*" for any), promptprof.simulate.ModelProfile knobs
+      models:              # per model ("*": any), promptprof_tools.simulate.ModelProfile knobs
         gpt-4o-mini: {latency_median_ms: 700, output_tokens_mean: 90, quality_mean: 0.8}
       inject: {latency_factor: 1.3}   # a change applied on top, to rehearse a regression
 
@@ -38,13 +38,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptprof.profiler import Profiler
-from promptprof.record import Call
-from promptprof.simulate import Completion, ModelProfile, SimulatedError, SimulatedProvider
-from promptprof.tokens import estimate_tokens
+from promptprof import Call, Profiler
+from promptprof._tokens import estimate_tokens
 from promptprof_compare.dataset import Item
 from promptprof_compare.inputs import InputError
 from promptprof_compare.prompts import Prompt, Rendered
+from promptprof_tools.simulate import Completion, ModelProfile, SimulatedError, SimulatedProvider
 
 if TYPE_CHECKING:  # the SDKs are optional extras, imported when a suite uses them
     import anthropic
@@ -222,7 +221,7 @@ class OpenAIBackend:
     def __init__(
         self, config: OpenAIConfig, profiler: Profiler, timeout_s: float, labels: Mapping[str, str]
     ) -> None:
-        from promptprof.integrations.openai import wrap_openai
+        from promptprof.integrations import wrap_openai
 
         self._client = wrap_openai(
             config.client(timeout_s), prompt_id="bench", version="0", labels=labels,
@@ -264,7 +263,7 @@ class AnthropicBackend:
         self, config: AnthropicConfig, profiler: Profiler, timeout_s: float,
         labels: Mapping[str, str],
     ) -> None:
-        from promptprof.integrations.anthropic import wrap_anthropic
+        from promptprof.integrations import wrap_anthropic
 
         self._client = wrap_anthropic(
             config.client(timeout_s), prompt_id="bench", version="0", labels=labels,
@@ -302,7 +301,7 @@ class AnthropicBackend:
 
 
 class SimulatedBackend:
-    """Calls of :class:`~promptprof.simulate.SimulatedProvider`, measured with ``track``."""
+    """Calls of :class:`~promptprof_tools.simulate.SimulatedProvider`, measured with ``track``."""
 
     deadline_s: float | None = None  # the drawn latency is checked against the timeout instead
 

@@ -3,7 +3,7 @@
 Every call is measured by the producer's profiler, as in production: a :class:`BenchProfiler`
 records each call with the producer's own code (the client wrappers, or ``track`` for the
 simulated provider) and turns it into the run file's record through the producer's
-:class:`~promptprof.record.EventBuilder`, so latency, TTFT, tokens, cost and errors mean exactly
+:class:`~promptprof._record.EventBuilder`, so latency, TTFT, tokens, cost and errors mean exactly
 what they mean in the dashboards. The events are also published to Kafka when the settings
 enable the producer and a broker answers at start; otherwise the bench runs offline and never
 waits on Kafka. Unlike a service's profiler the bench's ignores ``sample_rate``: every call
@@ -28,9 +28,8 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field
 
-from promptprof.config import Settings
-from promptprof.profiler import Profiler
-from promptprof.record import Call, EventBuilder, PromptSpec
+from promptprof import Call, Profiler, Settings
+from promptprof._record import EventBuilder, PromptSpec
 from promptprof.testing import InMemoryExporter
 from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.dataset import Item, load_dataset

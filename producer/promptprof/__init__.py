@@ -5,15 +5,25 @@ The public API is small: :func:`profile` (decorator), :func:`track` (context man
 :mod:`promptprof.integrations`.
 """
 
-from promptprof.config import ConfigError, Settings, load_settings
-from promptprof.profiler import Profiler, configure, get_profiler, profile, shutdown, track
-from promptprof.record import Call
+from promptprof._config import (
+    ConfigError,
+    KafkaSettings,
+    ProducerSettings,
+    Settings,
+    TopicSettings,
+    load_settings,
+)
+from promptprof._profiler import Profiler, configure, get_profiler, profile, shutdown, track
+from promptprof._record import Call
 
 __all__ = [
     "Call",
     "ConfigError",
+    "KafkaSettings",
+    "ProducerSettings",
     "Profiler",
     "Settings",
+    "TopicSettings",
     "configure",
     "get_profiler",
     "load_settings",

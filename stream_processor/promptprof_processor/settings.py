@@ -1,25 +1,29 @@
-"""Stream-processor settings: promptprof's settings plus a ``windows`` section.
+"""Stream-processor settings: a service's settings plus the worker's own sections (the topics only
+the worker writes, ``influx``, ``windows``, ``worker``, ``alerts``).
 
 Environment variables follow the usual scheme, lists as JSON, for example
 ``PROMPTPROF_WINDOWS__WIDTHS_S='[10, 60]'`` or
 ``PROMPTPROF_WINDOWS__LABEL_DIMENSIONS='["tenant"]'``.
-Kafka, InfluxDB and logging settings come from :class:`promptprof.config.Settings`.
+Kafka and logging settings come from :class:`promptprof.Settings`.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from promptprof.config import Settings
-from promptprof.event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
+from promptprof import Settings, TopicSettings
+from promptprof._event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.health.settings import HealthSettings
 from promptprof_processor.units import NS_PER_S as NS_PER_S
 
 MAX_WIDTH_S = 86_400
+DEFAULT_INFLUX_PORT = 18086
 # Tag keys the window and alert measurements already use; a label dimension may not shadow them.
 SERIES_TAG_KEYS = frozenset({"service", "prompt_id", "prompt_version", "model", "width"})
 WINDOW_TAG_KEYS = SERIES_TAG_KEYS | {"error_type"}
@@ -29,6 +33,31 @@ RESERVED_TAG_KEYS = WINDOW_TAG_KEYS | ALERT_TAG_KEYS
 # ``time``, and on 2.x/3.x every name starting with "_" (_measurement, _field, _value, _start...).
 INFLUX_RESERVED_KEY = "time"
 INFLUX_RESERVED_PREFIX = "_"
+
+
+class ProcessorTopicSettings(TopicSettings):
+    """The calls topic and the topics the worker writes, with the partition count used when
+    promptprof creates them."""
+
+    dead_letter: str = "llm.calls.dlq"
+    windows: str = "llm.windows"
+    alerts: str = "llm.alerts"
+    partitions: int = Field(default=4, ge=1, le=1024, description="between 1 and 1024")
+
+
+class InfluxSettings(BaseModel):
+    """Where window aggregates are written."""
+
+    url: str = f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}"
+    api: Literal["v1", "v2"] = Field(default="v1", description="'v1' (/write) or 'v2' (/api/v2)")
+    database: str = Field(default="promptprof", min_length=1, description="v1 database")
+    token: SecretStr | None = None
+    org: str = "promptprof"
+    bucket: str = "promptprof"
+    username: str | None = None
+    password: SecretStr | None = None
+    verify_ssl: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
 
 
 class WindowSettings(BaseModel):
@@ -69,6 +98,24 @@ class WindowSettings(BaseModel):
         description="seconds an event may start ahead of the worker's clock, 0..86400; "
         "later ones go to the dead-letter topic",
     )
+    latency_thresholds_ms: list[float] = Field(
+        default=[],
+        max_length=16,
+        description="latencies (ms, > 0) over which each window counts its calls exactly; the "
+        "worker adds the latency-SLO thresholds of its alert rules",
+    )
+
+    @field_validator("latency_thresholds_ms")
+    @classmethod
+    def _valid_thresholds(cls, thresholds: list[float]) -> list[float]:
+        if any(not 0 < t < math.inf for t in thresholds):
+            raise ValueError("each latency threshold must be a positive, finite number of ms")
+        return sorted(set(thresholds))
+
+    def with_latency_thresholds(self, thresholds_ms: Iterable[float]) -> WindowSettings:
+        """These settings, also counting the calls over ``thresholds_ms``."""
+        given = [*self.latency_thresholds_ms, *thresholds_ms]
+        return WindowSettings.model_validate({**self.model_dump(), "latency_thresholds_ms": given})
 
     @field_validator("widths_s")
     @classmethod
@@ -198,6 +245,8 @@ class WorkerSettings(BaseModel):
 class ProcessorSettings(Settings):
     """All settings of the stream processor."""
 
+    topics: ProcessorTopicSettings = ProcessorTopicSettings()
+    influx: InfluxSettings = InfluxSettings()
     windows: WindowSettings = WindowSettings()
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()

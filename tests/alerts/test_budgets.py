@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -11,10 +12,20 @@ from hypothesis import strategies as st
 
 from promptprof_processor.alerts import Alert, AlertEngine, parse_rules
 from promptprof_processor.alerts.budgets import calls_over, period_bounds
-from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
+from promptprof_processor.alerts.delivery import AlertDispatcher
+from promptprof_processor.alerts.synthetic import (
+    DEFAULT_SERIES,
+    Change,
+    Traffic,
+    synthetic_windows,
+)
 from promptprof_processor.alerts.webhooks import slack_payload
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.ingest.validation import CallColumns
+from promptprof_processor.runtime.adapter import CallsWorker, GroupTimings
+from promptprof_processor.settings import NS_PER_S, ProcessorSettings, WindowSettings
+from promptprof_processor.windows.figures import CALL_FIELDS, Accumulator, WindowAggregate
 from promptprof_processor.windows.sketches import add_values, encode_sketch, new_sketch
+from tests.processor.factories import T0, call
 
 HALF_BUDGET = Traffic(error_rate=0.0005)  # spends half of a 99.9 % budget, evenly
 BURST_AT = 480
@@ -86,6 +97,49 @@ def test_calls_over_a_threshold_from_the_sketch_are_exact_to_its_accuracy(
     assert counted <= sum(v > threshold / 1.021 for v in values)
 
 
+def latency_window(latencies: list[float], thresholds: list[float], at: int = 0) -> WindowAggregate:
+    acc = Accumulator()
+    records = [call(at * 60, latency_ms=v, sample_rate=0.5) for v in latencies]
+    acc.add_calls(CallColumns.of_records(records, CALL_FIELDS), thresholds)
+    start = T0 + at * 60 * NS_PER_S
+    return acc.finish(DEFAULT_SERIES, start, start + 60 * NS_PER_S, late_events=0)
+
+
+def test_calls_over_a_configured_threshold_are_counted_exactly() -> None:
+    """Calls 0.25 % slower than the threshold share its sketch bin: the sketch cannot tell them
+    from faster ones, the count made where the threshold is configured can."""
+    latencies = [4010.0] * 30 + [3990.0] * 70
+    exact = latency_window(latencies, [4000.0])
+    assert calls_over(exact, 4000.0) == 60.0  # 30 events of weight 2
+    from_sketch = latency_window(latencies, [])
+    assert calls_over(from_sketch, 4000.0) != 60.0
+
+
+def test_the_latency_budget_burns_on_the_exact_counts() -> None:
+    section = {"error_budget": {"latency": {"objective": 0.99, "threshold_ms": 4000}}}
+    rules = parse_rules({"defaults": {"anomaly": {"enabled": False}, **section}})
+    assert rules.latency_thresholds_ms() == [4000.0]
+    windows = [latency_window([4010.0] * 20 + [500.0] * 80, rules.latency_thresholds_ms(), at)
+               for at in range(30)]
+    alerts = AlertEngine(rules).observe(windows)
+    assert {a.rule for a in alerts if a.state == "firing"} == {
+        "burn.latency.3600s", "burn.latency.21600s"}
+    assert alerts[0].observed == pytest.approx(20.0)  # 20 % slow against a 1 % budget
+
+
+def test_the_rules_list_every_latency_threshold_once() -> None:
+    rules = parse_rules({
+        "defaults": {"error_budget": {"latency": {"objective": 0.99, "threshold_ms": 4000}}},
+        "prompts": {
+            "a": {"error_budget": {"latency": {"threshold_ms": 1500}}},
+            "b": {"error_budget": None},
+            "c": {"error_budget": {"latency": {"threshold_ms": 4000}}},
+        },
+    })
+    assert rules.latency_thresholds_ms() == [1500.0, 4000.0]
+    assert parse_rules({}).latency_thresholds_ms() == []
+
+
 # -- spend ----------------------------------------------------------------------------------------
 
 
@@ -146,3 +200,16 @@ def test_budget_alerts_read_well_in_slack() -> None:
     ]
     assert figures[0]["*Observed*"].endswith("x") and figures[0]["*Threshold*"] in ("14.4x", "6.0x")
     assert figures[1]["*Observed*"].startswith("$") and figures[1]["*Threshold*"] == "$1.00"
+
+
+def test_the_worker_counts_the_latency_thresholds_of_its_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("defaults: {error_budget: {latency: {objective: 0.99, threshold_ms: 4000}}}")
+    settings = ProcessorSettings(
+        windows=WindowSettings(latency_thresholds_ms=[250]), alerts={"rules_file": rules}
+    )
+    dispatcher = cast(AlertDispatcher, object())  # only whether there is one matters here
+    worker = CallsWorker(settings, GroupTimings(), dispatcher)
+    assert worker.settings.windows.latency_thresholds_ms == [250.0, 4000.0]
+    assert CallsWorker(settings, GroupTimings(), None).settings.windows.latency_thresholds_ms == [
+        250.0]

@@ -12,8 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from promptprof.config import Settings, TopicSettings
-from promptprof.stack import InfluxDB, free_port
+from promptprof import Settings
 from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,
@@ -26,6 +25,8 @@ from promptprof_processor.alerts import (
 )
 from promptprof_processor.alerts import delivery as delivery_module
 from promptprof_processor.alerts import webhooks as webhooks_module
+from promptprof_processor.settings import ProcessorSettings, ProcessorTopicSettings
+from promptprof_tools.stack import InfluxDB, free_port
 
 from .conftest import SECRET, RecordingLog, sample_alerts
 
@@ -77,7 +78,8 @@ def patched_logs(monkeypatch: pytest.MonkeyPatch) -> RecordingLog:
 
 
 async def test_alerts_reach_the_topic_influxdb_and_routed_receivers(
-    settings_for: Callable[..., Settings], fresh_topics: TopicSettings, influx_database: str,
+    settings_for: Callable[..., ProcessorSettings], fresh_topics: ProcessorTopicSettings,
+    influx_database: str,
     influxdb: InfluxDB, receiver_factory: Callable[..., WebhookReceiver],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -143,7 +145,7 @@ async def test_alerts_reach_the_topic_influxdb_and_routed_receivers(
 
 
 async def test_failing_receivers_are_retried_then_dead_lettered_without_delaying_the_caller(
-    settings_for: Callable[..., Settings], fresh_topics: TopicSettings,
+    settings_for: Callable[..., ProcessorSettings], fresh_topics: ProcessorTopicSettings,
     receiver_factory: Callable[..., WebhookReceiver], monkeypatch: pytest.MonkeyPatch,
     patched_logs: RecordingLog,
 ) -> None:
@@ -216,7 +218,7 @@ async def max_loop_lag(seconds: float, tick_s: float = 0.01) -> float:
 
 
 async def test_a_re_submitted_alert_is_not_sent_again(
-    settings_for: Callable[..., Settings], fresh_topics: TopicSettings,
+    settings_for: Callable[..., ProcessorSettings], fresh_topics: ProcessorTopicSettings,
     receiver_factory: Callable[..., WebhookReceiver],
 ) -> None:
     settings = settings_for(topics=fresh_topics, with_influx=False)
@@ -257,7 +259,7 @@ async def test_a_storm_reaches_a_slack_receiver_as_few_messages_naming_every_ser
         })
         for i, a in enumerate([sample_alerts()[0]] * 300)
     ]
-    dispatcher = AlertDispatcher(Settings(), config)
+    dispatcher = AlertDispatcher(ProcessorSettings(), config)
     await dispatcher.start()
     started = time.perf_counter()
     assert dispatcher.submit(alerts) == 300
@@ -280,7 +282,7 @@ async def test_webhooks_still_go_out_while_kafka_is_down(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(delivery_module, "KAFKA_ATTEMPTS", 2)
-    settings = Settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
+    settings = ProcessorSettings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
                                "request_timeout_ms": 1000})
     server = receiver_factory(secret=None)
     config = AlertSettings(
@@ -310,7 +312,7 @@ async def test_close_drains_a_dispatcher_run_as_a_task(
         retry=FAST, write_influx=False, publish_topic=False, concurrency_per_receiver=1,
         grouping=UNGROUPED, receivers=[ReceiverSettings(name="r", url=server.url)],
     )
-    dispatcher = AlertDispatcher(Settings(), config)
+    dispatcher = AlertDispatcher(ProcessorSettings(), config)
     task = asyncio.create_task(dispatcher.run())
     alerts = sample_alerts()
     dispatcher.submit(alerts)
@@ -321,6 +323,6 @@ async def test_close_drains_a_dispatcher_run_as_a_task(
 
 
 async def test_close_without_run_releases_the_clients() -> None:
-    dispatcher = AlertDispatcher(Settings(), AlertSettings(write_influx=False))
+    dispatcher = AlertDispatcher(ProcessorSettings(), AlertSettings(write_influx=False))
     await dispatcher.close()
     assert dispatcher._sender._client.is_closed

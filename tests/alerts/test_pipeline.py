@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from promptprof.config import Settings, TopicSettings
-from promptprof.envelope import encode_envelope
+from promptprof._envelope import encode_envelope
 from promptprof_processor.alerts import (
     Alert,
     AlertDispatcher,
@@ -22,7 +21,12 @@ from promptprof_processor.alerts import (
     WebhookReceiver,
 )
 from promptprof_processor.runtime.partition import PartitionRun
-from promptprof_processor.settings import NS_PER_S, WindowSettings
+from promptprof_processor.settings import (
+    NS_PER_S,
+    ProcessorSettings,
+    ProcessorTopicSettings,
+    WindowSettings,
+)
 from tests.processor.runs import MemoryLog, clock
 
 from .conftest import SECRET
@@ -73,7 +77,7 @@ def worker(saved: MemoryLog | None = None) -> PartitionRun:
 
 
 async def test_a_latency_jump_in_real_calls_reaches_the_topic_and_the_receiver(
-    settings_for: Callable[..., Settings], fresh_topics: TopicSettings,
+    settings_for: Callable[..., ProcessorSettings], fresh_topics: ProcessorTopicSettings,
     receiver_factory: Callable[..., WebhookReceiver], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIPELINE_HOOK_SECRET", SECRET)

@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from promptprof_processor.alerts import AlertEngine, parse_rules
 from promptprof_processor.alerts.metrics import METRICS
-from promptprof_processor.alerts.synthetic import Change, Traffic, synthetic_windows
+from promptprof_processor.alerts.synthetic import (
+    DEFAULT_SERIES,
+    Change,
+    Traffic,
+    synthetic_windows,
+)
+from promptprof_processor.ingest.validation import CallColumns, CallRecord
+from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.windows.figures import CALL_FIELDS, Accumulator, WindowAggregate
+from tests.processor.factories import T0, call
 
 
 def test_sampled_stationary_traffic_raises_no_alert() -> None:
@@ -63,3 +72,30 @@ def test_counts_are_observed_events_and_totals_stay_weighted(rate: float, seed: 
                      "cost_per_call_usd", "quality_mean"):
             assert abs(METRICS[name].count(window) - window.events) < 1e-6 * window.events
         assert window.errors == pytest.approx(window.error_rate * window.calls)
+
+
+def window_of(records: list[CallRecord]) -> WindowAggregate:
+    acc = Accumulator()
+    acc.add_calls(CallColumns.of_records(records, CALL_FIELDS))
+    return acc.finish(DEFAULT_SERIES, T0, T0 + 60 * NS_PER_S, late_events=0)
+
+
+def test_each_figure_is_gated_on_the_events_that_carried_it() -> None:
+    """40 events sampled at 0.1 (400 calls), 3 of them with a TTFT: latency rests on 40
+    measurements, TTFT on 3 (not the 30 calls they stand for)."""
+    records = [call(ttft_ms=20.0 if i < 3 else None, input_tokens=100 if i < 10 else None,
+                    cost_usd=0.01 if i < 20 else None, sample_rate=0.1) for i in range(40)]
+    window = window_of(records)
+    counts = {name: METRICS[name].count(window) for name in METRICS}
+    assert counts["latency_p95_ms"] == counts["error_rate"] == 40
+    assert (counts["ttft_p95_ms"], counts["tokens_per_call"], counts["cost_per_call_usd"]) == (
+        3, 10, 20)
+    assert counts["quality_mean"] == 0
+
+
+def test_every_metric_reads_a_count_the_window_fills() -> None:
+    """The keys the metrics read are the keys the accumulator writes."""
+    records = [call(ttft_ms=20.0, input_tokens=100, output_tokens=10, cost_usd=0.01,
+                    quality_score=0.9, sample_rate=0.5) for _ in range(7)]
+    window = window_of(records)
+    assert {name: METRICS[name].count(window) for name in METRICS} == dict.fromkeys(METRICS, 7)

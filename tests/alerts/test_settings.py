@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof_processor.alerts import AlertEngine, AlertSettings, ReceiverSettings, RouteSettings
 from promptprof_processor.settings import ProcessorSettings
 

@@ -13,7 +13,6 @@ import httpx
 import orjson
 import pytest
 
-from promptprof.stack import free_port
 from promptprof_processor.alerts import Alert, ReceiverSettings, RetryPolicy, WebhookReceiver
 from promptprof_processor.alerts import webhooks as webhooks_module
 from promptprof_processor.alerts.webhooks import (
@@ -28,6 +27,7 @@ from promptprof_processor.alerts.webhooks import (
     validate_url,
     verify_signature,
 )
+from promptprof_tools.stack import free_port
 
 from .conftest import SECRET, RecordingLog
 

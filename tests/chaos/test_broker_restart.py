@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from processor_integration.conftest import NS, PARTITIONS, Pipeline, Traffic, wait_until
 
-from promptprof.config import KafkaSettings, TopicSettings
-from promptprof.envelope import decode_record
-from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
+from promptprof import KafkaSettings
+from promptprof._envelope import decode_record
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ def test_every_call_after_a_broker_restart_counts_once(
     unique_name: Callable[[str], str], tmp_path: Path,
 ) -> None:
     broker = kafka_broker_factory()
-    topics = TopicSettings(
+    topics = ProcessorTopicSettings(
         calls=unique_name("calls"), dead_letter=unique_name("dlq"),
         windows=unique_name("windows"), alerts=unique_name("alerts"), partitions=PARTITIONS,
     )

@@ -24,9 +24,9 @@ from processor_integration.conftest import (
     wait_until,
 )
 
-from promptprof.envelope import encode_envelope
-from promptprof.profiler import make_spec
-from promptprof.stack import run_sync
+from promptprof._envelope import encode_envelope
+from promptprof._profiler import make_spec
+from promptprof_tools.stack import run_sync
 
 pytestmark = pytest.mark.integration
 

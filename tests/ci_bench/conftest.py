@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from promptprof.config import ProducerSettings, Settings
+from promptprof import ProducerSettings, Settings
 
 WORDS = [
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from promptprof.testing.fake_providers import DEFAULT_TEXT, FakeProviderServer, FakeReply
+from promptprof.testing._fake_providers import DEFAULT_TEXT, FakeProviderServer, FakeReply
 from promptprof_compare.runner import BenchRecord, BenchRun, prepare, run_bench
 from promptprof_compare.suite import load_suite
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promptprof.profiler import Profiler
+from promptprof import Profiler
 from promptprof_compare.cli import EXIT_OK, EXIT_USAGE
 from promptprof_compare.runfile import load_run
 from promptprof_compare.runner import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from promptprof.testing.fake_providers import FakeProviderServer, FakeReply
+from promptprof.testing._fake_providers import FakeProviderServer, FakeReply
 from promptprof_compare.dataset import Item
 from promptprof_compare.evaluators import EvaluatorConfig, Sample, Scorer
 

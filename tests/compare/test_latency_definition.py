@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder
+from promptprof import Call
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder
 from promptprof_compare.runfile import CallRecord, RunFile, RunMetadata
 from promptprof_compare.stats import compare_runs
 from promptprof_processor.ingest.validation import CallColumns, validate_events

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dashboards.filled import ALL_WIDTHS_S, FilledDatabase, filled_database, with_retention
-from promptprof.stack import InfluxDB, TansuBroker
 from promptprof_processor.dashboards.widths import WindowLayout
+from promptprof_tools.stack import InfluxDB, TansuBroker
 
 
 @pytest.fixture(scope="session")

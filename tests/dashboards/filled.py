@@ -29,20 +29,24 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaProducer
 from processor_integration.conftest import PARTITIONS, Pipeline, wait_until
 
-from promptprof.config import KafkaSettings, TopicSettings
-from promptprof.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
-from promptprof.simulate import Completion, ModelProfile, SimulatedProvider
-from promptprof.stack import InfluxDB, TansuBroker, create_topics, run_sync
+from promptprof import KafkaSettings
 from promptprof_processor.ingest.records import RecordReader
 from promptprof_processor.ingest.validation import CallColumns
 from promptprof_processor.report.influxql import ALERT_MEASUREMENT
-from promptprof_processor.settings import RetentionSettings, WindowSettings
+from promptprof_processor.settings import (
+    ProcessorTopicSettings,
+    RetentionSettings,
+    WindowSettings,
+)
 from promptprof_processor.sink.lineprotocol import (
     ERRORS_MEASUREMENT,
     WINDOW_MEASUREMENT,
     encode_line,
 )
 from promptprof_processor.sink.retention import ensure_policies
+from promptprof_tools.demo.traffic import DEFAULT_SCENARIOS, Injection, Scenario, TrafficGenerator
+from promptprof_tools.simulate import Completion, ModelProfile, SimulatedProvider
+from promptprof_tools.stack import InfluxDB, TansuBroker, create_topics, run_sync
 
 SERVICE = "support-bot"
 WIDTHS_S = (1, 5)
@@ -124,7 +128,7 @@ def filled_database(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> FilledD
 
 def _pipeline(broker: TansuBroker, influx: InfluxDB, tmp: Path) -> Pipeline:
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(calls=f"dash-calls-{tag}", dead_letter=f"dash-dlq-{tag}",
+    topics = ProcessorTopicSettings(calls=f"dash-calls-{tag}", dead_letter=f"dash-dlq-{tag}",
                            windows=f"dash-windows-{tag}", alerts=f"dash-alerts-{tag}",
                            partitions=PARTITIONS)
     names = [topics.calls, topics.dead_letter, topics.windows, topics.alerts]

@@ -11,9 +11,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from promptprof.config import DEFAULT_INFLUX_PORT, DEFAULT_KAFKA_PORT, InfluxSettings, TopicSettings
+from promptprof._config import DEFAULT_KAFKA_PORT
 from promptprof_processor.dashboards.model import DATASOURCE_UID
-from promptprof_processor.settings import ProcessorSettings
+from promptprof_processor.settings import (
+    DEFAULT_INFLUX_PORT,
+    InfluxSettings,
+    ProcessorSettings,
+    ProcessorTopicSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -92,7 +97,7 @@ def test_worker_reaches_kafka_and_influxdb_inside_the_network(compose: dict[str,
 
 
 def test_topics_and_names_are_the_defaults(compose: dict[str, Any]) -> None:
-    topics, influx = TopicSettings(), InfluxSettings()
+    topics, influx = ProcessorTopicSettings(), InfluxSettings()
     for service in ("worker", "kafka-topics"):
         variables = env(compose, service)
         for field in ("calls", "dead_letter", "windows", "alerts", "partitions"):

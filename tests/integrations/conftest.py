@@ -15,11 +15,10 @@ import anthropic
 import openai
 import pytest
 
-from promptprof import Profiler, Settings
-from promptprof.config import ProducerSettings
+from promptprof import ProducerSettings, Profiler, Settings
 from promptprof.integrations import wrap_anthropic, wrap_openai
 from promptprof.testing import InMemoryExporter
-from promptprof.testing.fake_providers import FakeProviderServer
+from promptprof.testing._fake_providers import FakeProviderServer
 
 RecordingProfiler = Profiler  # a profiler made by recording_profiler()
 

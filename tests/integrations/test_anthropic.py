@@ -9,16 +9,16 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import BaseModel
 
-from promptprof.event import CallEvent
-from promptprof.integrations.anthropic import MessagesApi
-from promptprof.pricing import call_cost
-from promptprof.testing.fake_providers import (
+from promptprof._event import CallEvent
+from promptprof._pricing import call_cost
+from promptprof._tokens import estimate_tokens
+from promptprof.integrations._anthropic import MessagesApi
+from promptprof.testing._fake_providers import (
     DEFAULT_TEXT,
     FakeProviderServer,
     FakeReply,
     split_text,
 )
-from promptprof.tokens import estimate_tokens
 
 from .conftest import RecordingProfiler, drain, event_of, events_of, invoke, queued
 

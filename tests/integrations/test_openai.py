@@ -13,17 +13,17 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 from pydantic import BaseModel
 
-from promptprof.event import CallEvent
+from promptprof._event import CallEvent
+from promptprof._pricing import call_cost
+from promptprof._tokens import estimate_tokens
 from promptprof.integrations import use_prompt, wrap_openai
-from promptprof.integrations.openai import ChatCompletionsApi
-from promptprof.pricing import call_cost
-from promptprof.testing.fake_providers import (
+from promptprof.integrations._openai import ChatCompletionsApi
+from promptprof.testing._fake_providers import (
     DEFAULT_TEXT,
     FakeProviderServer,
     FakeReply,
     split_text,
 )
-from promptprof.tokens import estimate_tokens
 
 from .conftest import (
     RecordingProfiler,

@@ -19,10 +19,10 @@ from processor_integration.conftest import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptprof.config import KafkaSettings
-from promptprof.stack import create_topics, run_sync
-from promptprof.stack.ports import free_port
+from promptprof import KafkaSettings
 from promptprof_processor.alerts import WebhookReceiver
+from promptprof_tools.stack import create_topics, run_sync
+from promptprof_tools.stack.ports import free_port
 
 __all__ = ["Health", "health_factory", "pipeline_factory", "receiver", "rng"]
 

@@ -11,8 +11,8 @@ import time
 
 import orjson
 
-from promptprof.config import load_settings
-from promptprof.profiler import Profiler, make_spec
+from promptprof import Profiler, load_settings
+from promptprof._profiler import make_spec
 
 
 def main(settings_json: str) -> None:

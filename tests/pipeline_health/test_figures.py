@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptprof.config import load_settings
-from promptprof.selfstats import StatsReporter, stats_event
+from promptprof import load_settings
+from promptprof._selfstats import StatsReporter, stats_event
 from promptprof_processor.health.figures import (
     PartitionFigures,
     WorkerFigures,

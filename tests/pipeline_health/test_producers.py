@@ -14,12 +14,12 @@ import pytest
 from processor_integration.conftest import SERVICE, wait_until
 
 from pipeline_health.conftest import Health
-from promptprof.config import InfluxSettings
-from promptprof.profiler import make_spec
+from promptprof._profiler import make_spec
 from promptprof_processor.alerts import WebhookReceiver
 from promptprof_processor.health.settings import PipelineAlertSettings
 from promptprof_processor.health.status import ProducerStatus, read_producers
 from promptprof_processor.report.influxql import InfluxQLClient
+from promptprof_processor.settings import InfluxSettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaProducer
 from processor_integration.conftest import wait_until
 
 from pipeline_health.conftest import Health
-from promptprof.stack import InfluxDB, run_sync
 from promptprof_processor.alerts import WebhookReceiver
+from promptprof_tools.stack import InfluxDB, run_sync
 
 pytestmark = pytest.mark.integration
 

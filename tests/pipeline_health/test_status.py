@@ -11,11 +11,11 @@ import time
 import orjson
 import pytest
 
-from promptprof.config import load_settings
-from promptprof.selfstats import stats_event
-from promptprof.stack import InfluxDB
+from promptprof import load_settings
+from promptprof._selfstats import stats_event
 from promptprof_processor.health.figures import PartitionFigures, WorkerFigures, worker_lines
 from promptprof_processor.health.producers import parse_stats
+from promptprof_tools.stack import InfluxDB
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def _run(influx: InfluxDB, database: str, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROF_")}
     env |= {"PROMPTPROF_INFLUX__URL": influx.url, "PROMPTPROF_INFLUX__DATABASE": database,
             "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "250"}
-    done = subprocess.run([sys.executable, "-m", "promptprof.cli", "status", *args], env=env,
+    done = subprocess.run([sys.executable, "-m", "promptprof_tools.cli", "status", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     return done.returncode, done.stdout
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._event import CallEvent, QualityEvent
 from promptprof_processor.ingest.validation import (
     CallColumns,
     CallRecord,
@@ -69,9 +69,11 @@ def _record(event: CallEvent | QualityEvent) -> object:
     return good[0]
 
 
-def add_calls(acc: Accumulator, records: Sequence[CallRecord]) -> None:
-    """Aggregate validated call records into ``acc``."""
-    acc.add_calls(CallColumns.of_records(records, CALL_FIELDS))
+def add_calls(
+    acc: Accumulator, records: Sequence[CallRecord], thresholds_ms: Sequence[float] = ()
+) -> None:
+    """Aggregate validated call records into ``acc`` (counting calls over ``thresholds_ms``)."""
+    acc.add_calls(CallColumns.of_records(records, CALL_FIELDS), thresholds_ms)
 
 
 def add_quality(acc: Accumulator, records: Sequence[QualityRecord]) -> None:

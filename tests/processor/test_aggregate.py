@@ -146,6 +146,9 @@ call_st = st.builds(
 )
 
 
+THRESHOLDS = (250.0, 4000.0)
+
+
 def assert_figures_equal(actual: WindowAggregate, expected: WindowAggregate) -> None:
     """Equal except for float rounding in sums (sketch bins must be identical, whichever of
     the two encodings carries them)."""
@@ -179,10 +182,10 @@ def test_rollup_equals_aggregating_the_union(events: list[CallRecord]) -> None:
     windows = []
     for start, group in parts.items():
         acc = Accumulator()
-        add_calls(acc, group)
+        add_calls(acc, group, THRESHOLDS)
         windows.append(finish(acc, 10, T0 + start))
     whole = Accumulator()
-    add_calls(whole, events)
+    add_calls(whole, events, THRESHOLDS)
     expected = finish(whole, 60)
     assert_figures_equal(rollup(windows, T0, T0 + 60 * NS_PER_S), expected)
 
@@ -261,3 +264,101 @@ def test_pending_rows_survive_a_state_round_trip_and_reading_leaves_them_pending
     restored = Accumulator.from_state(orjson.loads(orjson.dumps(acc.to_state())))
     assert finish(restored) == before
     assert len(restored.rows) == 3
+
+
+# --- observed events and exact counts over latency thresholds --------------------------------
+
+
+@given(st.lists(call_st, min_size=1, max_size=60), st.lists(st.floats(0.5, 60_000), max_size=3))
+@settings(max_examples=80, deadline=None)
+def test_calls_over_each_threshold_are_counted_exactly(
+    events: list[CallRecord], thresholds: list[float]
+) -> None:
+    acc = Accumulator()
+    half = len(events) // 2
+    for part in (events[:half], events[half:]):
+        if part:
+            add_calls(acc, part, thresholds)
+    window = finish(acc)
+    assert set(window.latency_over_ms) == set(thresholds)
+    for threshold in thresholds:
+        slower = [1 / e["sample_rate"] for e in events if e["latency_ms"] > threshold]
+        assert window.latency_over_ms[threshold] == pytest.approx(math.fsum(slower))
+
+
+@given(st.lists(call_st, min_size=1, max_size=60))
+@settings(max_examples=80, deadline=None)
+def test_observed_events_count_the_events_that_carried_each_figure(
+    events: list[CallRecord],
+) -> None:
+    """Unweighted, whatever the sample rates: a figure is judged on its own measurements."""
+    acc = Accumulator()
+    add_calls(acc, events)
+    window = finish(acc)
+
+    def carrying(field: str) -> int:
+        return sum(e.get(field) is not None for e in events)
+
+    expected = {
+        "latency_ms": len(events), "input_tokens": carrying("input_tokens"),
+        "output_tokens": carrying("output_tokens"), "cost_usd": carrying("cost_usd"),
+        "quality": carrying("quality_score"),
+        "errors": sum(e["status"] == "error" for e in events),
+    }
+    assert window.observed_events == {k: n for k, n in expected.items() if n}
+
+
+def test_three_of_forty_sampled_events_carry_ttft() -> None:
+    acc = Accumulator()
+    add_calls(acc, [call(ttft_ms=20.0 if i < 3 else None, sample_rate=0.1) for i in range(40)])
+    window = finish(acc)
+    assert (window.observed_events["ttft_ms"], window.ttft_calls) == (3, 30.0)
+    assert (window.observed_events["latency_ms"], window.calls) == (40, 400.0)
+
+
+def test_a_threshold_counted_on_part_of_the_calls_is_not_claimed() -> None:
+    counted, uncounted = Accumulator(), Accumulator()
+    add_calls(counted, [call(latency_ms=500)], [100.0])
+    add_calls(uncounted, [call(latency_ms=500)])
+    merged = Accumulator()
+    for part in (counted, uncounted):
+        merged.merge(part)
+    assert finish(merged).latency_over_ms == {}
+    scores_only = Accumulator()  # no call event: nothing to count over a threshold
+    add_quality(scores_only, [quality(0, 0.5)])
+    counted.merge(scores_only)
+    assert finish(counted).latency_over_ms == {100.0: 1.0}
+    add_calls(uncounted, [call(latency_ms=500)], [100.0])  # restored from before the threshold
+    assert finish(uncounted).latency_over_ms == {}
+
+
+def test_new_figures_survive_state_and_bytes_and_old_state_restores_without_them() -> None:
+    acc = Accumulator()
+    add_calls(acc, [call(latency_ms=500, ttft_ms=50.0, sample_rate=0.5)], [100.0, 1000.0])
+    state = orjson.loads(orjson.dumps(acc.to_state()))
+    restored = Accumulator.from_state(state)
+    assert finish(restored) == finish(acc)
+    window = finish(acc)
+    assert window.latency_over_ms == {100.0: 2.0, 1000.0: 0.0}
+    assert WindowAggregate.from_bytes(window.to_bytes()) == window
+    old = Accumulator.from_state({k: v for k, v in state.items()
+                                  if k not in ("observed_events", "latency_over_ms")})
+    assert (old.observed_events, old.latency_over_ms) == ({}, {})
+
+
+@given(st.lists(call_st, min_size=1, max_size=300), st.lists(st.integers(1, 100), min_size=1),
+       st.lists(st.floats(0.5, 60_000), max_size=3))
+@settings(max_examples=40, deadline=None)
+def test_rows_count_calls_over_thresholds_as_columns_do(
+    events: list[CallRecord], chunks: list[int], thresholds: list[float]
+) -> None:
+    rows = [tuple(e[name] for name in CALL_FIELDS) for e in events]
+    by_rows, taken = Accumulator(), 0
+    for size in chunks * len(rows):
+        if taken >= len(rows):
+            break
+        by_rows.add_rows(rows[taken:taken + size], thresholds)
+        taken += size
+    by_columns = Accumulator()
+    add_calls(by_columns, events, thresholds)
+    assert_figures_equal(finish(by_rows), finish(by_columns))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from promptprof.envelope import (
+from promptprof._envelope import (
     COLUMNS_VERSION,
     ROWS_VERSION,
     ColumnBatch,
@@ -21,7 +21,7 @@ from promptprof.envelope import (
     encode_envelope,
     encode_rows,
 )
-from promptprof.event import CallEvent
+from promptprof._event import CallEvent
 from promptprof_processor.ingest.validation import CallColumns, validate_columns
 from promptprof_processor.settings import WindowSettings
 from tests.processor.runs import Runs

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.envelope import encode_envelope
+from promptprof._envelope import encode_envelope
 from promptprof_processor.alerts import AlertEngine
 from promptprof_processor.runtime.checkpoint import Chunk
 from promptprof_processor.runtime.partition import Output, PartitionRun

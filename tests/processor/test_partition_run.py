@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from promptprof.envelope import encode_envelope, encode_rows
+from promptprof._envelope import encode_envelope, encode_rows
 from promptprof_processor.settings import WindowSettings
 from promptprof_processor.windows.aggregator import StateError
 from tests.processor.runs import MemoryLog, Runs, clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof_processor.settings import ProcessorSettings, WindowSettings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._event import CallEvent, QualityEvent
 from promptprof_processor.ingest.validation import validate_events
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from promptprof.event import CallEvent, QualityEvent
+from promptprof._event import CallEvent, QualityEvent
 from promptprof_processor.ingest.validation import (
     MAX_REASONS,
     CallRecord,

@@ -260,13 +260,17 @@ def test_windows_match_a_reference_model(batches: list[list[int]], config: dict[
     assert +late == +model.late
 
 
-@given(batches_st, config_st, st.integers(0, 12), st.integers(0, 12))
+thresholds_st = st.sampled_from([[], [50.0], [5.0, 150.0]])
+
+
+@given(batches_st, config_st, st.integers(0, 12), st.integers(0, 12), thresholds_st)
 @settings(max_examples=60, deadline=None)
 def test_a_restored_checkpoint_gives_identical_outputs(
-    batches: list[list[int]], config: dict[str, Any], split: int, more: int
+    batches: list[list[int]], config: dict[str, Any], split: int, more: int,
+    thresholds: list[float],
 ) -> None:
     events = calls(batches)
-    first = aggregator(**config)
+    first = aggregator(**config, latency_thresholds_ms=thresholds)
     run(first, events[:split])
     saved = [first.snapshot()]
     run(first, events[split : split + more])
@@ -319,3 +323,29 @@ def test_restore_accepts_a_new_cap_and_lateness() -> None:
 def test_restore_refuses_an_unknown_format() -> None:
     with pytest.raises(StateError, match="format"):
         WindowAggregator.from_changes([{"format": 99}], WindowSettings())
+
+
+@given(batches_st, st.sampled_from([[10], [10, 60]]), thresholds_st)
+@settings(max_examples=60, deadline=None)
+def test_every_window_counts_exactly_its_calls_over_each_configured_threshold(
+    batches: list[list[int]], widths: list[int], thresholds: list[float]
+) -> None:
+    agg = aggregator(widths_s=widths, allowed_lateness_s=600, latency_thresholds_ms=thresholds)
+    closed = run(agg, calls(batches)) + agg.advance(FAR_FUTURE)
+    everything = [t for batch in batches for t in batch]  # tenths of a second; latency 1 + t
+    for window in closed:
+        start, end = ((n - T0) * 10 // NS_PER_S for n in (window.window_start_ns,
+                                                           window.window_end_ns))
+        inside = [t for t in everything if start <= t < end]
+        assert window.latency_over_ms == {th: float(sum(1 + t > th for t in inside))
+                                          for th in thresholds}
+        assert window.observed_events["latency_ms"] == window.events == len(inside)
+
+
+def test_latency_thresholds_are_validated_and_merged() -> None:
+    windows = WindowSettings(latency_thresholds_ms=[4000, 2500, 4000])
+    assert windows.latency_thresholds_ms == [2500.0, 4000.0]
+    assert windows.with_latency_thresholds([1000.0, 2500.0]).latency_thresholds_ms == [
+        1000.0, 2500.0, 4000.0]
+    with pytest.raises(ValueError, match="positive"):
+        WindowSettings(latency_thresholds_ms=[0.0])

@@ -8,7 +8,7 @@ SIGKILL) when the test ends, pass or fail, and dies with the test process if tha
 Their output is printed when the test ends, after they stopped: pytest shows a test's captured
 output only when it failed, so every failure report carries the workers' logs.
 
-Calls go in through the real producer (:class:`promptprof.profiler.Profiler`): :class:`Traffic`
+Calls go in through the real producer (:class:`promptprof._profiler.Profiler`): :class:`Traffic`
 enqueues calls whose start time is "now" and whose latency is chosen, paced in real time like a
 service's traffic, and remembers what it sent (series, event time, latency, error type) so that
 tests can compute the exact figures of every window.
@@ -39,10 +39,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from promptprof.config import KafkaSettings, TopicSettings, load_settings
-from promptprof.profiler import Profiler, make_spec
-from promptprof.record import PromptSpec
-from promptprof.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
+from promptprof import KafkaSettings, Profiler, load_settings
+from promptprof._profiler import make_spec
+from promptprof._record import PromptSpec
+from promptprof_processor.settings import ProcessorTopicSettings
+from promptprof_tools.stack import InfluxDB, StackError, TansuBroker, create_topics, run_sync
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("promptprof")), "worker"]
 # Run the worker through a tiny exec wrapper that first asks the kernel to SIGKILL it when the
@@ -153,7 +154,7 @@ class Sent:
 
 class Traffic:
     """Calls through a real :class:`Profiler`, with start time now and a chosen latency: each
-    is a :class:`promptprof.record.Call` from ``start_call``, given its end and error, then
+    is a :class:`promptprof._record.Call` from ``start_call``, given its end and error, then
     enqueued, as a client wrapper does."""
 
     def __init__(self, profiler: Profiler) -> None:
@@ -286,7 +287,7 @@ class Pipeline:
     broker: TansuBroker
     influx: InfluxDB
     database: str
-    topics: TopicSettings
+    topics: ProcessorTopicSettings
     app_id: str
     tmp: Path
     widths_s: list[int]
@@ -506,7 +507,7 @@ def pipeline_factory(
     def make(*, widths_s: Sequence[int] = (2,), influx: InfluxDB | None = None,
              **timings: float) -> Pipeline:
         server = influx or influxdb
-        topics = TopicSettings(
+        topics = ProcessorTopicSettings(
             calls=unique_name("calls"), dead_letter=unique_name("dlq"),
             windows=unique_name("windows"), alerts=unique_name("alerts"),
             partitions=PARTITIONS,

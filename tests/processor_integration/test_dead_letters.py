@@ -14,11 +14,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from processor_integration.conftest import MODEL, SERVICE, Pipeline, wait_until
-from promptprof.envelope import ENVELOPE_NAME, encode_envelope, encode_rows
-from promptprof.event import series_key
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder
-from promptprof.stack import run_sync
+from promptprof import Call
+from promptprof._envelope import ENVELOPE_NAME, encode_envelope, encode_rows
+from promptprof._event import series_key
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder
+from promptprof_tools.stack import run_sync
 
 pytestmark = pytest.mark.integration
 

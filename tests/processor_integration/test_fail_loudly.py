@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
-from promptprof.config import KafkaSettings
-from promptprof.stack import create_topics, run_sync
+from promptprof import KafkaSettings
 from promptprof_processor.runtime.adapter import EXIT_FATAL
 from promptprof_processor.runtime.checkpoint import Head
+from promptprof_tools.stack import create_topics, run_sync
 
 from .conftest import Pipeline, wait_until
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from processor_integration.conftest import NS, Pipeline, wait_until
-from promptprof.stack import InfluxDB
+from promptprof_tools.stack import InfluxDB
 
 pytestmark = pytest.mark.integration
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.config import TopicSettings
-from promptprof.stack import TansuBroker
 from promptprof_processor.lost_log import LostLogs
+from promptprof_processor.settings import ProcessorTopicSettings
 from promptprof_processor.sink.consumer import rewind_lost_logs
+from promptprof_tools.stack import TansuBroker
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_position_past_the_end_goes_back_to_the_start(
-    kafka_broker: TansuBroker, fresh_topics: TopicSettings
+    kafka_broker: TansuBroker, fresh_topics: ProcessorTopicSettings
 ) -> None:
     tp = TopicPartition(fresh_topics.windows, 1)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=20)

@@ -7,7 +7,7 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof.buffer import ITEM_BYTES, EventBuffer
+from promptprof._buffer import ITEM_BYTES, EventBuffer
 
 
 @given(capacity=st.integers(1, 50), ops=st.lists(st.integers(0, 7), max_size=200))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 
 
 def test_yaml_then_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,9 +7,9 @@ from genai_prices import Usage, calc_price
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof.pricing import call_cost, known_provider
-from promptprof.profiler import Profiler
-from promptprof.record import EventBuilder
+from promptprof import Profiler
+from promptprof._pricing import call_cost, known_provider
+from promptprof._record import EventBuilder
 
 MODELS = ("gpt-4o-mini", "claude-3-5-haiku-latest", "gpt-4o")
 

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof.config import load_settings
-from promptprof.envelope import decode_record
-from promptprof.event import CallEvent, series_key
-from promptprof.export.packing import partition_of
-from promptprof.profiler import Profiler, profile
-from promptprof.stack import TansuBroker, create_topics, free_port
+from promptprof import Profiler, load_settings, profile
+from promptprof._envelope import decode_record
+from promptprof._event import CallEvent, series_key
+from promptprof.export._packing import partition_of
+from promptprof_tools.stack import TansuBroker, create_topics, free_port
 
 pytestmark = pytest.mark.integration
 TOPIC = "llm.calls"

@@ -10,11 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
-from promptprof.event import CallEvent, QualityEvent, series_key
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, InvalidValue, register_spec
-from promptprof.schema import SCHEMA_FILE, render_schema
+from promptprof import Call
+from promptprof._envelope import EnvelopeError, decode_record, encode_envelope
+from promptprof._event import CallEvent, QualityEvent, series_key
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder, InvalidValue, register_spec
+from promptprof._schema import SCHEMA_FILE, render_schema
 
 
 class _Sink:

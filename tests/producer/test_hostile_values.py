@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof.config import ConfigError, load_settings
-from promptprof.envelope import decode_record
-from promptprof.profiler import Profiler
-from promptprof.stack import TansuBroker, create_topics
+from promptprof import ConfigError, Profiler, load_settings
+from promptprof._envelope import decode_record
+from promptprof_tools.stack import TansuBroker, create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof.sender import Linger
+from promptprof._sender import Linger
 
 
 @given(

@@ -9,12 +9,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.envelope import ColumnBatch, decode_batch
-from promptprof.event import CallEvent, series_key
+from promptprof import Call
+from promptprof._envelope import ColumnBatch, decode_batch
+from promptprof._event import CallEvent, series_key
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder
 from promptprof.export import Cycle
-from promptprof.export.packing import Envelope, Packer, partition_of
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder
+from promptprof.export._packing import Envelope, Packer, partition_of
 
 DEFAULTS = {
     (info.alias or name): info.get_default(call_default_factory=True)

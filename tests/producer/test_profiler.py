@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 import promptprof
-from promptprof import Profiler, load_settings, profile
-from promptprof.record import Call
+from promptprof import Call, Profiler, load_settings, profile
 from promptprof.testing import InMemoryExporter
 
 

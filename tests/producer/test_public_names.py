@@ -9,7 +9,8 @@ import pytest
 
 PUBLIC = {
     "promptprof": [
-        "Call", "ConfigError", "Profiler", "Settings", "configure", "get_profiler",
+        "Call", "ConfigError", "KafkaSettings", "ProducerSettings", "Profiler", "Settings",
+        "TopicSettings", "configure", "get_profiler",
         "load_settings", "profile", "shutdown", "track",
     ],
     "promptprof.export": [

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptprof.event import CallEvent, QualityEvent
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, checked_score, register_spec, score_drops
+from promptprof import Call
+from promptprof._event import CallEvent, QualityEvent
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder, checked_score, register_spec, score_drops
 
 SCORE_KEY = "promptprof.quality.score"
 

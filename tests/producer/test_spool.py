@@ -18,11 +18,10 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import Settings, load_settings
-from promptprof.envelope import decode_record
-from promptprof.profiler import Profiler, profile
-from promptprof.spool import Spool, SpoolLocked, decode_frames, encode_frame
-from promptprof.stack import TansuBroker, create_topics, free_port
+from promptprof import Profiler, Settings, load_settings, profile
+from promptprof._envelope import decode_record
+from promptprof._spool import Spool, SpoolLocked, decode_frames, encode_frame
+from promptprof_tools.stack import TansuBroker, create_topics, free_port
 
 TOPIC = "llm.calls"
 records_st = st.lists(
@@ -254,8 +253,8 @@ def test_outage_spooled_then_replayed_exactly_once(broker: TansuBroker, tmp_path
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from promptprof.config import Settings, load_settings
-    from promptprof.profiler import Profiler, profile
+    from promptprof import Settings, load_settings
+    from promptprof import Profiler, profile
 
     mode, bootstrap, spool, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     settings = load_settings(
@@ -388,7 +387,7 @@ def test_a_write_error_such_as_enospc_holds_the_records_and_leaves_no_partial_fr
     def no_space(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("promptprof.spool.os.fsync", no_space)
+    monkeypatch.setattr("promptprof._spool.os.fsync", no_space)
     assert spool.append([(b"k", b"second" * 100, 2)]) == 0
     assert spool.write_errors == 1 and spool.full and spool.pending_events == 1
     monkeypatch.undo()

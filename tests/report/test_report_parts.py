@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from promptprof.config import InfluxSettings, Settings, load_settings
-from promptprof.stack import InfluxDB, free_port
+from promptprof import load_settings
 from promptprof_processor.report import report_command
 from promptprof_processor.report.charts import render_charts
 from promptprof_processor.report.command import EXIT_ERROR, EXIT_NO_DATA
@@ -25,6 +24,8 @@ from promptprof_processor.report.queries import (
     choose_scope,
     parse_since,
 )
+from promptprof_processor.settings import InfluxSettings, ProcessorSettings
+from promptprof_tools.stack import InfluxDB, free_port
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -98,8 +99,10 @@ def test_client_raises_on_influxql_errors(influxdb: InfluxDB) -> None:
         client.rows('SELECT "calls" FROM "llm_window"')
 
 
-def _settings(url: str, database: str = "promptprof_test") -> Settings:
-    settings: Settings = load_settings(influx={"url": url, "api": "v1", "database": database})
+def _settings(url: str, database: str = "promptprof_test") -> ProcessorSettings:
+    settings = load_settings(
+        cls=ProcessorSettings, influx={"url": url, "api": "v1", "database": database}
+    )
     return settings
 
 

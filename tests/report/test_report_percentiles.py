@@ -10,10 +10,11 @@ from dashboards.filled import Call, FilledDatabase
 from dashboards.test_queries import VALUE_OF, exact
 from processor.factories import within_sketch_error
 
-from promptprof.config import load_settings
+from promptprof import load_settings
 from promptprof_processor.dashboards.widths import WindowLayout
 from promptprof_processor.report.influxql import InfluxQLClient
 from promptprof_processor.report.queries import PERCENTILES, choose_scope, fetch, width_seconds
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.units import NS_PER_S
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,7 @@ def test_every_report_percentile_is_one_of_the_calls_behind_it(
 ) -> None:
     filled, _ = deployment  # every width in the default policy, or each in its own policy
     settings = load_settings(
+        cls=ProcessorSettings,
         influx={"url": filled.influx.url, "api": "v1", "database": filled.database})
     first = min(c.start_ns for c in filled.calls)
     with InfluxQLClient(settings.influx) as client:

@@ -17,9 +17,10 @@ import pytest
 from dashboards.filled import FilledDatabase
 from PIL import Image, ImageStat
 
-from promptprof.config import Settings, load_settings
+from promptprof import load_settings
 from promptprof_processor.report import report_command
 from promptprof_processor.report.charts import CHARTS, PALETTE
+from promptprof_processor.settings import ProcessorSettings
 from report.browser import dump_dom, screenshot
 
 pytestmark = pytest.mark.integration
@@ -45,8 +46,9 @@ def written(filled: FilledDatabase, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
-def _settings(filled: FilledDatabase) -> Settings:
-    settings: Settings = load_settings(
+def _settings(filled: FilledDatabase) -> ProcessorSettings:
+    settings = load_settings(
+        cls=ProcessorSettings,
         influx={"url": filled.influx.url, "api": "v1", "database": filled.database}
     )
     return settings

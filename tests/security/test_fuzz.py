@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import ConfigError, load_settings
-from promptprof.envelope import EnvelopeError, decode_record, encode_envelope
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder
+from promptprof import Call, ConfigError, load_settings
+from promptprof._envelope import EnvelopeError, decode_record, encode_envelope
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder
 from promptprof_compare.dataset import load_dataset
 from promptprof_compare.inputs import InputError
 from promptprof_compare.prompts import parse_prompt

@@ -14,9 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
-from promptprof.profiler import Profiler
-from promptprof.stack import TansuBroker, free_port
+from promptprof import ConfigError, Profiler, Settings, load_settings
 from promptprof_processor.alerts import (
     Alert,
     AlertEngine,
@@ -28,13 +26,14 @@ from promptprof_processor.alerts import (
 from promptprof_processor.alerts.settings import AlertSettings
 from promptprof_processor.alerts.synthetic import Change, synthetic_windows
 from promptprof_processor.alerts.webhooks import Receiver, WebhookConfigError, WebhookSender
-from promptprof_processor.settings import ProcessorSettings
+from promptprof_processor.settings import InfluxSettings, ProcessorSettings
 from promptprof_processor.sink.influx import (
     InfluxWriteError,
     RetryingWriter,
     V1Writer,
     V2Writer,
 )
+from promptprof_tools.stack import TansuBroker, free_port
 
 from .conftest import LogText
 
@@ -60,7 +59,7 @@ def test_settings_reprs_and_dumps_mask_secrets(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PROMPTPROF_KAFKA__SASL_PASSWORD", SASL_PASSWORD)
     monkeypatch.setenv("PROMPTPROF_INFLUX__TOKEN", INFLUX_TOKEN)
     monkeypatch.setenv("PROMPTPROF_INFLUX__PASSWORD", INFLUX_PASSWORD)
-    settings: Settings = load_settings()
+    settings = load_settings(cls=ProcessorSettings)
     assert settings.kafka.sasl_password is not None
     assert settings.kafka.sasl_password.get_secret_value() == SASL_PASSWORD
     assert_clean(repr(settings), str(settings), settings.model_dump(),
@@ -73,12 +72,12 @@ def test_secrets_come_from_files_in_the_secrets_dir(
     (tmp_path / "promptprof_kafka__sasl_password").write_text(SASL_PASSWORD + "\n")
     (tmp_path / "PROMPTPROF_INFLUX__TOKEN").write_text(INFLUX_TOKEN)
     monkeypatch.setenv("PROMPTPROF_SECRETS_DIR", str(tmp_path))
-    settings: Settings = load_settings()
+    settings = load_settings(cls=ProcessorSettings)
     assert settings.kafka.sasl_password is not None and settings.influx.token is not None
     assert settings.kafka.sasl_password.get_secret_value() == SASL_PASSWORD
     assert settings.influx.token.get_secret_value() == INFLUX_TOKEN
     monkeypatch.setenv("PROMPTPROF_INFLUX__TOKEN", "from-env")  # the environment wins
-    reloaded: Settings = load_settings()
+    reloaded = load_settings(cls=ProcessorSettings)
     token = reloaded.influx.token
     assert token is not None and token.get_secret_value() == "from-env"
     monkeypatch.setenv("PROMPTPROF_SECRETS_DIR", str(tmp_path / "absent"))
@@ -122,7 +121,7 @@ def test_invalid_values_error_does_not_quote_secrets(
     monkeypatch.setenv("PROMPTPROF_INFLUX__PASSWORD", INFLUX_PASSWORD)
     monkeypatch.setenv("PROMPTPROF_KAFKA__REQUEST_TIMEOUT_MS", SASL_PASSWORD)
     with pytest.raises(ConfigError) as caught:
-        load_settings(path)
+        load_settings(path, ProcessorSettings)
     message = str(caught.value)
     for field in ("kafka.sasl_password", "kafka.security_protocol", "influx.token",
                   "influx.verify_ssl", "kafka.request_timeout_ms"):

@@ -12,13 +12,12 @@ import openai
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from promptprof.config import Settings, load_settings
-from promptprof.envelope import decode_record
+from promptprof import Profiler, Settings, load_settings
+from promptprof._envelope import decode_record
+from promptprof._record import Redactor
 from promptprof.integrations import wrap_openai
-from promptprof.profiler import Profiler
-from promptprof.record import Redactor
-from promptprof.stack import TansuBroker
-from promptprof.testing.fake_providers import FakeProviderServer, FakeReply
+from promptprof.testing._fake_providers import FakeProviderServer, FakeReply
+from promptprof_tools.stack import TansuBroker
 
 pytestmark = pytest.mark.integration
 

@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import ConfigError, InfluxSettings, Settings, load_settings
-from promptprof.profiler import make_spec
-from promptprof.record import Call, EventBuilder, InvalidValue
-from promptprof.stack import InfluxDB, StackError
+from promptprof import Call, ConfigError, load_settings
+from promptprof._profiler import make_spec
+from promptprof._record import EventBuilder, InvalidValue
 from promptprof_processor.alerts.events import ALERT_MEASUREMENT, Alert, AlertWindow, alert_line
-from promptprof_processor.settings import NS_PER_S
+from promptprof_processor.settings import NS_PER_S, InfluxSettings, ProcessorSettings
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT, window_lines
 from promptprof_processor.windows.figures import WindowAggregate
+from promptprof_tools.stack import InfluxDB, StackError
 
 from .fakes import DeadLetters, window
 
@@ -173,7 +173,7 @@ async def test_random_values_read_back_exactly_or_are_refused(
 
 
 async def test_a_sink_given_an_unwritable_value_dead_letters_it_instead_of_writing(
-    influxdb: InfluxDB, influx_database: str, settings_for: Callable[..., Settings]
+    influxdb: InfluxDB, influx_database: str, settings_for: Callable[..., ProcessorSettings]
 ) -> None:
     """A record from another producer bypassing the contract: the sink refuses it itself."""
     good, bad = hostile_window("prompt_id", "fine"), hostile_window("prompt_id", "ends\\")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptprof.config import Settings
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.influx import InfluxWriteError, RetryingWriter
 from promptprof_processor.sink.lineprotocol import window_lines
@@ -75,7 +75,7 @@ async def test_the_all_or_nothing_write_reports_a_refusal() -> None:
 
 
 def sink(influx: FakeInflux) -> WindowSink:
-    return WindowSink(Settings(), group_id="unit", writer=retrying(influx))
+    return WindowSink(ProcessorSettings(), group_id="unit", writer=retrying(influx))
 
 
 async def test_only_the_bad_records_of_a_poll_are_dead_lettered_once_each() -> None:
@@ -101,7 +101,7 @@ async def test_only_the_bad_records_of_a_poll_are_dead_lettered_once_each() -> N
     assert "poison1" in sent[poisoned_twice.to_bytes()]["reason"]
     assert "cannot be written to InfluxDB exactly" in sent[unwritable.to_bytes()]["reason"]
     assert all(h["stage"] == "sink" for h in sent.values())
-    assert {topic for topic, _, _ in dead.sent} == {Settings().topics.dead_letter}
+    assert {topic for topic, _, _ in dead.sent} == {ProcessorSettings().topics.dead_letter}
     assert windows.dead_letters == {"not_a_window": 1, "influxdb_refused": 2, "unwritable": 1}
     assert windows.windows_written == 2
     good_lines = [*window_lines(good_a), *window_lines(good_b)]

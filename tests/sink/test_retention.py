@@ -8,9 +8,12 @@ import time
 
 import pytest
 
-from promptprof.config import InfluxSettings
-from promptprof.stack import InfluxDB
-from promptprof_processor.settings import NS_PER_S, ProcessorSettings, RetentionSettings
+from promptprof_processor.settings import (
+    NS_PER_S,
+    InfluxSettings,
+    ProcessorSettings,
+    RetentionSettings,
+)
 from promptprof_processor.sink.influx import RetryingWriter, V1Writer
 from promptprof_processor.sink.lineprotocol import encode_line, window_lines
 from promptprof_processor.sink.retention import (
@@ -20,6 +23,7 @@ from promptprof_processor.sink.retention import (
     policy_statements,
 )
 from promptprof_processor.windows.figures import rollup
+from promptprof_tools.stack import InfluxDB
 
 from .fakes import window
 

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from promptprof.config import Settings, TopicSettings
-from promptprof.stack import InfluxDB
+from promptprof_processor.settings import ProcessorSettings, ProcessorTopicSettings
 from promptprof_processor.sink.consumer import WindowSink
 from promptprof_processor.sink.lineprotocol import WINDOW_MEASUREMENT
+from promptprof_tools.stack import InfluxDB
 from tests.processor.factories import T0_S
 
 from .fakes import window
@@ -31,7 +31,7 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def send(settings: Settings, values: list[bytes]) -> None:
+async def send(settings: ProcessorSettings, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(**settings.kafka.client_options())
     await producer.start()
     try:
@@ -41,7 +41,9 @@ async def send(settings: Settings, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def read_to_end(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_to_end(
+    settings: ProcessorSettings, topic: str
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic``, read up to each partition's high watermark."""
     consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", group_id=None,
                                 **settings.kafka.client_options())
@@ -63,7 +65,7 @@ async def read_to_end(settings: Settings, topic: str) -> list[ConsumerRecord[byt
 
 
 async def run_sink_until(
-    settings: Settings, group_id: str, condition: Callable[[], Awaitable[bool]], what: str
+    settings: ProcessorSettings, group_id: str, condition: Callable[[], Awaitable[bool]], what: str
 ) -> WindowSink:
     sink, stop = WindowSink(settings, group_id), asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
@@ -76,8 +78,8 @@ async def run_sink_until(
 
 
 async def test_a_refused_window_is_dead_lettered_once_and_the_rest_is_written(
-    influxdb: InfluxDB, fresh_topics: TopicSettings, settings_for: Callable[..., Settings],
-    unique_name: Callable[[str], str],
+    influxdb: InfluxDB, fresh_topics: ProcessorTopicSettings,
+    settings_for: Callable[..., ProcessorSettings], unique_name: Callable[[str], str],
 ) -> None:
     database = unique_name("db").replace("-", "_")
     influxdb.query(f'CREATE DATABASE "{database}" WITH DURATION 1h')

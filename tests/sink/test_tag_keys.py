@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof_processor.alerts.events import alert_tags
 from promptprof_processor.ingest.validation import validate_events
 from promptprof_processor.settings import ALERT_TAG_KEYS, WINDOW_TAG_KEYS, ProcessorSettings

@@ -1,6 +1,6 @@
 """Exporters: where the producer's batching engine hands the call events it built.
 
-As in the OpenTelemetry SDK, a batching engine (:class:`promptprof.sender.Sender`) sits behind
+As in the OpenTelemetry SDK, a batching engine (:class:`promptprof._sender.Sender`) sits behind
 the profiler and exporters sit behind a protocol (:class:`Exporter`): :class:`KafkaExporter`
 publishes to the calls topic, :class:`SpoolingExporter` wraps it with the disk spool, and
 :class:`promptprof.testing.InMemoryExporter` keeps the events for a test.
@@ -8,10 +8,10 @@ publishes to the calls topic, :class:`SpoolingExporter` wraps it with the disk s
 
 from __future__ import annotations
 
-from promptprof.config import Settings
-from promptprof.export.base import Cycle, Exporter, ExportStats
-from promptprof.export.kafka import KafkaExporter
-from promptprof.export.spooling import SpoolingExporter
+from promptprof._config import Settings
+from promptprof.export._base import Cycle, Exporter, ExportStats
+from promptprof.export._kafka import KafkaExporter
+from promptprof.export._spooling import SpoolingExporter
 
 __all__ = [
     "Cycle",

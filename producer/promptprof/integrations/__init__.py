@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 from promptprof.integrations._common import OVERRIDE_KWARG, PromptOverride, use_prompt
 
 if TYPE_CHECKING:
-    from promptprof.integrations.anthropic import wrap_anthropic
-    from promptprof.integrations.openai import wrap_openai
+    from promptprof.integrations._anthropic import wrap_anthropic
+    from promptprof.integrations._openai import wrap_openai
 
 __all__ = ["OVERRIDE_KWARG", "PromptOverride", "use_prompt", "wrap_anthropic", "wrap_openai"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "wrap_openai":
-        from promptprof.integrations.openai import wrap_openai
+        from promptprof.integrations._openai import wrap_openai
 
         return wrap_openai
     if name == "wrap_anthropic":
-        from promptprof.integrations.anthropic import wrap_anthropic
+        from promptprof.integrations._anthropic import wrap_anthropic
 
         return wrap_anthropic
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

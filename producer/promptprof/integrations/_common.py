@@ -1,7 +1,7 @@
 """What the OpenAI and Anthropic wrappers share: prompt overrides, the per-call tracker, patching.
 
 A wrapped client method does three things around the real call: :meth:`Instrument.begin` pops
-the ``promptprof=`` override and starts a :class:`~promptprof.record.Call`; the real method runs;
+the ``promptprof=`` override and starts a :class:`~promptprof._record.Call`; the real method runs;
 :meth:`Instrument.done` reads usage from the response, or hands back a stream proxy that reads
 usage from the chunks and finishes the call when the stream ends. Everything provider-specific
 lives in an :class:`Api` adapter. Promptprof's own failures are counted in
@@ -19,9 +19,9 @@ from typing import Any, TypedDict
 
 import structlog
 
+from promptprof._profiler import Profiler, get_profiler, make_spec
+from promptprof._record import Call, PromptSpec, TextParts
 from promptprof.integrations import _streams
-from promptprof.profiler import Profiler, get_profiler, make_spec
-from promptprof.record import Call, PromptSpec
 
 log = structlog.get_logger("promptprof")
 
@@ -112,22 +112,33 @@ def attr(obj: Any, *names: str) -> Any:
     return obj
 
 
-def text_of(value: Any, depth: int = 0) -> str:
-    """The text inside a message, a content part, or a list of them (str, dict or SDK object).
+def texts_of(*values: Any) -> TextParts:
+    """The strings inside messages, content parts, or lists of them (str, dict or SDK object),
+    as references joined by newlines on the sender's thread.
 
     Only lists and tuples are walked: an iterator the caller passed is never consumed.
     """
+    parts = TextParts("\n")
+    for value in values:
+        _collect(value, parts, 0)
+    return parts
+
+
+def _collect(value: Any, parts: TextParts, depth: int) -> None:
     if isinstance(value, str):
-        return value
-    if value is None or depth > _MAX_TEXT_DEPTH:
-        return ""
-    if isinstance(value, list | tuple):
-        parts = (text_of(item, depth + 1) for item in value)
+        if value:
+            parts.add(value)
+    elif value is None or depth > _MAX_TEXT_DEPTH:
+        return
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, parts, depth + 1)
     elif isinstance(value, Mapping):
-        parts = (text_of(value.get(key), depth + 1) for key in _TEXT_KEYS)
+        for key in _TEXT_KEYS:
+            _collect(value.get(key), parts, depth + 1)
     else:
-        parts = (text_of(getattr(value, key, None), depth + 1) for key in _TEXT_KEYS)
-    return "\n".join(part for part in parts if part)
+        for key in _TEXT_KEYS:
+            _collect(getattr(value, key, None), parts, depth + 1)
 
 
 Usage = tuple[int | None, int | None, int | None]
@@ -145,12 +156,12 @@ class Api:
     async_managers: tuple[type[Any], ...] = ()
     responses: tuple[type[Any], ...] = ()
 
-    def prompt_text(self, request: Mapping[str, Any]) -> str:
-        """The prompt text of a request's keyword arguments."""
+    def prompt_text(self, request: Mapping[str, Any]) -> TextParts:
+        """The prompt text of a request's keyword arguments (references to its strings)."""
         raise NotImplementedError
 
-    def response_text(self, response: Any) -> str:
-        """The generated text of a complete (non-streamed) response."""
+    def response_text(self, response: Any) -> TextParts:
+        """The generated text of a complete (non-streamed) response (references)."""
         raise NotImplementedError
 
     def read_response(self, tracker: Tracker, response: Any) -> None:
@@ -174,7 +185,7 @@ class Tracker:
         self, api: Api, call: Call, profiler: Profiler, request: Mapping[str, Any]
     ) -> None:
         self.api, self.call, self.profiler, self.request = api, call, profiler, request
-        self.fragments: list[str] = []
+        self.fragments = TextParts()
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.cached_tokens: int | None = None
@@ -186,7 +197,7 @@ class Tracker:
         """A streamed piece of generated text: the first one marks the first token."""
         if text and isinstance(text, str):
             self.call.first_token()
-            self.fragments.append(text)
+            self.fragments.add(text)
 
     def usage(self, usage: Usage) -> None:
         """Record token counts; ``None`` entries keep what an earlier chunk told."""
@@ -251,13 +262,14 @@ class Tracker:
         if not (has_usage or self.fragments or self.response is not None):
             return  # failed before any answer: no tokens to count, no text to offer
         if inp is None or out is None or self.profiler.settings.producer.capture_text:
-            # the builder counts missing tokens from this text on the sender thread
-            call.set_text(self.api.prompt_text(self.request), self._response_text())
+            # references only: the sender's thread joins them and counts missing tokens
+            call.prompt_text = self.api.prompt_text(self.request)
+            call.response_text = self._response_text()
 
-    def _response_text(self) -> str:
+    def _response_text(self) -> TextParts:
         if self.response is not None:
             return self.api.response_text(self.response)
-        return "".join(self.fragments)
+        return self.fragments
 
 
 class Instrument:

@@ -13,8 +13,11 @@ of a 30-day budget in an hour. A burn window ``{long_s, short_s, burn_rate}`` fi
 rate over both the long and the short span reaches ``burn_rate`` (the long span makes it
 significant, the short one makes it current) and resolves as soon as one of them is below it.
 Counts are weighted (a sampled event stands for 1/sample_rate calls). The calls over a latency
-threshold come from the window's latency sketch: the calls in bins above the threshold's bin
-(1 % relative accuracy); a window without sketches is estimated from its percentiles.
+threshold are counted exactly where the threshold is configured: the worker has its windows
+count the calls slower than every latency-SLO threshold of its rules (``latency_over_ms``). A
+window that lacks the count (written before the threshold was configured) falls back to its
+latency sketch: the calls in bins above the threshold's bin (1 % relative accuracy), or without
+sketches an estimate from its percentiles.
 
 Spans are summed from buckets of ``max(width, short_s / 5, long_s / MAX_BUCKETS)`` seconds, at
 most :data:`MAX_BUCKETS` per burn window, so the state of a prompt is bounded.
@@ -190,10 +193,14 @@ class SpendState:
 def calls_over(window: WindowAggregate, threshold_ms: float) -> float:
     """The (weighted) calls of the window slower than ``threshold_ms``.
 
-    From the latency sketch: the counts of the bins above the threshold's bin (values within 1 %
-    of the threshold count as under it). Without a sketch, estimated from the percentiles by
-    linear interpolation of the rank between them.
+    Exact when the window counted that threshold (``latency_over_ms``). Else from the latency
+    sketch: the counts of the bins above the threshold's bin (values within 1 % of the threshold
+    count as under it); without a sketch, estimated from the percentiles by linear interpolation
+    of the rank between them.
     """
+    exact = window.latency_over_ms.get(threshold_ms)
+    if exact is not None:
+        return exact
     data = window.sketches.get("latency_ms")
     if data is not None:
         key = math.ceil(math.log2(threshold_ms) * _MULTIPLIER)

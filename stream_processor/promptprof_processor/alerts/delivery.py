@@ -37,8 +37,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
+from promptprof._backoff import Backoff
 from promptprof_processor.alerts.events import Alert, alert_line
 from promptprof_processor.alerts.grouping import Grouper, Limiter, Notification
 from promptprof_processor.alerts.settings import (
@@ -48,6 +47,7 @@ from promptprof_processor.alerts.settings import (
     RouteSettings,
 )
 from promptprof_processor.alerts.webhooks import Receiver, WebhookSender
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.influx import LineWriter, RetryingWriter, make_writer
 
 log = structlog.get_logger("promptprof.alerts")
@@ -247,7 +247,7 @@ class AlertDispatcher:
     """Publishes alerts to the alerts topic, InfluxDB and webhooks without blocking the caller."""
 
     def __init__(
-        self, settings: Settings, alerts: AlertSettings | None = None, *,
+        self, settings: ProcessorSettings, alerts: AlertSettings | None = None, *,
         producer: AIOKafkaProducer | None = None, writer: LineWriter | None = None,
         sender: WebhookSender | None = None,
     ) -> None:

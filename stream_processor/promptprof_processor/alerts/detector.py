@@ -17,20 +17,23 @@ state machine per rule:
 - A baseline learns a window only while its rule is quiet: a bad window, and every window while
   the rule fires, leaves the baseline as it was before the incident. So a sustained regression
   stays firing, and ``resolved`` means the figure is back within the band of the baseline from
-  before the incident for ``resolve_after`` windows in a row. The band is the firing tolerance,
-  narrowed to ``resolve_within`` of the way from the baseline to the incident's level (the
-  median of the incident's windows) when that is closer: a regression that only just crosses
-  the firing limit must come clearly back, not hover under the limit, to resolve. A lasting
-  shift becomes the new normal only by the rule's ``accept_after_s`` (off by default): after
-  firing that long, the baseline is rebuilt from the windows of the incident and an
-  ``accepted`` event is sent (never ``resolved``). A new prompt version starts from a copy of
-  the previous version's baselines (below), so a version bump does not accept a shift either.
-- ``fire_after`` bad windows in a row fire a rule on a width; ``resolve_after`` good windows in a
-  row resolve it. The widths of one series are one *incident* per rule: the first paging width
-  (``page_widths_s``) that fires notifies, the others join it silently, and the incident
-  resolves (one event) when the last width firing resolves. While it fires, a reminder is
-  emitted when a bad window of a paging width ends ``repeat_interval_s`` (event time) after the
-  last notification.
+  before the incident over the last ``resolve_after`` windows: their pooled level (geometric
+  mean for latency, tokens and cost, else mean: :class:`Recovery`), since one window's tail
+  percentile rests on a few calls. The band is the firing tolerance, narrowed to
+  ``resolve_within`` of the way from the baseline to the incident's level (the median of the
+  incident's windows; on a log scale for latency, tokens and cost) when that is closer: a
+  regression that only just crosses the firing limit must come clearly back, not hover under
+  the limit, to resolve. A lasting shift becomes the new normal only by the rule's
+  ``accept_after_s`` (off by default): after firing that long, the baseline is rebuilt from the
+  windows of the incident and an ``accepted`` event is sent (never ``resolved``). A new prompt
+  version starts from a copy of the previous version's baselines (below), so a version bump
+  does not accept a shift either.
+- ``fire_after`` bad windows in a row fire a rule on a width; an SLO resolves after
+  ``resolve_after`` good windows in a row, an anomaly on its pooled level (above). The widths
+  of one series are one *incident* per rule: the first paging width (``page_widths_s``) that
+  fires notifies, the others join it silently, and the incident resolves (one event) when the
+  last width firing resolves. While it fires, a reminder is emitted when a bad window of a
+  paging width ends ``repeat_interval_s`` (event time) after the last notification.
 - Error budgets (burn rates) and spend are judged per prompt (:mod:`.budgets`).
 
 A new prompt version starts with a copy of the baselines of the version of the same prompt,
@@ -114,8 +117,9 @@ class Verdict:
     threshold: float
     score: float | None
     direction: Literal["above", "below"]
-    recovered: bool  # within the band a firing rule must return to (resolve_limit)
+    recovered: int  # windows in a row this verdict finds back within the band (0: not back)
     resolve_limit: float
+    level: float  # the figure the recovery was judged on (pooled over windows, for anomalies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,9 @@ class SloCheck:
         """Bad when ``value`` crosses the limit."""
         bad = value > self.limit if self.above else value < self.limit
         side: Literal["above", "below"] = "above" if self.above else "below"
-        return Verdict(bad, value, baseline, self.limit, None, side, not bad, self.limit)
+        return Verdict(
+            bad, value, baseline, self.limit, None, side, 0 if bad else 1, self.limit, value
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +159,12 @@ class AnomalyCheck:
 
     def judge(
         self, value: float, events: float, baseline: Baseline, volume: float,
-        resolve_within: float, incident: float | None = None,
+        recovery: Recovery | None = None,
     ) -> Verdict:
-        """Bad when ``value`` is far enough from the baseline in the watched direction;
-        recovered when within the firing tolerance and within ``resolve_within`` of the way to
-        the ``incident`` level (while firing). ``events`` is the observed events behind
-        ``value``; ``volume`` (>= 1) widens the spread of a window with fewer events than
-        usual."""
+        """Bad when ``value`` is far enough from the baseline in the watched direction.
+        ``events`` is the observed events behind ``value``; ``volume`` (>= 1) widens the spread
+        of a window with fewer events than usual. While the rule fires, ``recovery`` says how
+        the way back is judged (see :class:`Recovery`)."""
         center, scale = baseline.spread()
         scale *= volume
         deviation = value - center
@@ -173,14 +178,61 @@ class AnomalyCheck:
         )
         signed = deviation if above else -deviation
         sign = 1.0 if above else -1.0
-        band = tolerance
-        if incident is not None and (incident - center) * sign > 0:
-            band = min(band, resolve_within * abs(incident - center))
+        band, level, back = tolerance, value, 0
+        if recovery is not None:
+            band = recovery.band(center, tolerance, sign, self.metric.multiplicative)
+            level = recovery.level(self.metric.multiplicative)
+            back = recovery.windows if (level - center) * sign <= band and recovery.full else 0
         score = deviation / scale if scale > 0 else None
         return Verdict(
             signed > tolerance, value, center, center + sign * tolerance, score,
-            "above" if above else "below", signed <= band, center + sign * band,
+            "above" if above else "below", back, center + sign * band, level,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How a firing anomaly's way back is judged.
+
+    The *level* is the figure pooled over the last ``windows`` judged windows (this one and the
+    values held before it): their geometric mean for a multiplicative figure (latency, tokens,
+    cost, whose noise scales with the level), else their mean. One window's tail percentile is
+    a few calls (p99 of 200 calls is the third slowest), so judging each window alone lets one
+    slow call hold a recovered series firing; the pooled level is the most powerful test of
+    "back" on those windows, and its error on the incident's side is no larger (it is measured
+    in bench/alert_detection.py). The *band* is the firing tolerance, narrowed to
+    ``within`` of the way from the baseline to the ``incident`` level (the median of the
+    incident's windows) when that is closer; on a log scale for multiplicative figures (the
+    point between two levels that their noise reaches as rarely from either side).
+    """
+
+    within: float
+    incident: float
+    recent: tuple[float, ...]  # the last judged values, this window's last
+    windows: int  # how many of them make a full pool (the rule's resolve_after)
+
+    @property
+    def full(self) -> bool:
+        """Whether enough windows were judged since the incident began to pool."""
+        return len(self.recent) >= self.windows
+
+    def level(self, multiplicative: bool) -> float:
+        """The pooled figure of the recent windows."""
+        recent = self.recent[-self.windows:]
+        if multiplicative and min(recent) > 0:
+            return math.exp(math.fsum(map(math.log, recent)) / len(recent))
+        return math.fsum(recent) / len(recent)
+
+    def band(self, center: float, tolerance: float, sign: float, multiplicative: bool) -> float:
+        """How far beyond ``center`` (in the alert's direction) the level may be to be back."""
+        incident = self.incident
+        if (incident - center) * sign <= 0:
+            return tolerance
+        if multiplicative and center > 0 and incident > 0:
+            way = abs(center * math.pow(incident / center, self.within) - center)
+        else:
+            way = self.within * abs(incident - center)
+        return min(tolerance, way)
 
 
 Check = SloCheck | AnomalyCheck
@@ -282,7 +334,7 @@ def advance(
     """Advance a rule's hysteresis by one judged window: a quiet rule counts bad windows, a
     firing one counts windows back within the resolve band."""
     if rule.firing:
-        return _advance_firing(rule, rules, not verdict.recovered, window.window_end_ns, accept_ns)
+        return _advance_firing(rule, rules, verdict, window.window_end_ns, accept_ns)
     bad = verdict.bad
     if not bad:
         rule.bad = 0
@@ -298,15 +350,17 @@ def advance(
 
 
 def _advance_firing(
-    rule: RuleState, rules: RuleSet, bad: bool, end_ns: int, accept_ns: int | None
+    rule: RuleState, rules: RuleSet, verdict: Verdict, end_ns: int, accept_ns: int | None
 ) -> Step | None:
+    """A bad window is STILL (it may remind); a window neither bad nor back only stops the
+    count of windows back (a pooled verdict counts all the windows it pooled)."""
     if accept_ns is not None and end_ns - rule.started_ns >= accept_ns:
         rule.firing, rule.bad, rule.good = False, 0, 0
         return Step.ACCEPT
-    if bad:
+    if not verdict.recovered:
         rule.good = 0
-        return Step.STILL
-    rule.good += 1
+        return Step.STILL if verdict.bad else None
+    rule.good = max(rule.good + 1, verdict.recovered)
     if rule.good < rules.hysteresis.resolve_after:
         return None
     rule.firing, rule.bad, rule.good = False, 0, 0
@@ -443,10 +497,14 @@ class AlertEngine:
             return check.judge(value, None if baseline is None else baseline.spread()[0])
         if baseline is None:
             return None
-        incident = median(rule.held) if rule is not None and rule.firing and rule.held else None
-        return check.judge(
-            value, events, baseline, volume, rules.hysteresis.resolve_within, incident
-        )
+        recovery = None
+        if rule is not None and rule.firing and rule.held:
+            hysteresis = rules.hysteresis
+            recovery = Recovery(
+                hysteresis.resolve_within, median(rule.held), (*rule.held, value),
+                hysteresis.resolve_after,
+            )
+        return check.judge(value, events, baseline, volume, recovery)
 
     @staticmethod
     def _accept(state: SeriesState, anomaly: AnomalyRules, metric: str, rule: RuleState) -> None:
@@ -551,7 +609,7 @@ class AlertEngine:
                 width_s=window.width_s,
             ),
             started_ns=incident.started_ns,
-            observed=verdict.observed,
+            observed=verdict.level if alert_state == "resolved" else verdict.observed,
             baseline=verdict.baseline,
             threshold=verdict.resolve_limit if alert_state == "resolved" else verdict.threshold,
             score=verdict.score,
@@ -693,9 +751,13 @@ def describe(
     where = f"{s.prompt_id} {s.prompt_version} on {s.model} ({s.service}, {window.width_s}s)"
     label = check.metric.label
     if state == "resolved":
-        band = "its SLO" if isinstance(check, SloCheck) else "the band of its pre-incident baseline"
+        if isinstance(check, SloCheck):
+            what, band = fmt(verdict.observed), "its SLO"
+        else:
+            what = f"{fmt(verdict.level)} over its last {verdict.recovered} windows"
+            band = "the band of its pre-incident baseline"
         return (
-            f"resolved: {where}: {label} {fmt(verdict.observed)} is back within {band} "
+            f"resolved: {where}: {label} {what} is back within {band} "
             f"({fmt(verdict.resolve_limit)})"
         )
     if state == "accepted":

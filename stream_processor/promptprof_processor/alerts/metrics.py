@@ -6,11 +6,9 @@ is ``None`` when the window has no value for it (no TTFT measured, no token coun
 The count is the number of *observed events* the figure rests on: it gates a rule's
 ``min_calls`` and sizes the noise of the figure. Under sampling an event recorded at
 ``sample_rate`` r stands for 1/r calls in the window's totals and rates, but it is still one
-measurement: a window of 5 events sampled at 0.01 holds 5 latencies, not 500. The window carries
-the observed count of all its call events (``events``); the figures measured on a subset of the
-calls (TTFT, tokens, cost, quality) carry a weighted count only, so their observed count is that
-weighted count scaled by ``events / calls`` (exact when the window's events share one sample
-rate, as a producer's do).
+measurement: a window of 5 events sampled at 0.01 holds 5 latencies, not 500, and a window where
+3 of its 40 events carry a TTFT judges its TTFT on 3. The window counts them exactly, per figure
+(``observed_events``); a rate over all calls (the error rate) rests on every event.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not at run time: the rules and settings import this module, and stay light
     from promptprof_processor.windows.figures import WindowAggregate
 
 MetricName = Literal[
@@ -48,6 +46,12 @@ class Metric:
     count: Callable[[WindowAggregate], float]  # observed events, not weighted calls
     unit: Literal["ms", "rate", "tokens", "usd", "score"]
     rate: bool = False  # a proportion of calls: its noise floor is binomial
+
+    @property
+    def multiplicative(self) -> bool:
+        """Whether its noise scales with its level (durations, token counts, money), so that
+        levels are compared on a log scale."""
+        return self.unit in ("ms", "tokens", "usd")
 
     def format(self, value: float | None) -> str:
         """The value with its unit, for messages."""
@@ -80,56 +84,56 @@ def _tokens_per_call(w: WindowAggregate) -> float | None:
     return float(sum(known)) if known else None
 
 
-def observed(w: WindowAggregate, weighted: float) -> float:
-    """The observed events behind ``weighted`` calls of the window (``events / calls`` of it)."""
-    if w.calls <= 0 or weighted <= 0:
-        return 0.0
-    return min(float(w.events), weighted * w.events / w.calls)
+def _observed(figure: str) -> Callable[[WindowAggregate], float]:
+    """A reader of the events of the window that carried ``figure``."""
+
+    def read(w: WindowAggregate) -> float:
+        return float(w.observed_events.get(figure, 0))
+
+    return read
 
 
 def _token_calls(w: WindowAggregate) -> float:
-    given, taken = w.input_tokens, w.output_tokens
-    return observed(w, max(0.0 if given is None else given.calls,
-                           0.0 if taken is None else taken.calls))
+    seen = w.observed_events
+    return float(max(seen.get("input_tokens", 0), seen.get("output_tokens", 0)))
 
 
 def _calls(w: WindowAggregate) -> float:
     return float(w.events)
 
 
-def _ttft_calls(w: WindowAggregate) -> float:
-    return observed(w, w.ttft_calls)
-
+_latencies = _observed("latency_ms")
+_ttfts = _observed("ttft_ms")
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("latency_p50_ms", "latency p50", _percentile("latency_ms", "p50"), _calls, "ms"),
-        Metric("latency_p95_ms", "latency p95", _percentile("latency_ms", "p95"), _calls, "ms"),
-        Metric("latency_p99_ms", "latency p99", _percentile("latency_ms", "p99"), _calls, "ms"),
-        Metric("ttft_p95_ms", "TTFT p95", _percentile("ttft_ms", "p95"), _ttft_calls, "ms"),
-        Metric("ttft_p99_ms", "TTFT p99", _percentile("ttft_ms", "p99"), _ttft_calls, "ms"),
+        Metric("latency_p50_ms", "latency p50", _percentile("latency_ms", "p50"), _latencies, "ms"),
+        Metric("latency_p95_ms", "latency p95", _percentile("latency_ms", "p95"), _latencies, "ms"),
+        Metric("latency_p99_ms", "latency p99", _percentile("latency_ms", "p99"), _latencies, "ms"),
+        Metric("ttft_p95_ms", "TTFT p95", _percentile("ttft_ms", "p95"), _ttfts, "ms"),
+        Metric("ttft_p99_ms", "TTFT p99", _percentile("ttft_ms", "p99"), _ttfts, "ms"),
         Metric("error_rate", "error rate", lambda w: w.error_rate, _calls, "rate", rate=True),
         Metric("tokens_per_call", "tokens per call", _tokens_per_call, _token_calls, "tokens"),
         Metric(
             "input_tokens_per_call", "input tokens per call",
             lambda w: None if w.input_tokens is None else w.input_tokens.mean,
-            lambda w: 0.0 if w.input_tokens is None else observed(w, w.input_tokens.calls),
+            _observed("input_tokens"),
             "tokens",
         ),
         Metric(
             "output_tokens_per_call", "output tokens per call",
             lambda w: None if w.output_tokens is None else w.output_tokens.mean,
-            lambda w: 0.0 if w.output_tokens is None else observed(w, w.output_tokens.calls),
+            _observed("output_tokens"),
             "tokens",
         ),
         Metric(
             "cost_per_call_usd", "cost per call", lambda w: w.cost_per_call_usd,
-            lambda w: observed(w, w.cost_known_calls), "usd",
+            _observed("cost_usd"), "usd",  # figures.COST_OBSERVED
         ),
         Metric(
             "quality_mean", "quality mean", lambda w: w.quality_mean,
-            lambda w: observed(w, w.quality_scored), "score",
+            _observed("quality"), "score",
         ),
     )
 }

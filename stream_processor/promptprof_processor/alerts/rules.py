@@ -84,11 +84,13 @@ class _Strict(BaseModel):
 
 
 class Hysteresis(_Strict):
-    """How many bad windows in a row fire an alert and how many good ones resolve it."""
+    """How many bad windows in a row fire an alert and how many windows resolve it: an SLO's
+    good windows in a row; an anomaly's windows pooled (their level back within the band)."""
 
     fire_after: int = Field(default=2, ge=1, le=100, description="bad windows in a row, 1..100")
     resolve_after: int = Field(
-        default=3, ge=1, le=100, description="good windows in a row, 1..100"
+        default=3, ge=1, le=100,
+        description="windows that resolve, 1..100: SLOs good in a row, anomalies pooled",
     )
     resolve_within: float = Field(
         default=0.5, gt=0, le=1,
@@ -187,7 +189,7 @@ class Objective(_Strict):
 
     objective: float = Field(gt=0, lt=1, description="share of good calls, e.g. 0.995")
     threshold_ms: float | None = Field(
-        default=None, gt=0, description="latency SLOs: a call is good when faster than this"
+        default=None, gt=0, description="latency SLOs: a call slower than this (ms) is bad"
     )
 
 
@@ -275,6 +277,17 @@ class AlertRules(_Strict):
     def for_prompt(self, prompt_id: str) -> RuleSet:
         """The rules that apply to ``prompt_id``."""
         return self.prompts.get(prompt_id, self.defaults)
+
+    def latency_thresholds_ms(self) -> list[float]:
+        """Every latency-SLO threshold of the rules, once each, ascending: the windows count
+        their calls over each exactly."""
+        found = {
+            budget.latency.threshold_ms
+            for rules in (self.defaults, *self.prompts.values())
+            if (budget := rules.error_budget) is not None and budget.latency is not None
+            and budget.latency.threshold_ms is not None
+        }
+        return sorted(found)
 
 
 def parse_rules(document: Mapping[str, Any] | None, source: str = "<rules>") -> AlertRules:

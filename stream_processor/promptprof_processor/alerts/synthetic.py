@@ -12,7 +12,8 @@ Realistic traffic options: ``load_rho`` makes the load factor AR(1) from window 
 latency median by ``1 + daily_swing * sin(2 pi t / 24 h)``; ``sample_rate`` records each call with
 that probability, as a sampling producer does: the figures come from the recorded events only,
 ``events`` counts them and the call, error, token, cost and quality counts are weighted by
-1/sample_rate (a window where nothing was recorded is left out).
+1/sample_rate, ``observed_events`` counts the recorded events (a window where nothing was
+recorded is left out).
 
 A :class:`Change` multiplies latencies or tokens, or sets the error rate, from a window index
 on (and optionally back to normal later).
@@ -27,6 +28,9 @@ from dataclasses import dataclass, replace
 
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.figures import (
+    COST_OBSERVED,
+    ERRORS_OBSERVED,
+    SKETCHED,
     Percentiles,
     SeriesTags,
     TokenStats,
@@ -148,8 +152,14 @@ def _window(
         input_tokens=_tokens(inputs, weight), output_tokens=_tokens(outputs, weight),
         cost_usd_sum=cost * weight, cost_per_call_usd=cost / n, cost_known_calls=weighted,
         cost_unknown_calls=0.0, quality_mean=quality, quality_p10=None, quality_scored=weighted,
-        late_events=0, sketches={},
+        late_events=0, sketches={}, observed_events=_observed(n, int(errors)),
     ), load
+
+
+def _observed(events: int, errors: int) -> dict[str, int]:
+    """Every recorded event carries every figure."""
+    seen = dict.fromkeys((*SKETCHED, COST_OBSERVED), events)
+    return seen | ({ERRORS_OBSERVED: errors} if errors else {})
 
 
 def _lognormal_mean(rng: random.Random, mean: float, sigma: float, n: int) -> list[float]:

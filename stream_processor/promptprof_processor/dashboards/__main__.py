@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from promptprof.config import load_settings
+from promptprof import load_settings
 from promptprof_processor.dashboards import DEFAULT_DIR, write_dashboards
 from promptprof_processor.dashboards.widths import WindowLayout
 from promptprof_processor.settings import ProcessorSettings

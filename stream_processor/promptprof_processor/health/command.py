@@ -18,7 +18,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from promptprof.config import ConfigError, load_settings
+from promptprof import ConfigError, load_settings
 from promptprof_processor.health.settings import PipelineAlertSettings
 from promptprof_processor.health.status import PipelineStatus, as_dict, read_status
 from promptprof_processor.report.influxql import InfluxQLClient, InfluxQLError

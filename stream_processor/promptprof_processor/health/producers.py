@@ -1,8 +1,8 @@
-"""The producers' stats events (:mod:`promptprof.selfstats`) from their topic into InfluxDB.
+"""The producers' stats events (:mod:`promptprof._selfstats`) from their topic into InfluxDB.
 
 Measurement ``promptprof_producer``, one point per report at the producer's time: tags
 ``service``, ``environment``, ``host``, ``pid``; a float field per counter of
-:meth:`promptprof.profiler.Profiler.stats` (``recorded``, ``sent_events``, ``dropped`` and each
+:meth:`promptprof._profiler.Profiler.stats` (``recorded``, ``sent_events``, ``dropped`` and each
 ``dropped_*`` reason, ``spooled_events``, ``replayed_events``, ``buffer_depth``, ``bytes_held``,
 ``retries``, ``send_errors``...), ``final`` and ``sender_alive`` (bool), ``last_error``
 (string, when there is one) and ``interval_s``.
@@ -24,8 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from promptprof.config import Settings
-from promptprof.event import TAG_SAFE
+from promptprof._event import TAG_SAFE
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import FieldValue, encode_line
 
@@ -37,7 +37,7 @@ StatName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class ProducerStats(BaseModel):
-    """One stats event of a producer (see :func:`promptprof.selfstats.stats_event`)."""
+    """One stats event of a producer (see :func:`promptprof._selfstats.stats_event`)."""
 
     kind: Literal["producer_stats"]
     schema_version: Literal[1]
@@ -78,7 +78,7 @@ def parse_stats(value: bytes | None) -> ProducerStats | None:
 class ProducerStatsSink:
     """Consumes the producer-stats topic and writes each report to InfluxDB."""
 
-    def __init__(self, settings: Settings, group_id: str) -> None:
+    def __init__(self, settings: ProcessorSettings, group_id: str) -> None:
         """A sink for ``settings.topics.producer_stats`` in consumer group ``group_id``."""
         self.settings, self.group_id = settings, group_id
         self.writer = RetryingWriter(make_writer(settings.influx))
@@ -110,7 +110,7 @@ class ProducerStatsSink:
             await self.writer.close()
 
 
-async def ensure_topic(settings: Settings) -> None:
+async def ensure_topic(settings: ProcessorSettings) -> None:
     """Create the producer-stats topic where missing."""
     admin = AIOKafkaAdminClient(**settings.kafka.client_options())
     await admin.start()

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from promptprof.envelope import ColumnBatch, EnvelopeError, decode_batch
+from promptprof._envelope import ColumnBatch, EnvelopeError, decode_batch
 from promptprof_processor.ingest.validation import (
     CallColumns,
     Record,

@@ -1,6 +1,6 @@
 """Validation of raw events (decoded from an envelope) into call and quality records.
 
-The contract is :class:`~promptprof.event.CallEvent` and :class:`~promptprof.event.QualityEvent`
+The contract is :class:`~promptprof._event.CallEvent` and :class:`~promptprof._event.QualityEvent`
 (an event with ``"kind": "quality"`` is a quality event, any other a call event). On the hot path
 the processor does not build those models: it validates into plain dicts, :class:`CallRecord`
 and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, not
@@ -8,7 +8,7 @@ and :class:`QualityRecord`, keyed by the models' field names (``latency_ms``, no
 models' own fields (types, constraints, aliases, defaults, config), so the same events are
 accepted; building a dict costs about half of building a model.
 
-A columnar envelope (:class:`~promptprof.envelope.ColumnBatch`) is validated into
+A columnar envelope (:class:`~promptprof._envelope.ColumnBatch`) is validated into
 :class:`CallColumns` in one pydantic-core call: a validator per *shape* (which keys the batch
 has, each a column or a value the events share) checks each column's values with the field's
 own constraints, and a shared value once. The contract has no
@@ -43,14 +43,14 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
-from promptprof.envelope import ColumnBatch
-from promptprof.event import CallEvent, QualityEvent, Status
+from promptprof._envelope import ColumnBatch
+from promptprof._event import CallEvent, QualityEvent, Status
 
 MAX_REASONS = 3
 
 
 class CallRecord(TypedDict):
-    """A validated call event: :class:`~promptprof.event.CallEvent`'s fields as a dict."""
+    """A validated call event: :class:`~promptprof._event.CallEvent`'s fields as a dict."""
 
     schema_version: Literal[1]
     event_id: str
@@ -81,7 +81,7 @@ class CallRecord(TypedDict):
 
 
 class QualityRecord(TypedDict):
-    """A validated quality event: :class:`~promptprof.event.QualityEvent`'s fields as a dict."""
+    """A validated quality event: :class:`~promptprof._event.QualityEvent`'s fields as a dict."""
 
     kind: Literal["quality"]
     schema_version: Literal[1]

@@ -6,18 +6,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from promptprof.config import Settings
 from promptprof_processor.report.charts import Chart, render_charts
 from promptprof_processor.report.html import build_html
 from promptprof_processor.report.influxql import InfluxQLClient, InfluxQLError
 from promptprof_processor.report.queries import ReportData, fetch, parse_since
+from promptprof_processor.settings import ProcessorSettings
 
 EXIT_OK = 0
 EXIT_NO_DATA = 1
 EXIT_ERROR = 2
 
 
-def report_command(settings: Settings, since: str, out: Path, png_dir: Path | None) -> int:
+def report_command(settings: ProcessorSettings, since: str, out: Path, png_dir: Path | None) -> int:
     """Write the report; 0 when written with data, 1 when written but the range holds no
     windows, 2 on a bad ``since`` or when InfluxDB cannot be read (nothing written)."""
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from promptprof.config import InfluxSettings
+from promptprof_processor.settings import InfluxSettings
 from promptprof_processor.sink.lineprotocol import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 ALERT_MEASUREMENT = "llm_alert"

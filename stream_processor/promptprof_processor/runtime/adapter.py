@@ -46,7 +46,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from promptprof.backoff import Backoff
+from promptprof._backoff import Backoff
 from promptprof_processor.alerts import AlertDispatcher, AlertEngine
 from promptprof_processor.health.figures import reason_class
 from promptprof_processor.lost_log import LostLogs
@@ -203,6 +203,10 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.settings, self.timings, self.dispatcher = settings, timings, dispatcher
         self.options = settings.kafka.client_options()
         self.alerts = AlertEngine.from_settings(settings.alerts) if dispatcher else None
+        if self.alerts is not None:  # windows count exactly the calls over each latency SLO
+            windows = settings.windows.with_latency_thresholds(
+                self.alerts.rules.latency_thresholds_ms())
+            self.settings = settings.model_copy(update={"windows": windows})
         self.owned: dict[int, _Owned] = {}
         self.lost_logs = LostLogs()
         self.lock = asyncio.Lock()  # one of: a batch of records, a checkpoint, a rebalance

@@ -25,10 +25,9 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from promptprof.backoff import Backoff
-from promptprof.config import Settings
+from promptprof._backoff import Backoff
 from promptprof_processor.lost_log import LostLogs
-from promptprof_processor.settings import ProcessorSettings, RetentionSettings
+from promptprof_processor.settings import ProcessorSettings
 from promptprof_processor.sink.influx import RetryingWriter, make_writer
 from promptprof_processor.sink.lineprotocol import window_lines
 from promptprof_processor.windows.figures import WindowAggregate
@@ -61,12 +60,13 @@ class WindowSink:
     """Consumes the windows topic and writes every window to InfluxDB."""
 
     def __init__(
-        self, settings: Settings, group_id: str, writer: RetryingWriter | None = None
+        self, settings: ProcessorSettings, group_id: str, writer: RetryingWriter | None = None
     ) -> None:
         """Sink for ``settings``' windows topic in consumer group ``group_id``."""
         self.settings = settings
         self.group_id = group_id
-        self.writer = writer or RetryingWriter(make_writer(settings.influx, *_retention(settings)))
+        self.writer = writer or RetryingWriter(make_writer(
+            settings.influx, settings.retention, settings.windows.all_widths_s))
         self.windows_written = 0
         self.dead_letters: Counter[str] = Counter()
         # for the health probe: the consumer, the windows of the batch being written and the
@@ -179,10 +179,3 @@ async def _start_with_retry(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> No
                 delay = backoff.next()
                 log.warning("promptprof.sink_kafka_unreachable", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-
-
-def _retention(settings: Settings) -> tuple[RetentionSettings | None, list[int]]:
-    """The retention settings and every width written, when ``settings`` has them."""
-    if isinstance(settings, ProcessorSettings):
-        return settings.retention, settings.windows.all_widths_s
-    return None, []

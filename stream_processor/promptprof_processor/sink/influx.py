@@ -23,11 +23,9 @@ from typing import Protocol
 import httpx
 import structlog
 
-from promptprof.backoff import Backoff
-from promptprof.config import InfluxSettings
-from promptprof.stack.influxdb import quote_ident
-from promptprof_processor.settings import RetentionSettings
-from promptprof_processor.sink.retention import by_policy, policy_statements
+from promptprof._backoff import Backoff
+from promptprof_processor.settings import InfluxSettings, RetentionSettings
+from promptprof_processor.sink.retention import by_policy, policy_statements, quote_ident
 
 log = structlog.get_logger("promptprof.sink")
 

@@ -29,7 +29,7 @@ Escaping, checked against a real InfluxDB 1.x by writing and reading back
 (``tests/sink/test_hostile_values.py``): commas and spaces in measurements; commas, equals signs
 and spaces in tag keys, tag values and field keys; double quotes and backslashes in string field
 values, which may hold newlines and any other character. A tag key or value is written only when
-it is :data:`promptprof.event.TAG_SAFE` (no newline, no backslash before a backslash, comma,
+it is :data:`promptprof._event.TAG_SAFE` (no newline, no backslash before a backslash, comma,
 equals sign, space or the end): InfluxDB 1.x refuses a tag ending in a backslash and cannot hold a
 newline, and parsers that read ``\\\\`` as one backslash would read the rest differently. The
 producer refuses such values and the processor dead-letters them; the encoder raises
@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from promptprof.event import line_protocol_problem, unicode_problem
+from promptprof._event import line_protocol_problem, unicode_problem
 from promptprof_processor.windows.figures import Percentiles, TokenStats, WindowAggregate
 
 WINDOW_MEASUREMENT = "llm_window"

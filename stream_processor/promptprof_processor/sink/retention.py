@@ -13,13 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from promptprof.config import load_settings
-from promptprof.stack.influxdb import quote_ident
+from promptprof import load_settings
 from promptprof_processor.settings import ProcessorSettings, RetentionSettings
 from promptprof_processor.sink.lineprotocol import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 _WIDTH_TAG = re.compile(r",width=(\d+)s[, ]")
 _ROUTED = (f"{WINDOW_MEASUREMENT},", f"{ERRORS_MEASUREMENT},")
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier (database, retention policy) in double quotes."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def policy_of(line: str, policies: Mapping[int, str]) -> str | None:

@@ -136,9 +136,10 @@ class WindowAggregator:
             return
         self.stats.events += calls.count
         rows = list(zip(*map(calls.column, CALL_FIELDS), strict=True))
+        thresholds = self.settings.latency_thresholds_ms
         for series, base, indices in self._grouped(calls):
             part = rows if len(indices) == calls.count else [rows[i] for i in indices]
-            self._accumulator(base, series).add_rows(part)
+            self._accumulator(base, series).add_rows(part, thresholds)
 
     def _add_quality(self, scores: CallColumns) -> None:
         for series, base, indices in self._grouped(scores):

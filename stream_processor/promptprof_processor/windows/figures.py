@@ -2,8 +2,16 @@
 :class:`WindowAggregate`, plus :func:`rollup` to merge closed windows into a longer one.
 
 Sampling: an event recorded at ``sample_rate`` r stands for 1/r calls. ``events`` counts the
-events received; every other count, sum and percentile is the weighted estimate of real calls
-(they coincide when nothing is sampled).
+events received and ``observed_events`` the events that carried each figure; every other count,
+sum and percentile is the weighted estimate of real calls (they coincide when nothing is
+sampled). A test of a figure rests on its observed events: 3 sampled events carrying a TTFT are
+3 measurements, whatever calls they stand for.
+
+Latency SLOs: for each threshold given to :meth:`Accumulator.add_calls` (the aggregator passes
+the configured latency-SLO thresholds, ``windows.latency_thresholds_ms``), ``latency_over_ms``
+counts exactly the (weighted) calls slower than it. A threshold is kept only where every call
+event of the window was counted against it (a window partly aggregated before the threshold was
+configured does not claim a count).
 
 Call events reach an accumulator as rows (:meth:`Accumulator.add_rows`: a tuple of the
 :data:`CALL_FIELDS` values per event) and wait there until :data:`FOLD_ROWS` of them are pending
@@ -42,8 +50,8 @@ UNKNOWN_ERROR = "unknown"
 OTHER_ERRORS = "__other__"
 MAX_ERROR_TYPES = 32
 
-# sketch name -> the field it sketches
-_SKETCHED = {
+#: sketch name -> the field it sketches (also the ``observed_events`` keys of those fields)
+SKETCHED = {
     "latency_ms": "latency_ms",
     "ttft_ms": "ttft_ms",
     "input_tokens": "input_tokens",
@@ -51,12 +59,15 @@ _SKETCHED = {
     "quality": "quality_score",
 }
 #: The fields :meth:`Accumulator.add_calls` reads.
-CALL_FIELDS = (*_SKETCHED.values(), "sample_rate", "cost_usd", "status", "error_type")
+CALL_FIELDS = (*SKETCHED.values(), "sample_rate", "cost_usd", "status", "error_type")
 #: The fields :meth:`Accumulator.add_quality` reads.
 QUALITY_FIELDS = ("quality_score", "sample_rate")
 _is_error = "error".__eq__
 #: Pending call rows an accumulator folds into its figures at once.
 FOLD_ROWS = 256
+#: ``observed_events`` keys beside the sketch names: cost known, failed calls.
+COST_OBSERVED = "cost_usd"
+ERRORS_OBSERVED = "errors"
 
 
 class SeriesTags(BaseModel):
@@ -99,6 +110,10 @@ class WindowAggregate(BaseModel):
 
     ``sketches`` holds the encoded sketches behind the figures, by name: ``latency_ms``,
     ``ttft_ms``, ``input_tokens``, ``output_tokens``, ``quality`` (each only when it has values).
+    ``observed_events`` counts, unweighted, the events that carried each of those figures, and
+    under ``cost_usd`` those with a known cost and under ``errors`` the failed ones.
+    ``latency_over_ms`` maps each latency-SLO threshold counted at aggregation to the weighted
+    calls slower than it. Both are empty in windows written before they existed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -126,10 +141,12 @@ class WindowAggregate(BaseModel):
     quality_scored: float
     late_events: int
     sketches: dict[str, SketchData]
+    observed_events: dict[str, int] = {}
+    latency_over_ms: dict[float, float] = {}
 
     def to_bytes(self) -> bytes:
         """orjson bytes that :meth:`from_bytes` restores exactly."""
-        return orjson.dumps(self.model_dump())
+        return orjson.dumps(self.model_dump(), option=orjson.OPT_NON_STR_KEYS)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowAggregate:
@@ -149,6 +166,8 @@ class Accumulator:
         "errors_by_type",
         "events",
         "late_by_width",
+        "latency_over_ms",
+        "observed_events",
         "rows",
         "sketches",
     )
@@ -164,11 +183,16 @@ class Accumulator:
         self.cost_unknown_calls = 0.0
         self.late_by_width: dict[int, int] = {}
         self.sketches: dict[str, Distribution] = {}
+        self.observed_events: dict[str, int] = {}
+        self.latency_over_ms: dict[float, float] = {}
         self.rows: list[Sequence[Any]] = []  # pending call events, :data:`CALL_FIELDS` values
 
-    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+    def add_rows(self, rows: Sequence[Sequence[Any]], thresholds_ms: Sequence[float] = ()) -> None:
         """Aggregate call events of this series and window given as rows of
-        :data:`CALL_FIELDS` values (kept pending, folded in bulk)."""
+        :data:`CALL_FIELDS` values (kept pending, folded in bulk), counting the calls slower
+        than each of ``thresholds_ms`` at once."""
+        if thresholds_ms or self.latency_over_ms:
+            self._count_over(_columns_of(rows), thresholds_ms)
         self.events += len(rows)
         self.rows += rows
         if len(self.rows) >= FOLD_ROWS:
@@ -176,19 +200,25 @@ class Accumulator:
 
     def _fold(self) -> None:
         rows, self.rows = self.rows, []
-        columns = dict(zip(CALL_FIELDS, map(list, zip(*rows, strict=True)), strict=True))
-        self._add_call_columns(CallColumns(len(rows), columns))
+        self._add_call_columns(_columns_of(rows))
 
-    def add_calls(self, calls: CallColumns) -> None:
-        """Aggregate call events of this series and window (the :data:`CALL_FIELDS`)."""
+    def add_calls(self, calls: CallColumns, thresholds_ms: Sequence[float] = ()) -> None:
+        """Aggregate call events of this series and window (the :data:`CALL_FIELDS`), counting
+        the calls slower than each of ``thresholds_ms``."""
+        if thresholds_ms or self.latency_over_ms:
+            self._count_over(calls, thresholds_ms)
         self.events += calls.count
         self._add_call_columns(calls)
+
+    def _count_over(self, calls: CallColumns, thresholds_ms: Sequence[float]) -> None:
+        over = _over(calls, _weights(calls.fields["sample_rate"], calls.count), thresholds_ms)
+        self.latency_over_ms = _merged_counts(self.latency_over_ms, self.events, over, calls.count)
 
     def _add_call_columns(self, calls: CallColumns) -> None:
         fields, count = calls.fields, calls.count
         weights = _weights(fields["sample_rate"], count)
         self.calls += count if weights is None else math.fsum(weights)
-        for name, field in _SKETCHED.items():
+        for name, field in SKETCHED.items():
             if fields[field] is not None:
                 self._add_column(name, calls.column(field), weights)
         self._add_costs(calls.column("cost_usd"), weights)
@@ -206,6 +236,7 @@ class Accumulator:
     def _add_column(self, name: str, column: list[Any], weights: list[float] | None) -> None:
         values, weights = _known(column, weights)
         if values:
+            self._observe(name, len(values))
             sketch = self.sketches.get(name)
             if sketch is None:
                 sketch = self.sketches[name] = Distribution()
@@ -213,6 +244,7 @@ class Accumulator:
 
     def _add_costs(self, costs: list[float | None], weights: list[float] | None) -> None:
         known, known_weights = _known(costs, weights)
+        self._observe(COST_OBSERVED, len(known))
         if known_weights is None:
             self.cost_usd += math.fsum(known)
             self.cost_known_calls += len(known)
@@ -225,6 +257,7 @@ class Accumulator:
     def _add_errors(
         self, error_types: list[str | None], weights: list[float] | None, failed: list[bool]
     ) -> None:
+        self._observe(ERRORS_OBSERVED, sum(failed))
         errors = compress(error_types, failed)
         for error_type, weight in zip(
             errors, compress(weights or repeat(1.0), failed), strict=True
@@ -238,12 +271,19 @@ class Accumulator:
         by_type[error_type] = by_type.get(error_type, 0.0) + weight
         self.errors += weight
 
+    def _observe(self, figure: str, events: int) -> None:
+        if events:
+            self.observed_events[figure] = self.observed_events.get(figure, 0) + events
+
     def add_late(self, width_s: int, events: int) -> None:
         """Count events that arrived after their window of ``width_s`` had closed."""
         self.late_by_width[width_s] = self.late_by_width.get(width_s, 0) + events
 
     def merge(self, other: Accumulator) -> None:
         """Add another accumulator's figures to this one."""
+        self.latency_over_ms = _merged_counts(
+            self.latency_over_ms, self.events, other.latency_over_ms, other.events
+        )
         self.events += other.events
         self.calls += other.calls
         for error_type, count in other.errors_by_type.items():
@@ -253,6 +293,8 @@ class Accumulator:
         self.cost_unknown_calls += other.cost_unknown_calls
         for width, late in other.late_by_width.items():
             self.add_late(width, late)
+        for figure, events in other.observed_events.items():
+            self._observe(figure, events)
         for name, sketch in other.sketches.items():
             mine = self.sketches.get(name)
             if mine is None:
@@ -272,6 +314,8 @@ class Accumulator:
             "cost_unknown_calls": self.cost_unknown_calls,
             "late_by_width": [[w, n] for w, n in self.late_by_width.items()],
             "sketches": {name: s.state() for name, s in self.sketches.items()},
+            "observed_events": dict(self.observed_events),
+            "latency_over_ms": [[t, n] for t, n in self.latency_over_ms.items()],
             "rows": list(map(list, self.rows)),
         }
 
@@ -288,6 +332,9 @@ class Accumulator:
         acc.cost_unknown_calls = state["cost_unknown_calls"]
         acc.late_by_width = dict(state["late_by_width"])
         acc.sketches = {name: Distribution.from_state(d) for name, d in state["sketches"].items()}
+        # absent from the state of a version before them: none observed, no threshold counted
+        acc.observed_events = dict(state.get("observed_events", {}))
+        acc.latency_over_ms = {float(t): float(n) for t, n in state.get("latency_over_ms", [])}
         acc.rows = state.get("rows", [])
         return acc
 
@@ -303,6 +350,8 @@ class Accumulator:
         acc.cost_known_calls = window.cost_known_calls
         acc.cost_unknown_calls = window.cost_unknown_calls
         acc.sketches = {name: Distribution(decode_sketch(d)) for name, d in window.sketches.items()}
+        acc.observed_events = dict(window.observed_events)
+        acc.latency_over_ms = dict(window.latency_over_ms)
         return acc
 
     def finish(
@@ -344,6 +393,8 @@ class Accumulator:
             quality_scored=quality_scored,
             late_events=late_events,
             sketches={name: s.encode() for name, s in self.sketches.items()},
+            observed_events=dict(self.observed_events),
+            latency_over_ms=dict(sorted(self.latency_over_ms.items())),
         )
 
 
@@ -352,6 +403,37 @@ def _weights(sample_rate: float | list[float], count: int) -> list[float] | None
     if isinstance(sample_rate, list):
         return None if min(sample_rate) == 1.0 else [1.0 / r for r in sample_rate]
     return None if sample_rate == 1.0 else [1.0 / sample_rate] * count
+
+
+def _columns_of(rows: Sequence[Sequence[Any]]) -> CallColumns:
+    """Call events given as rows of :data:`CALL_FIELDS` values, by column."""
+    columns = dict(zip(CALL_FIELDS, map(list, zip(*rows, strict=True)), strict=True))
+    return CallColumns(len(rows), columns)
+
+
+def _over(
+    calls: CallColumns, weights: list[float] | None, thresholds_ms: Sequence[float]
+) -> dict[float, float]:
+    """The (weighted) calls slower than each threshold."""
+    if not thresholds_ms:
+        return {}
+    values, weights = _known(calls.column("latency_ms"), weights)
+    if weights is None:
+        return {t: float(sum(map(float(t).__lt__, values))) for t in thresholds_ms}
+    return {t: math.fsum(compress(weights, map(float(t).__lt__, values))) for t in thresholds_ms}
+
+
+def _merged_counts(
+    mine: dict[float, float], my_events: int, theirs: dict[float, float], their_events: int
+) -> dict[float, float]:
+    """Counts over thresholds of two sets of call events: a threshold only one side counted is
+    kept only when the other side holds no call event (else its count would be partial)."""
+    merged = {t: n + theirs[t] for t, n in mine.items() if t in theirs}
+    if not their_events:
+        merged |= {t: n for t, n in mine.items() if t not in theirs}
+    if not my_events:
+        merged |= {t: n for t, n in theirs.items() if t not in mine}
+    return merged
 
 
 def _known(column: list[Any], weights: list[float] | None) -> tuple[list[Any], list[float] | None]:
