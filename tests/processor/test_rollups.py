@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from processor_integration.conftest import exact_quantile
 
+from promptprof_processor.alerts.detector import AlertEngine
+from promptprof_processor.alerts.events import Alert
+from promptprof_processor.runtime.partition import PartitionRun
 from promptprof_processor.settings import NS_PER_S, WindowSettings
 from promptprof_processor.windows.aggregator import WindowAggregator
 from promptprof_processor.windows.figures import WindowAggregate, rollup
@@ -101,3 +106,20 @@ def test_rollup_widths_are_checked(change: dict[str, object], problem: str) -> N
 def test_a_rollup_is_merged_from_the_largest_width_dividing_it() -> None:
     assert WindowSettings(widths_s=[10, 60, 45]).rollup_source(3600) == 60
     assert WindowSettings(widths_s=[10, 60]).all_widths_s == [10, 60, 3600]
+
+
+def test_the_alert_rules_do_not_judge_rollups() -> None:
+    settings_ = WindowSettings(widths_s=[10], rollup_widths_s=[60], allowed_lateness_s=0)
+    judged: list[int] = []
+
+    class Recording(AlertEngine):
+        def observe(self, windows: Iterable[WindowAggregate], partition: int = 0) -> list[Alert]:
+            windows = list(windows)
+            judged.extend(w.width_s for w in windows)
+            return super().observe(windows, partition)
+
+    run = PartitionRun(0, settings_, next_offset=0, alerts=Recording())
+    run.windows.add([call(s) for s in range(0, 120, 5)])
+    outputs = run._closed(run.windows.advance(FAR_FUTURE))
+    assert {o.window.width_s for o in outputs if o.window is not None} == {10, 60}
+    assert set(judged) == {10}
