@@ -34,6 +34,15 @@ the default in-memory index writes nothing else); ``tsm_bytes`` and ``raw_tsm_by
 sizes of the TSM files alone. These are bytes on disk after a full compaction, not request
 bytes.
 
+Long ranges (:mod:`_long_range`, in the same influxd after the above): 30 days of windows of
+20 series written straight into a database of their own as the stream leaves them (10 s windows
+for 7 days, 60 s and hourly ones for 30), then every overview panel queried over 30 days and
+over 1 hour: ``query_ms_30d_overview`` and ``query_ms_1h_overview`` are the heaviest panel's
+times (the slowest over 30 days), ``query_ratio_30d_vs_1h`` their ratio (target <= 3).
+``--ranges-only`` runs this part alone. The worker above writes no hourly rollups
+(``rollup_widths_s=[]``), so that the per-call figures stay those of the 10 s and 60 s windows: an
+hourly rollup adds one point per series per hour (480 a day for 20 series).
+
 All are scaled to a million calls (``x 1e6 / calls``). The pipeline's figures grow with the
 number of series and windows, not with calls: at ``rate`` calls/s they are roughly
 ``series x (1/10 + 1/60) / rate`` points per call, so they shrink as the rate grows.
@@ -53,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _long_range
 import _stack
 
 from promptprof_processor.sink.lineprotocol import encode_line, render_windows
@@ -111,13 +121,15 @@ def disk_use(influx: InfluxDB, database: str) -> DiskUse:
     return use
 
 
-def compacted_disk_use(influx: InfluxDB, timeout_s: float) -> dict[str, DiskUse]:
-    """Each database's disk use once settled and unchanged for :data:`STABLE_FOR_S`."""
+def compacted_disk_use(influx: InfluxDB, timeout_s: float,
+                       databases: tuple[str, ...] = ()) -> dict[str, DiskUse]:
+    """Each database's disk use (default: the pipeline's and the raw one) once settled and
+    unchanged for :data:`STABLE_FOR_S`."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, DiskUse] = {}
     stable_since = time.monotonic()
     while time.monotonic() < deadline:
-        now = {db: disk_use(influx, db) for db in (influx.database, RAW_DATABASE)}
+        now = {db: disk_use(influx, db) for db in databases or (influx.database, RAW_DATABASE)}
         if now != last or not all(use.settled for use in now.values()):
             last, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= STABLE_FOR_S:
@@ -191,12 +203,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         records = _stack.full_envelopes(_stack.with_keys(events), 500, max_age_s=2.0)
         raw_lines = [raw_line(e) for e in events]
         raw = "\n".join(raw_lines).encode()
-    stack = _stack.BenchStack()
-    influx = stack.influx
-    stack.influx = CompactingInfluxDB(influx.port, influx.rpc_port, influx.data_dir)
+    stack = _compacting_stack()
     with stack:
         env = stack.worker_env(
             windows__widths_s=WIDTHS,
+            windows__rollup_widths_s=[],
             windows__allowed_lateness_s=30,
             worker__idle_timeout_s=1,
             worker__sink_enabled="true",
@@ -228,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             write_raw(stack.influx, raw_lines)
             disk = compacted_disk_use(stack.influx, args.timeout)
             ours, theirs = disk[stack.influx.database], disk[RAW_DATABASE]
+        ranges = _long_range.figures(stack.influx, _series_tags(series), _settle)
     per_million = 1e6 / len(events)
     raw_points = len(events)
     return {
@@ -255,7 +267,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "influx_points": influx_points,
         "records": len(records),
         "loadavg_1m": os.getloadavg()[0],
+        **ranges,
     }
+
+
+def _series_tags(series: list[_stack.SeriesSpec]) -> list[tuple[str, str, str]]:
+    """(prompt id, version, model) of each series of the mix."""
+    return [(s.spec.prompt_id, s.spec.version, s.spec.model) for s in series]
+
+
+def run_ranges() -> dict[str, Any]:
+    """The long-range part alone, on a private influxd."""
+    stack = _compacting_stack()
+    with stack:
+        return _long_range.figures(stack.influx, _series_tags(_stack.series_mix(20)), _settle)
+
+
+def _settle(influx: InfluxDB, database: str) -> None:
+    """Wait until ``database`` is compacted and its files stay the same."""
+    compacted_disk_use(influx, 600.0, (database,))
+
+
+def _compacting_stack() -> _stack.BenchStack:
+    """A bench stack whose influxd is a :class:`CompactingInfluxDB`."""
+    stack = _stack.BenchStack()
+    influx = stack.influx
+    stack.influx = CompactingInfluxDB(influx.port, influx.rpc_port, influx.data_dir)
+    return stack
 
 
 def main() -> None:
@@ -266,10 +304,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
     parser.add_argument("--series", type=int, default=20, help="prompt/version/model series")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the worker")
+    parser.add_argument("--ranges-only", action="store_true",
+                        help="only the 30-day against 1-hour query figures")
     args = parser.parse_args()
     args.calls = args.calls or (50_000 if args.quick else 200_000)
     _common.setup()
-    figures = run(args)
+    figures = run_ranges() if args.ranges_only else run(args)
     _common.emit("storage", {"quick": args.quick, **figures})
 
 

@@ -10,10 +10,11 @@ Kafka and logging settings come from :class:`promptprof.Settings`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from promptprof import Settings, TopicSettings
 from promptprof._event import MAX_LABEL_KEY_LEN, MAX_LABELS, tag_problem
@@ -66,6 +67,12 @@ class WindowSettings(BaseModel):
         default=[10, 60],
         min_length=1,
         description="window widths in whole seconds, each 1..86400, e.g. [10, 60]",
+    )
+    rollup_widths_s: list[int] = Field(
+        default=[3600],
+        description="coarse window widths in whole seconds, each a multiple of a width in "
+        "widths_s and up to 86400, merged exactly from the closed windows of the largest such "
+        "width (one open accumulator per series, not one per fine window), e.g. [3600]",
     )
     allowed_lateness_s: float = Field(
         default=30.0,
@@ -133,6 +140,29 @@ class WindowSettings(BaseModel):
             raise ValueError(f"each width must be within 1..{MAX_WIDTH_S} seconds")
         return sorted(set(widths))
 
+    @model_validator(mode="after")
+    def _valid_rollups(self) -> WindowSettings:
+        widths = sorted(set(self.rollup_widths_s))
+        for width in widths:
+            if width in self.widths_s or not 1 <= width <= MAX_WIDTH_S:
+                raise ValueError(f"rollup width {width} must be within 1..{MAX_WIDTH_S} seconds "
+                                 "and not one of widths_s")
+            if not any(width % fine == 0 for fine in self.widths_s):
+                raise ValueError(f"rollup width {width} is no multiple of a width in widths_s "
+                                 f"{self.widths_s}; set windows.rollup_widths_s (or [])")
+        self.rollup_widths_s = widths
+        return self
+
+    def rollup_source(self, width_s: int) -> int:
+        """The width whose closed windows a rollup width is merged from: the largest width of
+        ``widths_s`` that divides it."""
+        return max(w for w in self.widths_s if width_s % w == 0)
+
+    @property
+    def all_widths_s(self) -> list[int]:
+        """Every width written, fine and rolled up, ascending."""
+        return sorted({*self.widths_s, *self.rollup_widths_s})
+
     @field_validator("label_dimensions")
     @classmethod
     def _valid_dimensions(cls, names: list[str]) -> list[str]:
@@ -178,6 +208,46 @@ def _suggestion(name: str) -> str:
     return "" if _dimension_problem(renamed) else f" (e.g. {renamed!r})"
 
 
+RETENTION_POLICY_PREFIX = "promptprof_"
+INFLUXQL_DURATION = r"^(INF|[1-9][0-9]*[mhdw])$"
+
+
+class RetentionSettings(BaseModel):
+    """How long InfluxDB keeps the windows of each width.
+
+    Off by default: every width goes to the database's default retention policy. On: the
+    windows of width ``w`` go to the retention policy ``promptprof_<w>s`` (InfluxDB 1.x; on 2.x
+    a bucket per width, mapped to that name by DBRP), kept for ``durations[w]`` (InfluxQL
+    durations: ``7d``, ``400d``, ``INF``), or ``default_duration`` for a width not listed.
+    """
+
+    enabled: bool = False
+    durations: dict[int, str] = Field(
+        default={10: "7d", 60: "30d", 3600: "400d"},
+        description="window width in seconds -> how long its windows are kept, e.g. {10: 7d}",
+    )
+    default_duration: str = Field(default="30d", pattern=INFLUXQL_DURATION)
+
+    @field_validator("durations")
+    @classmethod
+    def _valid_durations(cls, durations: dict[int, str]) -> dict[int, str]:
+        for width, duration in durations.items():
+            if not re.fullmatch(INFLUXQL_DURATION, duration):
+                raise ValueError(f"the duration {duration!r} of width {width} is no InfluxQL "
+                                 "duration such as 7d, 12h or INF")
+        return durations
+
+    def duration(self, width_s: int) -> str:
+        """How long windows of ``width_s`` are kept."""
+        return self.durations.get(width_s, self.default_duration)
+
+    def policies(self, widths_s: Sequence[int]) -> dict[int, str]:
+        """Width -> the retention policy its windows go to (empty when retention is off)."""
+        if not self.enabled:
+            return {}
+        return {w: f"{RETENTION_POLICY_PREFIX}{w}s" for w in widths_s}
+
+
 class WorkerSettings(BaseModel):
     """The Faust worker."""
 
@@ -206,4 +276,5 @@ class ProcessorSettings(Settings):
     windows: WindowSettings = WindowSettings()
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
+    retention: RetentionSettings = RetentionSettings()
     health: HealthSettings = HealthSettings()

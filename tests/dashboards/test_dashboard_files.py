@@ -102,8 +102,16 @@ def test_time_series_queries_filter_time_and_width(name: str) -> None:
     for panel in _committed()[name]["panels"]:
         for target in panel.get("targets", []):
             assert "$timeFilter" in target["query"], panel["title"]
-            if '"llm_window' in target["query"]:
-                assert "\"width\" = '$width'" in target["query"], panel["title"]
+            if '"llm_window' in target["query"]:  # the width chosen from the range
+                assert "\"width\" = '" in target["query"], panel["title"]
+                assert "$__range_s" in target["query"], panel["title"]
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_no_panel_averages_a_percentile(name: str) -> None:
+    for panel in _committed()[name]["panels"]:
+        for target in panel.get("targets", []):
+            assert not re.search(r'(mean|median|sum)\("\w*_p\d+', target["query"]), target["query"]
 
 
 def test_overview_has_the_panels_the_issue_asks_for() -> None:
@@ -116,14 +124,14 @@ def test_overview_has_the_panels_the_issue_asks_for() -> None:
         assert wanted in titles
     assert any(p["type"] == "xychart" for p in overview["panels"])
     names = [v["name"] for v in overview["templating"]["list"]]
-    assert names == ["width", "service", "budget_usd"]
+    assert names == ["service", "budget_usd"]
     assert [a["name"] for a in overview["annotations"]["list"]][1:] == ["alerts"]
 
 
 def test_drilldown_variables_chain_service_prompt_version_model() -> None:
     variables = _committed()["promptprof-prompt.json"]["templating"]["list"]
     by_name = {v["name"]: v for v in variables}
-    assert list(by_name) == ["width", "service", "prompt", "version", "model"]
+    assert list(by_name) == ["service", "prompt", "version", "model"]
     assert "$service" in by_name["prompt"]["query"]
     for name in ("version", "model"):
         assert "$prompt" in by_name[name]["query"] and by_name[name]["multi"]

@@ -14,6 +14,7 @@ from promptprof_processor.ingest.validation import (
 )
 from promptprof_processor.settings import NS_PER_S
 from promptprof_processor.windows.figures import CALL_FIELDS, QUALITY_FIELDS, Accumulator
+from promptprof_processor.windows.sketches import RELATIVE_ACCURACY
 
 # A time aligned to every test window width (10 s, 60 s, 3600 s).
 T0_S = 1_699_999_200
@@ -79,3 +80,8 @@ def add_quality(acc: Accumulator, records: Sequence[QualityRecord]) -> None:
     """Aggregate validated quality records into ``acc``."""
     rows = cast(Sequence[CallRecord], records)
     acc.add_quality(CallColumns.of_records(rows, QUALITY_FIELDS))
+
+
+def within_sketch_error(estimate: float, exact: float) -> bool:
+    """``estimate`` is within the sketches' 1% relative accuracy of ``exact``."""
+    return abs(estimate - exact) <= RELATIVE_ACCURACY * exact + 1e-9

@@ -21,7 +21,8 @@ FAR_FUTURE = T0 + 10**6 * NS_PER_S
 
 
 def aggregator(**overrides: object) -> WindowAggregator:
-    return WindowAggregator(WindowSettings.model_validate(overrides))
+    """An aggregator of the given settings, without rollup widths unless given."""
+    return WindowAggregator(WindowSettings.model_validate({"rollup_widths_s": [], **overrides}))
 
 
 def spans(windows: list[WindowAggregate]) -> list[tuple[int, float]]:
@@ -178,6 +179,7 @@ config_st = st.fixed_dictionaries(
     {
         "widths_s": st.sampled_from([[10], [10, 60], [10, 15], [60]]),
         "allowed_lateness_s": st.sampled_from([0, 5, 30]),
+        "rollup_widths_s": st.sampled_from([[], [120]]),
     }
 )
 
@@ -203,8 +205,13 @@ def run(agg: WindowAggregator, batches: list[list[CallRecord]]) -> list[WindowAg
 class Model:
     """What the aggregator should emit, in tenths of a second."""
 
-    def __init__(self, widths_s: list[int], allowed_lateness_s: int) -> None:
+    def __init__(
+        self, widths_s: list[int], allowed_lateness_s: int, rollup_widths_s: list[int]
+    ) -> None:
         self.widths = [w * 10 for w in widths_s]
+        # rollup width -> its source: the largest width dividing it
+        self.rollups = {r * 10: max(w for w in self.widths if r * 10 % w == 0)
+                        for r in rollup_widths_s}
         self.lateness = allowed_lateness_s * 10
         self.windows: Counter[tuple[int, float]] = Counter()
         self.late: Counter[int] = Counter()
@@ -218,6 +225,11 @@ class Model:
                     self.late[width // 10] += 1
                 else:
                     self.windows[width // 10, start / 10] += 1
+            for rollup, source in self.rollups.items():  # holds the calls of its source windows
+                if t - t % source + source <= self.closed_until:
+                    self.late[rollup // 10] += 1
+                else:
+                    self.windows[rollup // 10, (t - t % rollup) / 10] += 1
         self.latest = max([self.latest, *batch])
         self.closed_until = max(self.closed_until, self.latest - self.lateness)
 
@@ -278,6 +290,7 @@ def canonical(agg: WindowAggregator) -> dict[str, Any]:
     state = agg.snapshot()
     state["windows"] = sorted(state["windows"], key=repr)
     state["registry"] = sorted(state["registry"], key=repr)
+    state["rollups"] = sorted(state["rollups"], key=repr)
     return state
 
 

@@ -140,6 +140,14 @@ def _provision(stack: LocalStack) -> None:
     _say(f"kafka: topics {listed}")
     stack.influx.create_database(settings.influx.database)
     _say(f"influxdb: database {settings.influx.database} at {stack.influx.url}")
+    try:  # retention per window width, when the processor is installed and it is on
+        from promptprof_processor.sink.retention import ensure_configured_policies
+    except ImportError:
+        return
+    database = settings.influx.database
+    for statement in ensure_configured_policies(
+            lambda q: stack.influx.rows(q, database), database):
+        _say(f"influxdb: {statement}")
 
 
 def _note_client_settings(stack: LocalStack) -> None:

@@ -3,7 +3,7 @@
 Every query is raw InfluxQL against the provisioned InfluxDB data source (uid
 :data:`DATASOURCE_UID`). Conventions the tests rely on: field, tag and measurement names are
 always double-quoted (``"latency_p95_ms"``), aliases never are (``AS p95``), and string literals
-use single quotes (``'$width'``), so that every double-quoted name in a query can be checked
+use single quotes (``'10s'``), so that every double-quoted name in a query can be checked
 against ``SHOW FIELD KEYS`` and ``SHOW TAG KEYS``.
 """
 
@@ -18,7 +18,7 @@ DATASOURCE_UID = "promptprof-influxdb"
 DATASOURCE: JSON = {"type": "influxdb", "uid": DATASOURCE_UID}
 SCHEMA_VERSION = 39
 GRID_COLUMNS = 24
-REF_IDS = "ABCDEFGHIJ"
+REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def regex_match(tag: str, variable: str) -> str:
@@ -79,7 +79,7 @@ def panel(kind: str, title: str, description: str, queries: list[JSON], **extra:
 
 def timeseries(
     title: str, description: str, queries: list[JSON], unit: str, *, bars: bool = False,
-    stacked: bool = False, min_interval: str | None = "$width",
+    stacked: bool = False, min_interval: str | None = None,
 ) -> JSON:
     """A time series panel (lines, or stacked bars)."""
     custom: JSON = {"drawStyle": "bars" if bars else "line", "fillOpacity": 60 if bars else 10,

@@ -2,10 +2,13 @@
 
 Template variables chain: ``service`` -> ``prompt`` (prompts of that service) -> ``version`` and
 ``model`` (multi-value, of that prompt). Every series is grouped by version and model, so two
-versions of a prompt appear as two lines in each panel.
+versions of a prompt appear as two lines in each panel. The window width follows the time range
+(:mod:`~promptprof_processor.dashboards.widths`); percentiles are each window's own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from promptprof_processor.dashboards.model import (
     JSON,
@@ -14,29 +17,26 @@ from promptprof_processor.dashboards.model import (
     query_variable,
     regex_match,
     table,
-    target,
     targets,
     timeseries,
-    where,
 )
 from promptprof_processor.dashboards.overview import (
     alert_annotation,
+    from_chosen,
+    percentile_fields,
     service_variable,
-    width_variable,
+    window_percentiles,
 )
+from promptprof_processor.dashboards.widths import DEFAULT_LAYOUT, WindowLayout
 from promptprof_processor.report.influxql import ERRORS_MEASUREMENT, WINDOW_MEASUREMENT
 
 UID = "promptprof-prompt"
 SERIES = (
-    "\"width\" = '$width'",
     regex_match("service", "service"),
     regex_match("prompt_id", "prompt"),
     regex_match("prompt_version", "version"),
     regex_match("model", "model"),
 )
-FILTER = where(*SERIES)
-WINDOWS = f'FROM "{WINDOW_MEASUREMENT}"'
-BY_VERSION = 'GROUP BY time($__interval), "prompt_version", "model" fill(none)'
 VERSION_ALIAS = "$tag_prompt_version $tag_model"
 
 
@@ -46,11 +46,10 @@ def _tag_values(key: str, *conditions: str) -> str:
 
 
 def variables() -> list[JSON]:
-    """width, service, prompt, version (multi), model (multi)."""
+    """service, prompt, version (multi), model (multi)."""
     of_service = regex_match("service", "service")
     of_prompt = regex_match("prompt_id", "prompt")
     return [
-        width_variable(),
         service_variable(multi=False),
         query_variable("prompt", "prompt", _tag_values("prompt_id", of_service)),
         query_variable("version", "version", _tag_values("prompt_version", of_service, of_prompt),
@@ -59,62 +58,74 @@ def variables() -> list[JSON]:
     ]
 
 
-def _series(title: str, description: str, unit: str, *selects: tuple[str, str]) -> JSON:
-    """A time series of ``(select expression, alias suffix)`` pairs by version and model."""
-    queries = targets(*(
-        (f"SELECT {expr} {WINDOWS} {FILTER} {BY_VERSION}", f"{VERSION_ALIAS}{suffix}")
+def _series(windows: WindowLayout, title: str, description: str, unit: str,
+            *selects: tuple[str, str], measurement: str = WINDOW_MEASUREMENT,
+            by: str = '"prompt_version", "model"', alias: str = VERSION_ALIAS,
+            bars: bool = False) -> JSON:
+    """A time series of ``(select expression, alias suffix)`` pairs per window of the chosen
+    width (``{w}`` in an expression: its seconds), by version and model."""
+    chosen = " AND ".join(["{width}", *SERIES, "$timeFilter"])
+    queries = [
+        pair
         for expr, suffix in selects
-    ))
-    return timeseries(title, description, queries, unit)
+        for pair in windows.per_width(
+            f"SELECT {expr} FROM {{source}} WHERE {chosen} GROUP BY time({{w}}s), {by} "
+            "fill(none)", measurement, f"{alias}{suffix}")
+    ]
+    return timeseries(title, description, targets(*queries), unit, bars=bars, stacked=bars)
 
 
-def _percentiles(prefix: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f'mean("{prefix}_{p}_ms")', f" {p}") for p in ("p50", "p95", "p99"))
+def _percentiles(windows: WindowLayout, title: str, description: str, fields: Sequence[str],
+                 unit: str) -> JSON:
+    return timeseries(title, description,
+                      window_percentiles(windows, fields, SERIES, VERSION_ALIAS), unit)
 
 
-def _comparison() -> JSON:
+def _comparison(windows: WindowLayout) -> JSON:
     query = (
         'SELECT sum("calls") AS calls, sum("errors") / sum("calls") AS error_rate, '
-        'mean("latency_p50_ms") AS p50_ms, mean("latency_p95_ms") AS p95_ms, '
-        'mean("latency_p99_ms") AS p99_ms, mean("ttft_p50_ms") AS ttft_p50_ms, '
-        'mean("input_tokens_mean") AS input_tokens, mean("output_tokens_mean") AS output_tokens, '
+        'max("latency_p50_ms") AS worst_p50_ms, max("latency_p95_ms") AS worst_p95_ms, '
+        'max("latency_p99_ms") AS worst_p99_ms, max("ttft_p50_ms") AS worst_ttft_p50_ms, '
+        'sum("input_tokens_sum") / sum("input_tokens_calls") AS input_tokens, '
+        'sum("output_tokens_sum") / sum("output_tokens_calls") AS output_tokens, '
         'sum("cost_usd_sum") / sum("calls") AS cost_per_call, mean("quality_mean") AS quality '
-        f'{WINDOWS} {FILTER} GROUP BY "prompt_version", "model"'
+        f'{from_chosen(windows, *SERIES)} GROUP BY "prompt_version", "model"'
     )
-    units = {"error_rate": "percentunit", "p50_ms": "ms", "p95_ms": "ms", "p99_ms": "ms",
-             "ttft_p50_ms": "ms", "cost_per_call": "currencyUSD", "quality": "percentunit"}
-    return table("Versions compared", "Figures over the time range per version and model.",
+    units = {"error_rate": "percentunit", "worst_p50_ms": "ms", "worst_p95_ms": "ms",
+             "worst_p99_ms": "ms", "worst_ttft_p50_ms": "ms", "cost_per_call": "currencyUSD",
+             "quality": "percentunit"}
+    return table("Versions compared",
+                 "Figures over the time range per version and model; worst_*: the highest "
+                 "percentile of one window (a percentile of that window's calls).",
                  query, "calls", units=units)
 
 
-def _errors_by_type() -> JSON:
-    query = (f'SELECT sum("errors") FROM "{ERRORS_MEASUREMENT}" {FILTER} '
-             'GROUP BY time($__interval), "prompt_version", "error_type" fill(none)')
-    return timeseries("Errors by type", "Errors per error type and version (llm_window_errors).",
-                      [target(query, alias="$tag_prompt_version $tag_error_type")], "short",
-                      bars=True, stacked=True)
-
-
-def drilldown() -> JSON:
-    """The prompt drill-down dashboard's JSON."""
+def drilldown(windows: WindowLayout = DEFAULT_LAYOUT) -> JSON:
+    """The prompt drill-down dashboard's JSON, for workers writing the ``windows`` layout."""
     layout = Layout()
-    layout.add(_comparison(), 24, 7)
+    layout.add(_comparison(windows), 24, 7)
     panels = (
-        _series("Calls per second", "Calls per second by version and model.", "reqps",
-                ('sum("calls") * 1000 / $__interval_ms', "")),
-        _series("Error rate", "Errors / calls by version and model.", "percentunit",
+        _series(windows, "Calls per second", "Calls per second by version and model.", "reqps",
+                ('sum("calls") / {w}', "")),
+        _series(windows, "Error rate", "Errors / calls by version and model.", "percentunit",
                 ('sum("errors") / sum("calls")', "")),
-        _series("Latency p50 / p95 / p99", "Mean of the window percentiles.", "ms",
-                *_percentiles("latency")),
-        _series("Time to first token p50 / p95 / p99", "Streamed calls only.", "ms",
-                *_percentiles("ttft")),
-        _series("Tokens per call", "Mean input and output tokens per call.", "short",
-                ('mean("input_tokens_mean")', " input"), ('mean("output_tokens_mean")', " output")),
-        _series("Cost per call", "Cost of the window / calls of the window.", "currencyUSD",
-                ('sum("cost_usd_sum") / sum("calls")', "")),
-        _series("Quality", "Mean quality score and its 10th percentile.", "percentunit",
-                ('mean("quality_mean")', " mean"), ('mean("quality_p10")', " p10")),
-        _errors_by_type(),
+        _percentiles(windows, "Latency p50 / p95 / p99",
+                     "Each window's percentiles of its calls (1% relative error).",
+                     percentile_fields("latency"), "ms"),
+        _percentiles(windows, "Time to first token p50 / p95 / p99",
+                     "Streamed calls only; each window's percentiles.",
+                     percentile_fields("ttft"), "ms"),
+        _series(windows, "Tokens per call", "Mean input and output tokens per call.", "short",
+                ('sum("input_tokens_sum") / sum("input_tokens_calls")', " input"),
+                ('sum("output_tokens_sum") / sum("output_tokens_calls")', " output")),
+        _series(windows, "Cost per call", "Cost of the window / calls of the window.",
+                "currencyUSD", ('sum("cost_usd_sum") / sum("calls")', "")),
+        _percentiles(windows, "Quality", "Each window's mean quality score and its 10th "
+                     "percentile.", ("quality_mean", "quality_p10"), "percentunit"),
+        _series(windows, "Errors by type", "Errors per error type and version "
+                "(llm_window_errors).", "short", ('sum("errors")', ""),
+                measurement=ERRORS_MEASUREMENT, by='"prompt_version", "error_type"',
+                alias="$tag_prompt_version $tag_error_type", bars=True),
     )
     for item in panels:
         layout.add(item, 12, 8)
@@ -122,5 +133,5 @@ def drilldown() -> JSON:
         UID, "promptprof: prompt drill-down",
         "One prompt's versions and models overlaid: traffic, errors, latency, tokens, cost, "
         "quality.",
-        layout, variables(), [alert_annotation(*SERIES[1:3])],
+        layout, variables(), [alert_annotation(*SERIES[:2])],
     )

@@ -61,6 +61,7 @@ def _time_axis(axes: Axes) -> None:
 def _lines(axes: Axes, by_prompt: dict[str, Points], colours: Colours, title: str,
            ylabel: str) -> None:
     for prompt, points in sorted(by_prompt.items()):
+        # a prompt's line: the prompt's colour; a series' line (latency): the next of the cycle
         axes.plot(_dates(points.times), points.values, label=prompt, color=colours.get(prompt),
                   linewidth=1.6, marker="o" if len(points.times) < 3 else None, markersize=3)
     axes.set_title(title, fontsize=10, loc="left")
@@ -69,7 +70,7 @@ def _lines(axes: Axes, by_prompt: dict[str, Points], colours: Colours, title: st
 
 
 def _panels(data: ReportData, colours: Colours, panels: Sequence[tuple[str, str, str]],
-            configure: Callable[[Axes], None] | None = None) -> bytes:
+            configure: Callable[[Axes], None] | None = None, lines: str = "prompt") -> bytes:
     """A figure of stacked time-series panels ``(metric, title, y label)``, one legend."""
     figure = Figure(figsize=(10, 2.6 * len(panels) + 0.4), layout="constrained")
     axes_list = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
@@ -79,13 +80,14 @@ def _panels(data: ReportData, colours: Colours, panels: Sequence[tuple[str, str,
             configure(axes)
     handles, labels = axes_list[0].get_legend_handles_labels()
     if handles:
-        figure.legend(handles, labels, loc="outside right upper", fontsize=9, title="prompt")
+        figure.legend(handles, labels, loc="outside right upper", fontsize=9, title=lines)
     return _png(figure)
 
 
 def latency_chart(data: ReportData, colours: Colours) -> bytes:
-    """p50, p95 and p99 latency per prompt over time."""
-    return _panels(data, colours, [(p, f"latency {p}", "ms") for p in ("p50", "p95", "p99")])
+    """p50, p95 and p99 latency of each window, per series, over time."""
+    return _panels(data, colours, [(p, f"latency {p}", "ms") for p in ("p50", "p95", "p99")],
+                   lines="prompt version model")
 
 
 def error_chart(data: ReportData, colours: Colours) -> bytes:
@@ -158,7 +160,7 @@ def alert_chart(data: ReportData, colours: Colours) -> bytes:
 
 
 CHARTS: tuple[tuple[str, str, Callable[[ReportData, Colours], bytes]], ...] = (
-    ("latency", "Latency percentiles per prompt", latency_chart),
+    ("latency", "Latency percentiles per series, each window's own", latency_chart),
     ("error-rate", "Error rate per prompt", error_chart),
     ("tokens", "Input and output tokens per prompt", token_chart),
     ("cost", "Cost per prompt", cost_chart),

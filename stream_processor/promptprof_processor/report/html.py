@@ -53,8 +53,9 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, Formatter], ...] = (
     ("service", "service", _text), ("prompt_id", "prompt", _text),
     ("prompt_version", "version", _text), ("model", "model", _text),
     ("calls", "calls", _number(0)), ("error_rate", "error rate", _percent),
-    ("p50", "p50 ms", _number(0)), ("p95", "p95 ms", _number(0)),
-    ("p99_worst", "worst p99 ms", _number(0)), ("ttft_p50", "TTFT p50 ms", _number(0)),
+    ("p50_worst", "worst p50 ms", _number(0)), ("p95_worst", "worst p95 ms", _number(0)),
+    ("p99_worst", "worst p99 ms", _number(0)),
+    ("ttft_p50_worst", "worst TTFT p50 ms", _number(0)),
     ("input_tokens", "in tokens/call", _number(0)),
     ("output_tokens", "out tokens/call", _number(0)),
     ("cost", "cost", _usd), ("quality", "quality", _number(3)),
@@ -98,7 +99,8 @@ def _meta(data: ReportData, source: str) -> str:
     when = data.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     what = (f"windows from {_time(scope.first_ms)} to {_time(scope.last_ms)} UTC "
             f"(asked: the last {scope.since_s:,} s), {scope.width} windows in "
-            f"{scope.bucket_s} s buckets" if scope else "no windows found")
+            f"{scope.bucket_s} s buckets; percentiles: each window's own, worst: the highest "
+            "window's" if scope else "no windows found")
     return f'<p class="meta">{html.escape(f"{when} · {what} · {source}")}</p>'
 
 

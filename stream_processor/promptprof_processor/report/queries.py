@@ -1,24 +1,29 @@
 """What the report reads from InfluxDB: time series per prompt, the quality/cost points, the
 alerts and the summary table, all for one window width over the last ``since`` seconds.
 
-Window figures are read at a single width (so no call is counted twice) and bucketed in
-InfluxDB: counts and sums add up exactly; percentiles cannot be merged from window figures, so a
-bucket shows the mean of its windows' percentiles (exact when a bucket is one window).
+Window figures are read at a single width (so no call is counted twice; over 30 days the hourly
+rollups): counts and sums are bucketed in InfluxDB and add up exactly. Percentiles cannot be
+merged from window figures, so they are never averaged: the latency lines are each window's own
+percentiles, one line per series (prompt, version, model), and the summary shows the highest
+window percentile of each series (each a percentile of one window's calls, 1% relative error).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from promptprof_processor.dashboards.widths import WindowLayout
 from promptprof_processor.report.influxql import (
     ALERT_MEASUREMENT,
     WINDOW_MEASUREMENT,
     InfluxQLClient,
     Row,
 )
+from promptprof_processor.settings import RETENTION_POLICY_PREFIX
 
 UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 MAX_WINDOWS_PER_SERIES = 2000
@@ -27,9 +32,6 @@ MAX_ALERTS = 500
 
 # metric -> InfluxQL expression; {bucket} is the bucket width in seconds
 TIME_SERIES = {
-    "p50": 'mean("latency_p50_ms")',
-    "p95": 'mean("latency_p95_ms")',
-    "p99": 'mean("latency_p99_ms")',
     "error_rate": 'sum("errors") / sum("calls")',
     "input_tokens": 'sum("input_tokens_sum") * 60 / {bucket}',
     "output_tokens": 'sum("output_tokens_sum") * 60 / {bucket}',
@@ -40,21 +42,24 @@ QUALITY_COST = {
     "quality": 'mean("quality_mean")',
     "calls": 'sum("calls")',
 }
+# metric -> the field each window holds it in; plotted as is, one line per series
+PERCENTILES = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms"}
 SUMMARY = {
     "calls": 'sum("calls")',
     "error_rate": 'sum("errors") / sum("calls")',
-    "p50": 'mean("latency_p50_ms")',
-    "p95": 'mean("latency_p95_ms")',
+    "p50_worst": 'max("latency_p50_ms")',
+    "p95_worst": 'max("latency_p95_ms")',
     "p99_worst": 'max("latency_p99_ms")',
-    "ttft_p50": 'mean("ttft_p50_ms")',
-    "input_tokens": 'mean("input_tokens_mean")',
-    "output_tokens": 'mean("output_tokens_mean")',
+    "ttft_p50_worst": 'max("ttft_p50_ms")',
+    "input_tokens": 'sum("input_tokens_sum") / sum("input_tokens_calls")',
+    "output_tokens": 'sum("output_tokens_sum") / sum("output_tokens_calls")',
     "cost": 'sum("cost_usd_sum")',
     "quality": 'mean("quality_mean")',
 }
 ALERT_COLUMNS = ("prompt_id", "prompt_version", "model", "rule", "severity", "state",
                  "observed", "baseline", "threshold", "message")
 SERIES_TAGS = ("service", "prompt_id", "prompt_version", "model")
+POLICY_NAME = re.compile(rf"{RETENTION_POLICY_PREFIX}(\d+)s")
 
 
 def parse_since(text: str) -> int:
@@ -80,6 +85,13 @@ class Scope:
     bucket_s: int
     first_ms: int
     last_ms: int
+    policies: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """Where the windows of the width are (``"llm_window"``, or in its retention policy)."""
+        return WindowLayout((width_seconds(self.width),), self.policies).source(
+            WINDOW_MEASUREMENT, width_seconds(self.width))
 
     @property
     def time_filter(self) -> str:
@@ -92,7 +104,8 @@ def width_seconds(width: str) -> int:
     return int(width.rstrip("s"))
 
 
-def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int) -> Scope | None:
+def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int,
+                 policies: Mapping[int, str] | None = None) -> Scope | None:
     """The finest width that keeps a series under :data:`MAX_WINDOWS_PER_SERIES` windows over
     the span of the data (else the widest), and a bucket of whole windows giving about
     :data:`TARGET_POINTS` points over that span."""
@@ -104,7 +117,7 @@ def choose_scope(widths: list[str], since_s: int, first_ms: int, last_ms: int) -
     width = fitting[0] if fitting else ordered[-1]
     seconds = width_seconds(width)
     bucket = max(1, math.ceil(span_s / TARGET_POINTS / seconds)) * seconds
-    return Scope(since_s, width, bucket, first_ms, last_ms)
+    return Scope(since_s, width, bucket, first_ms, last_ms, policies or {})
 
 
 @dataclass
@@ -137,21 +150,36 @@ def _select(columns: dict[str, str], bucket_s: int = 0) -> str:
 
 
 def _windows(scope: Scope, columns: dict[str, str], group_by: str) -> str:
-    return (f'SELECT {_select(columns, scope.bucket_s)} FROM "{WINDOW_MEASUREMENT}" '
+    return (f"SELECT {_select(columns, scope.bucket_s)} FROM {scope.source} "
             f"WHERE \"width\" = '{scope.width}' AND {scope.time_filter} GROUP BY {group_by}")
 
 
 def time_series(client: InfluxQLClient, scope: Scope) -> dict[str, dict[str, Points]]:
-    """metric -> prompt id -> points, one bucket per point (empty buckets left out)."""
+    """metric -> line -> points: sums per prompt id, one bucket per point (empty buckets left
+    out); percentiles per series (``prompt version model``), one window per point."""
     query = _windows(scope, TIME_SERIES, f'time({scope.bucket_s}s), "prompt_id" fill(none)')
-    out: dict[str, dict[str, Points]] = {name: {} for name in TIME_SERIES}
+    out: dict[str, dict[str, Points]] = {name: {} for name in (*TIME_SERIES, *PERCENTILES)}
     for row in client.rows(query):
-        for name in TIME_SERIES:
-            if row.get(name) is not None:
-                points = out[name].setdefault(row["prompt_id"], Points())
-                points.times.append(int(row["time"]))
-                points.values.append(float(row[name]))
+        _add_point(out, row, TIME_SERIES, row["prompt_id"])
+    fields = {name: f'"{field}"' for name, field in PERCENTILES.items()}
+    group = ", ".join(f'"{tag}"' for tag in SERIES_TAGS[1:])
+    for row in client.rows(_windows(scope, fields, group)):
+        _add_point(out, row, PERCENTILES, series_label(row))
     return out
+
+
+def series_label(row: Row) -> str:
+    """A series' line name: ``prompt version model``."""
+    return " ".join(str(row[tag]) for tag in SERIES_TAGS[1:])
+
+
+def _add_point(out: dict[str, dict[str, Points]], row: Row, metrics: dict[str, str],
+               line: str) -> None:
+    for name in metrics:
+        if row.get(name) is not None:
+            points = out[name].setdefault(line, Points())
+            points.times.append(int(row["time"]))
+            points.values.append(float(row[name]))
 
 
 def quality_cost(client: InfluxQLClient, scope: Scope) -> list[Row]:
@@ -176,27 +204,39 @@ def alerts(client: InfluxQLClient, scope: Scope) -> list[Row]:
     return client.rows(query)
 
 
-def widths(client: InfluxQLClient) -> list[str]:
-    """The window widths in InfluxDB (``SHOW TAG VALUES``)."""
-    rows = client.rows(f'SHOW TAG VALUES FROM "{WINDOW_MEASUREMENT}" WITH KEY = "width"')
-    return [str(r["value"]) for r in rows]
+def policies(client: InfluxQLClient) -> dict[int, str]:
+    """Width -> retention policy, of the policies that retention per width made (none when
+    every width is in the default policy)."""
+    rows = client.rows(f'SHOW RETENTION POLICIES ON "{client.settings.database}"')
+    found = (POLICY_NAME.fullmatch(str(r["name"])) for r in rows)
+    return {int(m.group(1)): m.group(0) for m in found if m}
 
 
-def data_span(client: InfluxQLClient, since_s: int) -> tuple[int, int] | None:
+def widths(client: InfluxQLClient, layout: WindowLayout) -> list[str]:
+    """The window widths in InfluxDB (``SHOW TAG VALUES`` of every source)."""
+    rows = client.rows(f"SHOW TAG VALUES FROM {layout.source(WINDOW_MEASUREMENT)} "
+                       'WITH KEY = "width"')
+    return sorted({str(r["value"]) for r in rows}, key=width_seconds)
+
+
+def data_span(client: InfluxQLClient, since_s: int,
+              layout: WindowLayout) -> tuple[int, int] | None:
     """The first and last window start (epoch ms) in the range, of any width."""
     found: list[int] = []
     for selector in ("first", "last"):
-        rows = client.rows(f'SELECT {selector}("calls") FROM "{WINDOW_MEASUREMENT}" '
+        rows = client.rows(f'SELECT {selector}("calls") FROM {layout.source(WINDOW_MEASUREMENT)} '
                            f"WHERE time > now() - {since_s}s")
         found.extend(int(r["time"]) for r in rows)
-    return (found[0], found[1]) if len(found) == 2 else None
+    return (min(found), max(found)) if found else None
 
 
 def fetch(client: InfluxQLClient, since_s: int) -> ReportData:
     """Read everything the report shows."""
     now = datetime.now(UTC)
-    span = data_span(client, since_s)
-    scope = choose_scope(widths(client), since_s, *span) if span else None
+    found = policies(client)
+    layout = WindowLayout(tuple(found), found)
+    span = data_span(client, since_s, layout)
+    scope = choose_scope(widths(client, layout), since_s, *span, found) if span else None
     if scope is None:
         return ReportData(scope=None, generated_at=now)
     return ReportData(

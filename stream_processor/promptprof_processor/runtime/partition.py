@@ -197,9 +197,12 @@ class PartitionRun:
     def _closed(self, windows: list[WindowAggregate]) -> list[Output]:
         """The outputs of an advance that closed ``windows``."""
         outputs = [Output(window=w) for w in windows]
-        if self.alerts is not None and windows:
+        # rollups (hourly) close an hour late: judging them would page about an incident late
+        rollups = self.settings.rollup_widths_s
+        judged = [w for w in windows if w.width_s not in rollups] if rollups else windows
+        if self.alerts is not None and judged:
             outputs += [Output(alert=a)
-                        for a in self.alerts.observe(windows, self.partition)]
+                        for a in self.alerts.observe(judged, self.partition)]
         return outputs + [Output(quality=update) for update in self.windows.quality_updates()]
 
 

@@ -73,7 +73,8 @@ class WindowSink:
         self.settings = settings
         self.group_id = group_id
         self.max_poll_interval_s = max_poll_interval_s
-        self.writer = writer or RetryingWriter(make_writer(settings.influx))
+        self.writer = writer or RetryingWriter(make_writer(
+            settings.influx, settings.retention, settings.windows.all_widths_s))
         self.windows_written = 0
         self.dead_letters: Counter[str] = Counter()
         # for the health probe: the consumer, the windows of the batch being written and the

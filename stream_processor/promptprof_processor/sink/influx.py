@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
 import structlog
 
 from promptprof._backoff import Backoff
-from promptprof_processor.settings import InfluxSettings
+from promptprof_processor.settings import InfluxSettings, RetentionSettings
+from promptprof_processor.sink.retention import by_policy, policy_statements, quote_ident
 
 log = structlog.get_logger("promptprof.sink")
 
@@ -68,9 +70,15 @@ class LineWriter(Protocol):
 
 
 class V1Writer:
-    """``POST /write?db=...&precision=ns`` (InfluxDB 1.x, and 2.x/3.x compatibility APIs)."""
+    """``POST /write?db=...&precision=ns`` (InfluxDB 1.x, and 2.x/3.x compatibility APIs).
 
-    def __init__(self, settings: InfluxSettings) -> None:
+    With ``retention`` on, each width's windows go to its retention policy (``&rp=``), which
+    the writer creates or alters to the configured duration before its first write
+    (:mod:`~promptprof_processor.sink.retention`).
+    """
+
+    def __init__(self, settings: InfluxSettings, retention: RetentionSettings | None = None,
+                 widths_s: Sequence[int] = ()) -> None:
         auth = None
         if settings.username and settings.password:
             auth = (settings.username, settings.password.get_secret_value())
@@ -79,26 +87,54 @@ class V1Writer:
             auth=auth,
         )
         self._params = {"db": settings.database, "precision": "ns"}
+        self._retention = retention or RetentionSettings()
+        self._policies = self._retention.policies(widths_s)
+        self._policies_ready = not self._policies
 
     async def write(self, lines: list[str]) -> None:
-        """Write all lines in one request."""
+        """Write all lines, one request per retention policy."""
+        if not self._policies_ready:
+            await self._ensure_policies()
+        for policy, group in by_policy(lines, self._policies).items():
+            params = self._params if policy is None else {**self._params, "rp": policy}
+            await self._request("/write", params, "\n".join(group).encode())
+
+    async def _ensure_policies(self) -> None:
+        database = self._params["db"]
+        shown = await self._request("/query", {"q": f"SHOW RETENTION POLICIES ON "
+                                               f"{quote_ident(database)}"})
+        existing = {row[0] for result in shown.json().get("results", [])
+                    for series in result.get("series", []) for row in series["values"]}
+        for statement in policy_statements(database, self._retention, self._policies, existing):
+            await self._request("/query", {"q": statement})
+        self._policies_ready = True
+
+    async def _request(self, path: str, params: dict[str, str], body: bytes = b"",
+                       ) -> httpx.Response:
         try:
-            response = await self._client.post(
-                "/write", params=self._params, content="\n".join(lines).encode()
-            )
+            response = await self._client.post(path, params=params, content=body)
         except httpx.HTTPError as exc:
             raise InfluxWriteError(f"influxdb unreachable: {exc!r}", retryable=True) from exc
         status = response.status_code
-        if status >= 300:
-            reason = _v1_reason(response)
+        reason = _v1_reason(response) if status >= 300 else _query_error(response)
+        if reason is not None:
             raise InfluxWriteError(
                 f"influxdb answered {status}: {reason[:300]}", retryable=_retryable(status),
                 status=status, reason=reason,
             )
+        return response
 
     async def close(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+
+
+def _query_error(response: httpx.Response) -> str | None:
+    """The error of a ``/query`` answer that succeeded as HTTP (None for writes and success)."""
+    if not response.content or not response.url.path.endswith("/query"):
+        return None
+    errors = [r["error"] for r in response.json().get("results", []) if "error" in r]
+    return "; ".join(errors) if errors else None
 
 
 def _v1_reason(response: httpx.Response) -> str:
@@ -144,9 +180,12 @@ class V2Writer:
         await self._client.close()
 
 
-def make_writer(settings: InfluxSettings) -> LineWriter:
-    """The writer for the configured API."""
-    return V2Writer(settings) if settings.api == "v2" else V1Writer(settings)
+def make_writer(settings: InfluxSettings, retention: RetentionSettings | None = None,
+                widths_s: Sequence[int] = ()) -> LineWriter:
+    """The writer for the configured API (retention per width: the v1 API only)."""
+    if settings.api == "v2":
+        return V2Writer(settings)
+    return V1Writer(settings, retention, widths_s)
 
 
 class RetryingWriter:

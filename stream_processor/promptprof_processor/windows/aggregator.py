@@ -18,6 +18,13 @@ in :attr:`AggregatorStats.dropped_events`.
 A quality score is late only when it is later than ``quality_lateness_s``: until then it lands in
 the closed window of the call it scores (:mod:`promptprof_processor.windows.late_scores`), and
 :meth:`WindowAggregator.quality_updates` gives the windows' new quality figures.
+
+Rollups. A width of ``rollup_widths_s`` (e.g. 3600 s) is not kept as base windows: each closed
+window of its source width (the largest configured width dividing it) is merged, sketches bin for
+bin, into one open accumulator per series and rollup window, which closes when the watermark
+reaches its end. So a rolled-up window holds exactly the calls of the source windows it spans
+(events late for the source width are late for it too, counted in its ``late_events``), and an
+open hour costs one accumulator per series in the checkpoint instead of 360 of 10 s.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
-from operator import eq, itemgetter
+from operator import attrgetter, eq, itemgetter
 from typing import Any, TypeVar, cast
 
 from promptprof_processor.ingest.validation import CallColumns, CallRecord, Record
@@ -56,6 +63,7 @@ K = TypeVar("K")
 FEW_KEYS = 8
 # (service, prompt id, version, model), label values (a string for one dimension), base start
 GroupKey = tuple[tuple[str, str, str, str], Any, int]
+RollupKey = tuple[int, int]  # (rollup width in s, window start in ns)
 
 _IDENTITY = ("service", "prompt_id", "prompt_version", "request_model")
 _CALL_ROW_FIELDS = (*_IDENTITY, "start_time_unix_nano", "labels", *CALL_FIELDS)
@@ -100,6 +108,11 @@ class WindowAggregator:
         self._dirty: set[tuple[int, Series]] = set()
         self.late_scores = LateScores(settings.quality_hold_ns, settings.max_held_quality_windows)
         self._entered_base = False  # the last advance entered a new base window
+        self._rollup_widths = [(w, w * NS_PER_S, settings.rollup_source(w))
+                               for w in settings.rollup_widths_s]
+        # (rollup width, window start) -> series -> the merged source windows so far
+        self._rollups: dict[RollupKey, dict[Series, Accumulator]] = {}
+        self._dirty_rollups: set[tuple[RollupKey, Series]] = set()
 
     @property
     def watermark_ns(self) -> int:
@@ -276,6 +289,9 @@ class WindowAggregator:
             for start in sorted(starts):
                 if self._closed_until_ns < start + width_ns <= watermark:
                     closed.extend(self._close(width, start, start + width_ns))
+        rolled = self._close_rollups(watermark)
+        if rolled:
+            closed = sorted([*closed, *rolled], key=attrgetter("width_s", "window_start_ns"))
         self._closed_until_ns = watermark
         for base in [b for b in self._bases if self._last_end(b) <= watermark]:
             del self._bases[base]
@@ -308,6 +324,31 @@ class WindowAggregator:
                 window = acc.finish(self._tags(series), start, end, late)
                 self.late_scores.closed((width, start, series), window)
                 closed.append(window)
+                self._roll_up(width, start, series, acc)
+        return closed
+
+    def _roll_up(self, width: int, start: int, series: Series, acc: Accumulator) -> None:
+        """Merge a closed window of ``width`` into the open rollups it is the source of."""
+        for rollup, rollup_ns, source in self._rollup_widths:
+            if source == width:
+                key = (rollup, start - start % rollup_ns)
+                accumulators = self._rollups.setdefault(key, {})
+                target = accumulators.get(series)
+                if target is None:
+                    target = accumulators[series] = Accumulator()
+                target.merge(acc)
+                self._dirty_rollups.add((key, series))
+
+    def _close_rollups(self, watermark: int) -> list[WindowAggregate]:
+        """Close the rollup windows ending at or before ``watermark``."""
+        closed = []
+        for key in sorted(k for k in self._rollups if k[1] + k[0] * NS_PER_S <= watermark):
+            width, start = key
+            source = self.settings.rollup_source(width)
+            for series, acc in sorted(self._rollups.pop(key).items()):
+                late = acc.late_by_width.get(source, 0)
+                closed.append(acc.finish(self._tags(series), start, start + width * NS_PER_S,
+                                         late))
         return closed
 
     def _tags(self, series: Series) -> SeriesTags:
@@ -328,19 +369,23 @@ class WindowAggregator:
         drops it by the restored ``closed_until_ns``.
         """
         dirty, self._dirty = self._dirty, set()
+        rolled, self._dirty_rollups = self._dirty_rollups, set()
         return self._state([(base, s) for base, s in dirty if base in self._bases],
+                           [(key, s) for key, s in rolled if key in self._rollups],
                            self._registry.changes(), self.late_scores.changes())
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state in the form of :meth:`changes`; clears what changed."""
-        self._dirty = set()
+        self._dirty, self._dirty_rollups = set(), set()
         self._registry.changes()
         keys = [(base, s) for base, accs in self._bases.items() for s in accs]
-        return self._state(keys, self._registry.snapshot(), self.late_scores.changes(True))
+        rolled = [(key, s) for key, accs in self._rollups.items() for s in accs]
+        return self._state(keys, rolled, self._registry.snapshot(),
+                           self.late_scores.changes(True))
 
     def _state(
-        self, keys: list[tuple[int, Series]], registry: list[list[Any]],
-        late_scores: dict[str, Any],
+        self, keys: list[tuple[int, Series]], rolled: list[tuple[RollupKey, Series]],
+        registry: list[list[Any]], late_scores: dict[str, Any],
     ) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT,
@@ -351,6 +396,8 @@ class WindowAggregator:
             "stats": asdict(self.stats),
             "windows": [[base, *s[:4], list(s.labels), self._bases[base][s].to_state()]
                         for base, s in keys],
+            "rollups": [[*key, *s[:4], list(s.labels), self._rollups[key][s].to_state()]
+                        for key, s in rolled],
             "registry": registry,
             "late_scores": late_scores,
         }
@@ -362,7 +409,9 @@ class WindowAggregator:
         """Rebuild an aggregator from a :meth:`snapshot` and the :meth:`changes` after it.
 
         Raises :class:`StateError` when the state has another format, or was written with other
-        window widths or label dimensions (its windows and series would not fit).
+        window widths or label dimensions (its windows and series would not fit). Rollups of a
+        width no longer configured are left out; a rollup width configured since starts with
+        the next source window that closes (its first window holds only the calls from then on).
         """
         agg = cls(settings)
         for state in changes:
@@ -372,6 +421,10 @@ class WindowAggregator:
             if agg._last_end(base) > agg._closed_until_ns
         }
         agg.late_scores.restored(agg._closed_until_ns)
+        agg._rollups = {
+            key: accs for key, accs in agg._rollups.items()
+            if key[1] + key[0] * NS_PER_S > agg._closed_until_ns
+        }
         return agg
 
     def _apply(self, state: dict[str, Any]) -> None:
@@ -388,6 +441,11 @@ class WindowAggregator:
         for base, s, p, v, m, labels, acc in state["windows"]:
             accs = self._bases.setdefault(base, {})
             accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
+        configured = set(self.settings.rollup_widths_s)
+        for width, start, s, p, v, m, labels, acc in state.get("rollups", ()):
+            if width in configured:
+                accs = self._rollups.setdefault((width, start), {})
+                accs[Series(s, p, v, m, tuple(labels))] = Accumulator.from_state(acc)
         self._registry.apply(state["registry"])
         if "late_scores" in state:  # not in states of earlier versions
             self.late_scores.apply(state["late_scores"])

@@ -301,6 +301,8 @@ class Accumulator:
                 mine = self.sketches[name] = Distribution()
             mine.merge(sketch)
         self.rows += other.rows
+        if len(self.rows) >= FOLD_ROWS:
+            self._fold()
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-native snapshot for :meth:`from_state`."""
