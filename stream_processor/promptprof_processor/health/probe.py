@@ -128,10 +128,20 @@ class WorkerProbe:
 
 
 async def _readable(consumer: AIOKafkaConsumer) -> int:
-    """Records between the consumer's positions and its last fetches' high watermarks."""
+    """Records between the consumer's positions and the ends of its partitions.
+
+    The end is the last fetch's high watermark (right on Tansu, whose ListOffsets answers the
+    newest batch's first offset + 1), or ListOffsets' answer when larger: the sink pauses its
+    partitions while a write retries, and a paused partition is not fetched."""
+    assignment = list(consumer.assignment())
+    try:
+        listed = await asyncio.wait_for(consumer.end_offsets(assignment), POSITION_TIMEOUT_S)
+    except Exception:  # a rebalance under way (or timed out): the fetches' ends alone
+        listed = {}
     total = 0
-    for tp in consumer.assignment():
-        end = consumer.highwater(tp)
+    for tp in assignment:
+        end = max((e for e in (consumer.highwater(tp), listed.get(tp)) if e is not None),
+                  default=None)
         if end is None:
             continue
         try:
