@@ -239,23 +239,6 @@ def test_rollup_rejects_bad_input(case: str, message: str) -> None:
         rollup(windows, start_ns=start)
 
 
-@given(st.lists(call_st, min_size=1, max_size=600), st.lists(st.integers(1, 300), min_size=1))
-@settings(max_examples=40, deadline=None)
-def test_rows_in_any_chunks_give_the_figures_of_the_columns(
-    events: list[CallRecord], chunks: list[int]
-) -> None:
-    rows = [tuple(e[name] for name in CALL_FIELDS) for e in events]
-    by_rows, taken = Accumulator(), 0
-    for size in chunks * len(rows):
-        if taken >= len(rows):
-            break
-        by_rows.add_rows(rows[taken:taken + size])
-        taken += size
-    by_columns = Accumulator()
-    add_calls(by_columns, events)
-    assert_figures_equal(finish(by_rows), finish(by_columns))
-
-
 def test_pending_rows_survive_a_state_round_trip_and_reading_leaves_them_pending() -> None:
     acc = Accumulator()
     acc.add_rows([tuple(call(i)[name] for name in CALL_FIELDS) for i in range(3)])
@@ -346,10 +329,10 @@ def test_new_figures_survive_state_and_bytes_and_old_state_restores_without_them
     assert (old.observed_events, old.latency_over_ms) == ({}, {})
 
 
-@given(st.lists(call_st, min_size=1, max_size=300), st.lists(st.integers(1, 100), min_size=1),
+@given(st.lists(call_st, min_size=1, max_size=600), st.lists(st.integers(1, 300), min_size=1),
        st.lists(st.floats(0.5, 60_000), max_size=3))
 @settings(max_examples=40, deadline=None)
-def test_rows_count_calls_over_thresholds_as_columns_do(
+def test_rows_in_any_chunks_give_the_figures_and_threshold_counts_of_the_columns(
     events: list[CallRecord], chunks: list[int], thresholds: list[float]
 ) -> None:
     rows = [tuple(e[name] for name in CALL_FIELDS) for e in events]
