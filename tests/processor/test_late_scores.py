@@ -100,7 +100,8 @@ def test_late_scores_give_the_quality_of_scores_that_came_on_time(
 
 
 def test_a_late_score_updates_its_window_and_one_past_the_lateness_is_returned() -> None:
-    agg = aggregator(widths_s=[10, 60], allowed_lateness_s=0, quality_lateness_s=100)
+    agg = aggregator(widths_s=[10, 60], rollup_widths_s=[], allowed_lateness_s=0,
+                     quality_lateness_s=100)
     agg.add([call(1), call(1.5), quality(1, 0.2)])
     agg.add([call(75)])
     closed = agg.advance()  # [0, 10) and [0, 60) closed with one score each

@@ -257,8 +257,12 @@ def test_outage_spooled_then_replayed_exactly_once(broker: TansuBroker, tmp_path
 CHILD = textwrap.dedent(
     """
     import json, sys, time
+    import structlog
     from promptprof import Settings, load_settings
     from promptprof import Profiler, profile
+
+    # logs (the producer's threads log while the broker is away) to stderr: stdout is the report
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
 
     mode, bootstrap, spool, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     settings = load_settings(
