@@ -195,7 +195,7 @@ async def watch_worker(
                         _common.log("first start-marker window", startup_s=t_first - worker.started)
                         if args.py_spy:
                             spy = start_py_spy(worker.pid, args.py_spy, total / 50_000)
-                elif prompt != END_MARKER:
+                elif prompt != END_MARKER and window["width_s"] in sums:  # not the hourly rollup
                     sums[window["width_s"]] += window["events"]
                     windows += 1
         t_last = watcher.seen[-1][0]

@@ -183,7 +183,8 @@ async def collect_windows(
                 raise TimeoutError(f"windows hold {sums} of {calls} calls after {timeout_s}s")
             worker.check()
             for window in await watcher.poll(100):
-                sums[window["width_s"]] += window["events"]
+                if window["width_s"] in sums:  # not the hourly rollup
+                    sums[window["width_s"]] += window["events"]
         await watcher.poll(500)  # nothing more is expected; catch any straggler
         return watcher.raw
     finally:

@@ -69,6 +69,8 @@ OUTPUT_BATCH_BYTES = 1_000_000
 # sent as the broker takes them (each pending send holds its record and a future).
 MAX_OUTPUTS_IN_FLIGHT = 20_000
 MAINTENANCE_S = 1.0  # how often idle windows, lost logs and due checkpoints are looked at
+# Open windows (series x base windows, all partitions) beyond which the runs' work goes to a thread.
+THREAD_ABOVE = 50_000
 
 
 def fatal(what: str, exc: BaseException) -> NoReturn:
@@ -264,7 +266,9 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             async with self.lock:
                 records = [(tp.partition, [(r.offset, r.value) for r in batch])
                            for tp, batch in batches.items()]
-                for partition, owned, outputs in await asyncio.to_thread(self._take, records):
+                taken = (await asyncio.to_thread(self._take, records) if self._heavy()
+                         else self._take(records))
+                for partition, owned, outputs in taken:
                     await self._send(partition, owned, outputs)
                 for tp, batch in batches.items():
                     if batch:
@@ -273,11 +277,17 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     next_maintenance = time.monotonic() + MAINTENANCE_S
                     await self._maintain(consumer, set(batches))
 
+    def _heavy(self) -> bool:
+        """Whether the runs hold so many open windows that a window's end may close them for
+        seconds: their work then goes to a thread, so that the loop goes on with heartbeats and
+        sends (below, in the loop: the thread's share of the GIL cost the loop's fetches a third
+        of the worker's speed with few series)."""
+        return sum(o.run.windows.open_accumulators for o in self.owned.values()) > THREAD_ABOVE
+
     def _take(
         self, batches: list[tuple[int, list[tuple[int, bytes | None]]]]
     ) -> list[tuple[int, _Owned, list[Output]]]:
-        """Hand each run its records (in a thread: a burst of window closes takes seconds,
-        and the loop must go on with heartbeats and sends meanwhile)."""
+        """Hand each run its records."""
         taken = []
         for partition, records in batches:
             owned = self.owned.get(partition)
@@ -296,8 +306,9 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             owned.run.behind = end is not None and end > owned.run.next_offset
             if tp not in fetched and self.lost_logs.lost(tp, owned.run.next_offset, end):
                 await self._restart_log(consumer, tp, owned)
-            await self._send(partition, owned,
-                             await asyncio.to_thread(owned.run.close_idle, _now()))
+            closed = (await asyncio.to_thread(owned.run.close_idle, _now()) if self._heavy()
+                      else owned.run.close_idle(_now()))
+            await self._send(partition, owned, closed)
         await self._checkpoint_all()
 
     async def _restart_log(

@@ -42,6 +42,7 @@ from promptprof_processor.settings import WindowSettings
 from promptprof_processor.units import NS_PER_S
 from promptprof_processor.windows.figures import (
     CALL_FIELDS,
+    FOLD_ROWS,
     QUALITY_FIELDS,
     Accumulator,
     SeriesTags,
@@ -130,6 +131,11 @@ class WindowAggregator:
         return dict(self._registry.overflow_events)
 
     @property
+    def open_accumulators(self) -> int:
+        """Open (base window, series) accumulators: about what a window's end closes at once."""
+        return sum(map(len, self._bases.values()))
+
+    @property
     def open_series(self) -> int:
         """Distinct series with a window still open."""
         return len({series for accumulators in self._bases.values() for series in accumulators})
@@ -156,11 +162,17 @@ class WindowAggregator:
         if not calls.count:
             return
         self.stats.events += calls.count
-        rows = list(zip(*map(calls.column, CALL_FIELDS), strict=True))
         thresholds = self.settings.latency_thresholds_ms
+        rows: list[tuple[Any, ...]] | None = None
         for series, base, indices in self._grouped(calls):
-            part = rows if len(indices) == calls.count else [rows[i] for i in indices]
-            self._accumulator(base, series).add_rows(part, thresholds)
+            acc = self._accumulator(base, series)
+            if len(indices) >= FOLD_ROWS:  # many calls of one series: by column at once
+                acc.add_calls(calls.select(indices, CALL_FIELDS), thresholds)
+                continue
+            if rows is None:
+                rows = list(zip(*map(calls.column, CALL_FIELDS), strict=True))
+            acc.add_rows(rows if len(indices) == calls.count else [rows[i] for i in indices],
+                         thresholds)
 
     def _add_quality(self, scores: CallColumns) -> list[tuple[list[int], str]]:
         """Aggregate quality scores (one for a closed window lands in it where it is held);
