@@ -36,8 +36,9 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -71,6 +72,8 @@ MAX_OUTPUTS_IN_FLIGHT = 20_000
 MAINTENANCE_S = 1.0  # how often idle windows, lost logs and due checkpoints are looked at
 # Open windows (series x base windows, all partitions) beyond which the runs' work goes to a thread.
 THREAD_ABOVE = 50_000
+
+T = TypeVar("T")
 
 
 def fatal(what: str, exc: BaseException) -> NoReturn:
@@ -266,9 +269,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             async with self.lock:
                 records = [(tp.partition, [(r.offset, r.value) for r in batch])
                            for tp, batch in batches.items()]
-                taken = (await asyncio.to_thread(self._take, records) if self._heavy()
-                         else self._take(records))
-                for partition, owned, outputs in taken:
+                for partition, owned, outputs in await self._work(self._take, records):
                     await self._send(partition, owned, outputs)
                 for tp, batch in batches.items():
                     if batch:
@@ -277,12 +278,14 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     next_maintenance = time.monotonic() + MAINTENANCE_S
                     await self._maintain(consumer, set(batches))
 
-    def _heavy(self) -> bool:
-        """Whether the runs hold so many open windows that a window's end may close them for
-        seconds: their work then goes to a thread, so that the loop goes on with heartbeats and
-        sends (below, in the loop: the thread's share of the GIL cost the loop's fetches a third
-        of the worker's speed with few series)."""
-        return sum(o.run.windows.open_accumulators for o in self.owned.values()) > THREAD_ABOVE
+    async def _work(self, work: Callable[..., T], *args: Any) -> T:
+        """Run the runs' ``work``: in a thread when they hold so many open windows that a
+        window's end may close them for seconds (the loop goes on with heartbeats and sends),
+        else on the loop (with few series, a thread's share of the GIL cost the loop's fetches
+        a third of the worker's speed)."""
+        if sum(o.run.windows.open_accumulators for o in self.owned.values()) > THREAD_ABOVE:
+            return await asyncio.to_thread(work, *args)
+        return work(*args)
 
     def _take(
         self, batches: list[tuple[int, list[tuple[int, bytes | None]]]]
@@ -306,9 +309,7 @@ class CallsWorker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             owned.run.behind = end is not None and end > owned.run.next_offset
             if tp not in fetched and self.lost_logs.lost(tp, owned.run.next_offset, end):
                 await self._restart_log(consumer, tp, owned)
-            closed = (await asyncio.to_thread(owned.run.close_idle, _now()) if self._heavy()
-                      else owned.run.close_idle(_now()))
-            await self._send(partition, owned, closed)
+            await self._send(partition, owned, await self._work(owned.run.close_idle, _now()))
         await self._checkpoint_all()
 
     async def _restart_log(
